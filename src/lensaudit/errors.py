@@ -1,0 +1,32 @@
+"""Error hierarchy: the CLI turns each into one clear sentence and an exit code."""
+from __future__ import annotations
+
+
+class LensAuditError(Exception):
+    """Base class of every error lensaudit raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(LensAuditError, ValueError):
+    """The configuration is invalid (unknown key, out-of-range value, bad override)."""
+
+    exit_code = 2
+
+
+class InputError(LensAuditError, ValueError):
+    """An input file or table is missing or malformed."""
+
+    exit_code = 3
+
+
+class GateFailed(LensAuditError):
+    """A blocking validation gate failed; the manifest records the measured figures."""
+
+    exit_code = 4
+
+
+class UpstreamError(LensAuditError):
+    """An upstream stage has not run, or its artifacts changed since this stage ran."""
+
+    exit_code = 5

@@ -1,0 +1,1 @@
+"""Cutout store (Zarr v3, sharded), quality metrics, normalisation."""

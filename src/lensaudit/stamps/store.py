@@ -1,0 +1,113 @@
+"""The stamp store: one Zarr v3 group per run, sharded so that one stamp reads alone and each worker
+writes whole shards without locks.
+
+Layout (``stamps.zarr``):
+- ``image``    (N, B, S, S) float32, nanomaggies/pixel, bands in ``attrs['bands']`` order (g, r, z);
+- ``invvar``   (N, B, S, S) float32, 1/nanomaggy²;
+- ``maskbits`` (N, S, S)    int32, DR10 MASKBITS.
+Chunks hold one stamp; shards hold ``shard_size`` consecutive rows. Unwritten rows read as NaN (image,
+invvar) and −1 (maskbits), so holes are detectable. Works on local paths and fsspec URLs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lensaudit.errors import InputError
+
+ARRAYS = ("image", "invvar", "maskbits")
+
+
+@dataclass
+class StampStore:
+    """Handle on a stamp store. Create with ``StampStore.create``, open with ``StampStore.open``."""
+
+    group: object
+    path: str
+
+    @classmethod
+    def create(cls, path: str | Path, n: int, size: int = 101, bands: str = "grz", shard_size: int = 256,
+               overwrite: bool = False, attrs: dict | None = None) -> "StampStore":
+        import zarr
+
+        shard = max(1, min(shard_size, n)) if n > 0 else 1
+        g = zarr.open_group(str(path), mode="w" if overwrite else "w-", zarr_format=3)
+        nb = len(bands)
+        for name, shape, dtype, fill in (("image", (n, nb, size, size), "float32", np.nan),
+                                         ("invvar", (n, nb, size, size), "float32", np.nan),
+                                         ("maskbits", (n, size, size), "int32", -1)):
+            chunks = (1,) + shape[1:]
+            g.create_array(name, shape=shape, chunks=chunks, shards=(shard,) + shape[1:], dtype=dtype,
+                           fill_value=fill)
+        g.attrs.update({"bands": bands, "size": size, "shard_size": shard, "n": n, "units": "nanomaggies/pixel",
+                        "pixscale_arcsec": 0.262, **(attrs or {})})
+        return cls(g, str(path))
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r") -> "StampStore":
+        import zarr
+
+        try:
+            g = zarr.open_group(str(path), mode=mode, zarr_format=3)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            raise InputError(f"no stamp store at {path}") from None
+        missing = [a for a in ARRAYS if a not in g]
+        if missing:
+            raise InputError(f"stamp store {path} lacks arrays {missing}")
+        return cls(g, str(path))
+
+    # -- geometry --------------------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return int(self.group["image"].shape[0])
+
+    @property
+    def bands(self) -> str:
+        return str(self.group.attrs["bands"])
+
+    @property
+    def shard_size(self) -> int:
+        return int(self.group.attrs["shard_size"])
+
+    def shard_ranges(self) -> list[tuple[int, int]]:
+        """[start, stop) row ranges, one per shard: the unit of lock-free parallel writing."""
+        s = self.shard_size
+        return [(a, min(a + s, self.n)) for a in range(0, self.n, s)]
+
+    # -- I/O -------------------------------------------------------------------------------------
+    def write(self, start: int, image: np.ndarray, invvar: np.ndarray, maskbits: np.ndarray) -> None:
+        """Write consecutive rows from ``start``. Concurrent writers must own whole shards."""
+        stop = start + len(image)
+        self.group["image"][start:stop] = np.asarray(image, np.float32)
+        self.group["invvar"][start:stop] = np.asarray(invvar, np.float32)
+        self.group["maskbits"][start:stop] = np.asarray(maskbits, np.int32)
+
+    def read(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read rows (int, slice, or sorted/unsorted index array) → (image, invvar, maskbits)."""
+        if isinstance(rows, (int, np.integer)):
+            return tuple(self.group[a][int(rows)] for a in ARRAYS)  # type: ignore[return-value]
+        if isinstance(rows, slice):
+            return tuple(self.group[a][rows] for a in ARRAYS)  # type: ignore[return-value]
+        idx = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(idx, kind="stable")
+        out = []
+        for a in ARRAYS:
+            arr = self.group[a].get_orthogonal_selection((idx[order],) + (slice(None),) * (self.group[a].ndim - 1))
+            res = np.empty_like(arr)
+            res[order] = arr
+            out.append(res)
+        return tuple(out)  # type: ignore[return-value]
+
+    def read_image(self, row: int) -> np.ndarray:
+        """One stamp's image (B, S, S): reads a single chunk."""
+        return self.group["image"][int(row)]
+
+    def written_rows(self) -> np.ndarray:
+        """Boolean (N,): rows whose maskbits were written (−1 fill means never written)."""
+        mb = self.group["maskbits"]
+        out = np.zeros(self.n, bool)
+        for a, b in self.shard_ranges():
+            out[a:b] = mb[a:b, 0, 0] != -1
+        return out

@@ -1,0 +1,144 @@
+"""DR10 sweep catalogues: the exact 130-column schema (DR10.1.3 ``SWEEP_DTYPE``) and a column-selective reader.
+
+HDU0 is an empty primary (RAMIN/DECMIN/RAMAX/DECMAX + sorted Tractor keys); HDU1 is a BINTABLE with
+EXTNAME='SWEEP' and UPPER-case columns, units in TUNITn.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lensaudit.errors import InputError
+
+_B8 = ["G", "R", "I", "Z", "W1", "W2", "W3", "W4"]
+_B4 = ["G", "R", "I", "Z"]
+_NMGY, _IVAR = "nanomaggies", "nanomaggies^(-2)"
+
+
+def _schema() -> list[tuple[str, str, str]]:
+    cols: list[tuple[str, str, str]] = [
+        ("RELEASE", "I", ""), ("BRICKID", "J", ""), ("BRICKNAME", "8A", ""), ("OBJID", "J", ""), ("TYPE", "3A", ""),
+        ("RA", "D", "deg"), ("DEC", "D", "deg"), ("RA_IVAR", "E", "deg^(-2)"), ("DEC_IVAR", "E", "deg^(-2)"),
+        ("DCHISQ", "5E", ""), ("EBV", "E", "mag"),
+    ]
+    cols += [(f"FLUX_{b}", "E", _NMGY) for b in _B8]
+    cols += [(f"FLUX_IVAR_{b}", "E", _IVAR) for b in _B8]
+    cols += [(f"MW_TRANSMISSION_{b}", "E", "") for b in _B8]
+    cols += [(f"NOBS_{b}", "I", "") for b in _B8]
+    cols += [(f"RCHISQ_{b}", "E", "") for b in _B8]
+    cols += [(f"FRACFLUX_{b}", "E", "") for b in _B8]
+    cols += [(f"FRACMASKED_{b}", "E", "") for b in _B4]
+    cols += [(f"FRACIN_{b}", "E", "") for b in _B4]
+    cols += [(f"ANYMASK_{b}", "I", "") for b in _B4]
+    cols += [(f"ALLMASK_{b}", "I", "") for b in _B4]
+    cols += [("WISEMASK_W1", "B", ""), ("WISEMASK_W2", "B", "")]
+    cols += [(f"PSFSIZE_{b}", "E", "arcsec") for b in _B4]
+    cols += [(f"PSFDEPTH_{b}", "E", _IVAR) for b in _B4]
+    cols += [(f"GALDEPTH_{b}", "E", _IVAR) for b in _B4]
+    cols += [("PSFDEPTH_W1", "E", _IVAR), ("PSFDEPTH_W2", "E", _IVAR), ("WISE_COADD_ID", "8A", "")]
+    cols += [("SHAPE_R", "E", "arcsec"), ("SHAPE_R_IVAR", "E", "arcsec^(-2)"), ("SHAPE_E1", "E", ""),
+             ("SHAPE_E1_IVAR", "E", ""), ("SHAPE_E2", "E", ""), ("SHAPE_E2_IVAR", "E", "")]
+    cols += [(f"FIBERFLUX_{b}", "E", _NMGY) for b in _B4]
+    cols += [(f"FIBERTOTFLUX_{b}", "E", _NMGY) for b in _B4]
+    cols += [("REF_CAT", "2A", ""), ("REF_ID", "K", ""), ("REF_EPOCH", "E", "")]
+    cols += [("GAIA_PHOT_G_MEAN_MAG", "E", "mag"), ("GAIA_PHOT_G_MEAN_FLUX_OVER_ERROR", "E", ""),
+             ("GAIA_PHOT_BP_MEAN_MAG", "E", "mag"), ("GAIA_PHOT_BP_MEAN_FLUX_OVER_ERROR", "E", ""),
+             ("GAIA_PHOT_RP_MEAN_MAG", "E", "mag"), ("GAIA_PHOT_RP_MEAN_FLUX_OVER_ERROR", "E", ""),
+             ("GAIA_ASTROMETRIC_EXCESS_NOISE", "E", ""), ("GAIA_DUPLICATED_SOURCE", "L", ""),
+             ("GAIA_PHOT_BP_RP_EXCESS_FACTOR", "E", ""), ("GAIA_ASTROMETRIC_SIGMA5D_MAX", "E", ""),
+             ("GAIA_ASTROMETRIC_PARAMS_SOLVED", "B", "")]
+    cols += [("PARALLAX", "E", "mas"), ("PARALLAX_IVAR", "E", "mas^(-2)"), ("PMRA", "E", "mas/yr"),
+             ("PMRA_IVAR", "E", "(mas/yr)^(-2)"), ("PMDEC", "E", "mas/yr"), ("PMDEC_IVAR", "E", "(mas/yr)^(-2)")]
+    cols += [("MASKBITS", "J", ""), ("FITBITS", "I", ""), ("SERSIC", "E", ""), ("SERSIC_IVAR", "E", "")]
+    return cols
+
+
+SWEEP_COLUMNS: list[tuple[str, str, str]] = _schema()
+"""(name, FITS TFORM, TUNIT) for the 130 sweep columns, in file order."""
+assert len(SWEEP_COLUMNS) == 130, len(SWEEP_COLUMNS)
+
+_NUMPY = {"I": np.int16, "J": np.int32, "K": np.int64, "E": np.float32, "D": np.float64, "B": np.uint8, "L": np.bool_}
+
+# Extinction coefficients A/E(B-V) (DECam g, r, i, z).
+EXTINCTION = {"G": 3.214, "R": 2.165, "I": 1.592, "Z": 1.211}
+MASKBITS = {"NPRIMARY": 0, "BRIGHT": 1, "SATUR_G": 2, "SATUR_R": 3, "SATUR_Z": 4, "ALLMASK_G": 5, "ALLMASK_R": 6,
+            "ALLMASK_Z": 7, "WISEM1": 8, "WISEM2": 9, "BAILOUT": 10, "MEDIUM": 11, "GALAXY": 12, "CLUSTER": 13,
+            "SATUR_I": 14, "ALLMASK_I": 15, "SUB_BLOB": 16}
+
+
+def numpy_dtype(tform: str) -> np.dtype:
+    """numpy dtype of a sweep TFORM (``'5E'`` → (float32, 5), ``'8A'`` → S8)."""
+    if tform.endswith("A"):
+        return np.dtype(f"S{tform[:-1]}")
+    if tform[0].isdigit():
+        return np.dtype((_NUMPY[tform[-1]], int(tform[:-1])))
+    return np.dtype(_NUMPY[tform])
+
+
+def sweep_dtype() -> np.dtype:
+    return np.dtype([(n, numpy_dtype(t)) for n, t, _ in SWEEP_COLUMNS])
+
+
+def psfdepth_to_mag(psfdepth) -> np.ndarray:
+    """5σ point-source depth (AB mag) from PSFDEPTH (1/nmgy²); NaN where PSFDEPTH = 0 (no data)."""
+    d = np.asarray(psfdepth, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(d > 0, 22.5 - 2.5 * np.log10(5.0 / np.sqrt(d)), np.nan)
+
+
+def mag_to_psfdepth(mag) -> np.ndarray:
+    """Inverse of ``psfdepth_to_mag``: PSFDEPTH (1/nmgy²) for a 5σ depth in AB mag."""
+    flux5 = 10 ** (-0.4 * (np.asarray(mag, dtype=np.float64) - 22.5))
+    return (5.0 / flux5) ** 2
+
+
+def flux_to_mag(flux_nmgy) -> np.ndarray:
+    f = np.asarray(flux_nmgy, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(f > 0, 22.5 - 2.5 * np.log10(f), np.nan)
+
+
+def read_sweep(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read selected columns of one sweep file (local path or fsspec URL) into a DataFrame.
+
+    Strings are decoded and stripped; multi-element columns (DCHISQ) become one column per element.
+    """
+    from astropy.io import fits
+
+    path = str(path)
+    try:
+        if "://" in path and not path.startswith("file://"):
+            import fsspec
+
+            with fsspec.open(path, "rb") as f:
+                return _read_hdu(fits.open(f, memmap=False), path, columns)
+        with fits.open(path.removeprefix("file://"), memmap=True) as hdul:
+            return _read_hdu(hdul, path, columns)
+    except FileNotFoundError:
+        raise InputError(f"sweep file not found: {path}") from None
+    except OSError as exc:
+        raise InputError(f"sweep file {path} is not a readable FITS file: {exc}") from None
+
+
+def _read_hdu(hdul, path: str, columns: list[str] | None) -> pd.DataFrame:
+    if len(hdul) < 2 or hdul[1].header.get("EXTNAME") != "SWEEP":
+        raise InputError(f"{path}: HDU1 must be a BINTABLE with EXTNAME='SWEEP'")
+    data = hdul[1].data
+    names = data.columns.names
+    want = columns or names
+    missing = [c for c in want if c not in names]
+    if missing:
+        raise InputError(f"{path}: missing sweep columns {missing}")
+    out = {}
+    for c in want:
+        arr = np.asarray(data[c])
+        if arr.dtype.kind == "S":
+            out[c] = np.char.strip(np.char.decode(arr, "ascii"))
+        elif arr.ndim > 1:
+            for i in range(arr.shape[1]):
+                out[f"{c}_{i}"] = arr[:, i].astype(arr.dtype.newbyteorder("="))
+        else:
+            out[c] = arr.astype(arr.dtype.newbyteorder("="))
+    return pd.DataFrame(out)
