@@ -142,3 +142,37 @@ def _read_hdu(hdul, path: str, columns: list[str] | None) -> pd.DataFrame:
         else:
             out[c] = arr.astype(arr.dtype.newbyteorder("="))
     return pd.DataFrame(out)
+
+
+def empty_sweep_table(n: int) -> np.ndarray:
+    """A zero-filled structured array with the exact sweep dtype (string columns blank)."""
+    return np.zeros(n, dtype=sweep_dtype())
+
+
+def write_sweep(path: str | Path, rows: np.ndarray, ramin: float, decmin: float, ramax: float, decmax: float,
+                primary_header: dict | None = None) -> None:
+    """Write a sweep file in the exact DR10 layout: empty HDU0 with sorted keys + RAMIN/…; HDU1 'SWEEP'.
+
+    ``rows`` must have ``sweep_dtype()``. The output bytes depend only on the inputs (no dates written).
+    """
+    from astropy.io import fits
+
+    if rows.dtype != sweep_dtype():
+        raise InputError("write_sweep: rows must have sweep_dtype() (the exact 130-column schema)")
+    hdr = dict(primary_header or {})
+    hdr.update({"RAMIN": float(ramin), "DECMIN": float(decmin), "RAMAX": float(ramax), "DECMAX": float(decmax),
+                "DEPNAM00": "gen_sweep", "DEPVER00": "lensaudit"})
+    h0 = fits.PrimaryHDU()
+    for k in sorted(hdr):
+        h0.header[k] = hdr[k]
+    cols = []
+    for name, tform, unit in SWEEP_COLUMNS:
+        cols.append(fits.Column(name=name, format=tform, unit=unit or None, array=rows[name]))
+    h1 = fits.BinTableHDU.from_columns(cols, name="SWEEP")
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    fits.HDUList([h0, h1]).writeto(tmp, overwrite=True, checksum=False)
+    import os
+
+    os.replace(tmp, p)
