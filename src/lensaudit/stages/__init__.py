@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from types import ModuleType
 
 from lensaudit.config import RunConfig
@@ -19,7 +20,8 @@ STAGE_ORDER = ["sky", "positives", "catalog", "sample", "cutouts", "train", "eva
 
 
 def available(name: str) -> bool:
-    return importlib.util.find_spec(f"lensaudit.stages.{name}") is not None
+    mod = f"lensaudit.stages.{name}"
+    return mod in sys.modules or importlib.util.find_spec(mod) is not None
 
 
 def get_stage(name: str) -> ModuleType:

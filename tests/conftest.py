@@ -1,0 +1,32 @@
+"""Fixtures shared by the whole suite (owned by the foundation; areas keep their own conftest.py)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "dr10-reference"
+
+
+@pytest.fixture(scope="session")
+def dr10_reference() -> Path:
+    """The real DR10 reference data beside the checkout (../shared/data/dr10-reference)."""
+    if not SHARED_DATA.is_dir():
+        raise FileNotFoundError(f"real DR10 reference data missing: {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads():
+    """Keep torch to the machine's cores so that concurrent tests do not oversubscribe."""
+    try:
+        import torch
+
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+    except ImportError:  # pragma: no cover
+        pass
+    yield
