@@ -149,14 +149,21 @@ def config_reference() -> None:
     typer.echo(config_reference_markdown())
 
 
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # parent package absent
+        return False
+
+
 def _optional_subapps() -> None:
     """Sub-command groups that live beside their subpackage (e.g. `lensaudit sky make|serve|check`)."""
     for mod_name, group in (("lensaudit.sky.cli", "sky"),):
-        if importlib.util.find_spec(mod_name) is not None:
+        if _module_exists(mod_name):
             mod = __import__(mod_name, fromlist=["app"])
             app.add_typer(mod.app, name=group)
     for mod_name in ("lensaudit.audit.cli",):
-        if importlib.util.find_spec(mod_name) is not None:
+        if _module_exists(mod_name):
             __import__(mod_name, fromlist=["register"]).register(app)
 
 
