@@ -58,15 +58,17 @@ class DataConfig(Section):
 class SkyConfig(Section):
     """The synthetic DR10-like sky (demo and tests)."""
 
-    n_bricks: int = Field(6, ge=1, le=2000, description="Number of real DR10 bricks rendered.")
+    n_bricks: int = Field(12, ge=1, le=2000, description="Number of real DR10 bricks rendered.")
     frac_bricks_on_lenses: float = Field(0.67, ge=0.0, le=1.0, description="Fraction of bricks chosen around real lenscat positives (Dec < 32°); the rest random.")
-    brick_pixels: int = Field(1200, ge=200, le=3600, description="Rendered pixels per brick side (real: 3600); smaller for speed, WCS still centred on the true brick centre.")
+    brick_pixels: int = Field(2000, ge=200, le=3600, description="Rendered pixels per brick side (real: 3600); smaller for speed, WCS still centred on the true brick centre.")
     lens_dec_max: float = Field(32.0, description="Bricks around positives are drawn only below this Dec (DR10 south).")
     moffat_beta_range: tuple[float, float] = Field((2.5, 4.5), description="Per-brick Moffat β range.")
     theta_e_range_arcsec: tuple[float, float] = Field((0.6, 3.0), description="θE range of rendered lenses.")
-    defect_frac: float = Field(0.3, ge=0.0, le=1.0, description="Fraction of bricks with a NaN/zero-coverage defect near an edge.")
-    extra_lenses_per_brick: int = Field(4, ge=0, le=200, description="Additional simulated lenses per brick beyond lenscat positives (labelled in truth only; they are 'unknown lenses' in the negatives).")
-    confusers_per_brick: int = Field(60, ge=0, le=5000, description="Lens-like confusers (rings, spirals, edge-on, mergers, blue clumpy) per brick.")
+    defect_frac: float = Field(0.3, ge=0.0, le=1.0, description="Fraction of bricks with a zero-coverage strip near an edge and a NaN patch.")
+    lenses_per_brick: int = Field(14, ge=0, le=500, description="Catalogued lenses per brick written to lenses.csv: real lenscat positives in the area first, then simulated ones (demo density ≫ real, for training statistics).")
+    unknown_lenses_per_brick: int = Field(2, ge=0, le=100, description="Lenses not in lenses.csv (truth only): unknown lenses among the negatives, as in real data.")
+    confusers_per_brick: int = Field(30, ge=0, le=5000, description="Lens-like confusers (rings, spirals, edge-on, mergers, blue clumpy) per brick.")
+    workers: int = Field(2, ge=1, le=256, description="Processes rendering bricks in parallel.")
     seed_offset: int = Field(0, ge=0, description="Added to the run seed for the sky (to make independent skies).")
 
 
