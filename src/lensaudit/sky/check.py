@@ -104,10 +104,14 @@ def check_sky(sky_dir: str | Path) -> list[Gate]:
     v = float(np.median(fwhm_ratio)) if fwhm_ratio else float("nan")
     gates.append(Gate(name="star_fwhm_vs_psf", value=v, lo=0.95, hi=1.05, message=f"{len(fwhm_ratio)} isolated stars",
                       detail={"n_stars": len(fwhm_ratio)}))
-    cat = pd.concat([read_sweep(f, ["TYPE", "FLUX_G", "FLUX_R", "FLUX_Z", "RA", "DEC"]) for f in sorted((sky / "sweep").glob("sweep-*.fits"))])
+    cat = pd.concat([read_sweep(f, ["BRICKNAME", "OBJID", "TYPE", "FLUX_G", "FLUX_R", "FLUX_Z", "RA", "DEC"])
+                     for f in sorted((sky / "sweep").glob("sweep-*.fits"))], ignore_index=True)
+    gid = cat.BRICKNAME + "_" + cat.OBJID.astype(str)
+    kind = gid.map(truth[truth.objid >= 0].set_index("galaxy_id").kind)
     with np.errstate(divide="ignore", invalid="ignore"):
         g, r_, z = (22.5 - 2.5 * np.log10(cat[f"FLUX_{b}"].clip(lower=1e-6)) for b in "GRZ")
-    red = cat.TYPE.isin(["DEV", "SER"]) & r_.between(18, 21.5) & ((g - r_) > 1.0)
+    # red galaxies: the red-sequence cut on catalogued DEV/SER galaxies and deflectors (confusers are not red galaxies)
+    red = cat.TYPE.isin(["DEV", "SER"]) & r_.between(18, 21.5) & ((g - r_) > 1.0) & kind.isin(["galaxy", "lens"]).to_numpy()
     lrg = pd.read_parquet(reference_dir() / "lrg_tractor_sample.parquet")
     lrg = lrg[lrg.TYPE.isin(["DEV", "SER"]) & lrg.r_mag.between(18, 21.5) & ((lrg.g_mag - lrg.r_mag) > 1.0)]
     # compare at matched magnitude: the real sample is an LRG selection concentrated at r ≈ 21, and red
