@@ -1,0 +1,83 @@
+"""Pure per-partition functions of the catalog stage, each on a handful of rows."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lensaudit.catalog import n2_rules
+from lensaudit.catalog.cuts import nobs_z_bin, parent_mask
+from lensaudit.catalog.sampling import candidate_filter, quotas, select
+from lensaudit.catalog.spatial import ExclusionIndex, assign_split, healpix_nest
+from lensaudit.config import CatalogConfig
+from lensaudit.errors import ConfigError
+
+
+def _rows(**over):
+    base = dict(sersic=4.0, shape_r=0.8, rchisq_r=1.0, g_r=1.5, axis_ratio=0.8)
+    base.update(over)
+    return pd.DataFrame([base])
+
+
+@pytest.mark.parametrize("row,expect", [
+    (dict(sersic=0.6, shape_r=2.0, rchisq_r=1.6, g_r=0.8), "ring_proxy"),
+    (dict(axis_ratio=0.2, shape_r=1.5), "edge_on_proxy"),
+    (dict(sersic=1.4, shape_r=1.5, g_r=0.6, rchisq_r=1.5), "spiral_proxy"),
+    (dict(sersic=1.0, shape_r=0.9, g_r=0.3, rchisq_r=1.5), "blue_clumpy"),
+    (dict(shape_r=4.0), "large_galaxy"),
+    (dict(), ""),
+])
+def test_each_n2_rule(row, expect):
+    assert n2_rules.classify(_rows(**row)).iloc[0] == expect
+
+
+def test_n2_overrides_and_unknown_names():
+    df = _rows(axis_ratio=0.35, shape_r=1.5)
+    assert n2_rules.classify(df).iloc[0] == ""
+    assert n2_rules.classify(df, {"edge_on_proxy": {"max_axis_ratio": 0.4}}).iloc[0] == "edge_on_proxy"
+    with pytest.raises(ConfigError, match="unknown category"):
+        n2_rules.classify(df, {"rings": {"max_sersic": 1}})
+    with pytest.raises(ConfigError, match="unknown threshold"):
+        n2_rules.classify(df, {"ring_proxy": {"sersic": 1}})
+
+
+def test_parent_cuts():
+    df = pd.DataFrame({"type": ["DEV", "PSF", "SER", "REX", "DEV", "DEV"], "nobs_g": [1, 1, 0, 1, 1, 1],
+                       "nobs_r": [1] * 6, "nobs_z": [3, 3, 3, 2, 3, 3], "maskbits": [0, 0, 0, 0, 2, 0],
+                       "mag_r": [19, 19, 19, 19, 19, 23.5], "dec": [0, 0, 0, 0, 0, 0]})
+    assert parent_mask(df, CatalogConfig()).tolist() == [True, False, False, False, False, False]
+
+
+def test_nobs_bins_and_split_one_per_cell():
+    assert nobs_z_bin([2, 5, 6, 10, 11], [1, 3, 6, 11]).tolist() == ["1-2", "3-5", "6-10", "6-10", "11+"]
+    cells = np.repeat(np.arange(500), 3)
+    s = assign_split(cells, {"train": 0.7, "val": 0.15, "test": 0.15}, seed=5)
+    assert (pd.DataFrame({"c": cells, "s": s}).groupby("c").s.nunique() == 1).all()
+    assert not np.array_equal(s, assign_split(cells, {"train": 0.7, "val": 0.15, "test": 0.15}, seed=6))
+
+
+def test_exclusion_radius():
+    ex = ExclusionIndex(np.array([10.0]), np.array([0.0]), 11.0)
+    d = np.array([0.0, 10.9, 11.1, 30.0]) / 3600
+    assert ex.near(10.0 + d, np.zeros(4)).tolist() == [True, True, False, False]
+    assert healpix_nest([10.0], [0.0], 128).dtype == np.int64
+
+
+def test_sampling_is_order_and_partition_free():
+    rng = np.random.default_rng(0)
+    pool = pd.DataFrame({"galaxy_id": [f"b_{i}" for i in range(3000)], "nobs_z_bin": rng.choice(["3-5", "6-10"], 3000),
+                         "type_bin": rng.choice(["DEV", "SER"], 3000), "pool": rng.choice(["N1", "N2"], 3000, p=[0.8, 0.2])})
+    pos = pd.Series({("3-5", "DEV"): 10, ("6-10", "SER"): 40})
+    counts = pool.value_counts(["nobs_z_bin", "type_bin", "pool"]).rename("n").reset_index()
+    q = quotas(pos, counts, ratio=10, n1_fraction=0.85)
+    whole = select(candidate_filter(pool, q, 1), q)
+    shuffled = pool.sample(frac=1, random_state=3)
+    bounds = np.linspace(0, len(shuffled), 8).astype(int)
+    parts = [shuffled.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    pieces = select(pd.concat([candidate_filter(p, q, 1) for p in parts]), q)
+    assert sorted(whole.galaxy_id) == sorted(pieces.galaxy_id)
+    got = whole.value_counts(["nobs_z_bin", "type_bin", "pool"])
+    assert got[("3-5", "DEV", "N1")] == 85 and got[("3-5", "DEV", "N2")] == 15
+    short = q.set_index(["nobs_z_bin", "type_bin", "pool"])
+    assert short.loc[("6-10", "SER", "N2"), "wanted"] == 60
+    assert short.loc[("6-10", "SER", "N2"), "taken"] == min(60, short.loc[("6-10", "SER", "N2"), "available"])
