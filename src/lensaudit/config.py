@@ -128,6 +128,7 @@ class SampleConfig(Section):
 
     neg_per_pos: float = Field(100.0, gt=0.0, le=10000.0, description="Negatives per positive per (nobs_z bin, TYPE) stratum (decision: 100:1).")
     n1_fraction: float = Field(0.85, ge=0.0, le=1.0, description="N1 share of negatives within each stratum (decision: N1:N2 = 85:15).")
+    mag_r_edges: list[float] = Field(default_factory=lambda: [14.0, 18.0, 19.0, 20.0, 21.0, 22.0, 24.0], description="r-magnitude bins added to the strata (empty = strata by nobs_z bin and TYPE only).")  # decision: brightness-matched negatives remove the core-brightness shortcut
     ratio_tolerance: float = Field(0.10, gt=0.0, le=1.0, description="Gate: realised ratio per stratum within this relative tolerance unless a shortfall is reported.")
 
 

@@ -66,9 +66,10 @@ def test_exclusion_radius():
 def test_sampling_is_order_and_partition_free():
     rng = np.random.default_rng(0)
     pool = pd.DataFrame({"galaxy_id": [f"b_{i}" for i in range(3000)], "nobs_z_bin": rng.choice(["3-5", "6-10"], 3000),
-                         "type_bin": rng.choice(["DEV", "SER"], 3000), "pool": rng.choice(["N1", "N2"], 3000, p=[0.8, 0.2])})
-    pos = pd.Series({("3-5", "DEV"): 10, ("6-10", "SER"): 40})
-    counts = pool.value_counts(["nobs_z_bin", "type_bin", "pool"]).rename("n").reset_index()
+                         "type_bin": rng.choice(["DEV", "SER"], 3000), "pool": rng.choice(["N1", "N2"], 3000, p=[0.8, 0.2]),
+                         "mag_bin": "all"})
+    pos = pd.Series({("3-5", "DEV", "all"): 10, ("6-10", "SER", "all"): 40})
+    counts = pool.value_counts(["nobs_z_bin", "type_bin", "mag_bin", "pool"]).rename("n").reset_index()
     q = quotas(pos, counts, ratio=10, n1_fraction=0.85)
     whole = select(candidate_filter(pool, q, 1), q)
     shuffled = pool.sample(frac=1, random_state=3)
@@ -76,8 +77,16 @@ def test_sampling_is_order_and_partition_free():
     parts = [shuffled.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     pieces = select(pd.concat([candidate_filter(p, q, 1) for p in parts]), q)
     assert sorted(whole.galaxy_id) == sorted(pieces.galaxy_id)
-    got = whole.value_counts(["nobs_z_bin", "type_bin", "pool"])
-    assert got[("3-5", "DEV", "N1")] == 85 and got[("3-5", "DEV", "N2")] == 15
-    short = q.set_index(["nobs_z_bin", "type_bin", "pool"])
-    assert short.loc[("6-10", "SER", "N2"), "wanted"] == 60
-    assert short.loc[("6-10", "SER", "N2"), "taken"] == min(60, short.loc[("6-10", "SER", "N2"), "available"])
+    got = whole.value_counts(["nobs_z_bin", "type_bin", "mag_bin", "pool"])
+    assert got[("3-5", "DEV", "all", "N1")] == 85 and got[("3-5", "DEV", "all", "N2")] == 15
+    short = q.set_index(["nobs_z_bin", "type_bin", "mag_bin", "pool"])
+    assert short.loc[("6-10", "SER", "all", "N2"), "wanted"] == 60
+    assert short.loc[("6-10", "SER", "all", "N2"), "taken"] == min(60, short.loc[("6-10", "SER", "all", "N2"), "available"])
+
+
+def test_mag_bins():
+    from lensaudit.catalog.sampling import add_mag_bin
+
+    df = pd.DataFrame({"mag_r": [17.0, 19.5, 23.9, 30.0]})
+    assert add_mag_bin(df, [14, 18, 20, 24]).mag_bin.tolist() == ["14-18", "18-20", "20-24", "20-24"]
+    assert add_mag_bin(df, []).mag_bin.unique().tolist() == ["all"]

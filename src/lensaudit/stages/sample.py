@@ -7,7 +7,7 @@ import pandas as pd
 
 from lensaudit.catalog.cuts import nobs_z_bin, parent_mask, type_bin
 from lensaudit.catalog.pool import TRACTOR_FOR_POSITIVES, pool_parts
-from lensaudit.catalog.sampling import STRATUM, candidate_filter, quotas, select
+from lensaudit.catalog.sampling import STRATUM, add_mag_bin, candidate_filter, quotas, select
 from lensaudit.config import SampleConfig
 from lensaudit.gates import Gate
 from lensaudit.pipeline import Manifest, RunContext
@@ -21,16 +21,16 @@ CONDITIONS = ["type", "nobs_g", "nobs_r", "nobs_z", "psfsize_g", "psfsize_r", "p
               "ebv", "flux_g", "flux_r", "flux_z", "flux_w1", "mag_g", "mag_r", "mag_z", "shape_r", "shape_e1", "shape_e2",
               "sersic", "maskbits", "g_r", "r_z", "ellipticity", "rchisq_r", "brickname", "brickid", "objid", "release"]
 COLUMNS = (["galaxy_id", "ra", "dec", "label", "tier", "weight", "pool", "n2_category", "split", "positive_id",
-            "nobs_z_bin", "type_bin", "healpix_128", "healpix_64"] + CONDITIONS)
+            "nobs_z_bin", "type_bin", "mag_bin", "healpix_128", "healpix_64"] + CONDITIONS)
 
 
-def _counts(path: str) -> pd.DataFrame:
-    df = pd.read_parquet(path, columns=STRATUM + ["pool"])
-    return df.value_counts().rename("n").reset_index()
+def _counts(path: str, edges: list[float]) -> pd.DataFrame:
+    df = add_mag_bin(pd.read_parquet(path, columns=["nobs_z_bin", "type_bin", "mag_r", "pool"]), edges)
+    return df[STRATUM + ["pool"]].value_counts().rename("n").reset_index()
 
 
-def _candidates(path: str, q: pd.DataFrame, seed: int) -> pd.DataFrame:
-    return candidate_filter(pd.read_parquet(path), q, seed)
+def _candidates(path: str, q: pd.DataFrame, seed: int, edges: list[float]) -> pd.DataFrame:
+    return candidate_filter(add_mag_bin(pd.read_parquet(path), edges), q, seed)
 
 
 def run(cfg: SampleConfig, ctx: RunContext) -> Manifest:
@@ -44,17 +44,18 @@ def run(cfg: SampleConfig, ctx: RunContext) -> Manifest:
     pos = pos[keep].copy()
     pos["nobs_z_bin"] = nobs_z_bin(pos.nobs_z.astype(int), cat_cfg.nobs_z_edges)
     pos["type_bin"] = type_bin(pos.type)
+    pos = add_mag_bin(pos, cfg.mag_r_edges)
     parts = [str(p) for p in pool_parts(ctx.run_dir / "catalog" / "pool")]
     client = ctx.dask_client()
     with ctx.progress(2 * len(parts), "sample: two passes over the pool") as bar:
         counts = []
-        for f in client.map(_counts, parts, pure=False):
+        for f in client.map(_counts, parts, edges=cfg.mag_r_edges, pure=False):
             counts.append(f.result())
             bar.advance(1)
         pool_counts = pd.concat(counts).groupby(STRATUM + ["pool"], as_index=False).n.sum()
         q = quotas(pos.groupby(STRATUM).size(), pool_counts, cfg.neg_per_pos, cfg.n1_fraction)
         cands = []
-        for f in client.map(_candidates, parts, q=q, seed=ctx.seed, pure=False):
+        for f in client.map(_candidates, parts, q=q, seed=ctx.seed, edges=cfg.mag_r_edges, pure=False):
             cands.append(f.result())
             bar.advance(1)
     neg = select(pd.concat(cands, ignore_index=True), q)
@@ -90,11 +91,11 @@ def _gates(sample: pd.DataFrame, q: pd.DataFrame, cfg: SampleConfig) -> list[Gat
     ok_strata = by[by.shortfall == 0]
     worst_dev = float((ok_strata.taken / ok_strata.wanted.clip(lower=1) - 1).abs().max()) if len(ok_strata) else 0.0
     gates.append(Gate(name="ratio_per_stratum_max_rel_dev", value=worst_dev, warn=cfg.ratio_tolerance, fail=3 * cfg.ratio_tolerance,
-                      detail={f"{a}|{b}": round(float(v), 2) for (a, b), v in realised.items()},
+                      detail={"|".join(k): round(float(v), 2) for k, v in realised.items()},
                       message="strata without shortfall; realised neg/pos per stratum in detail"))
     short = by[by.shortfall > 0]
     gates.append(Gate.check("strata_shortfall", short.empty, value=int(by.shortfall.sum()), warn_only=True,
-                            message="; ".join(f"{a}|{b}: short {int(r.shortfall)}" for (a, b), r in short.iterrows())))
+                            message="; ".join(f"{'|'.join(k)}: short {int(r.shortfall)}" for k, r in short.iterrows())))
     n1n2 = q.pivot_table(index=STRATUM, columns="pool", values="taken", aggfunc="sum").fillna(0)
     frac_n1 = float(n1n2.get("N1", 0).sum() / max(n1n2.values.sum(), 1))
     gates.append(Gate(name="n1_fraction", value=frac_n1, lo=cfg.n1_fraction - 0.1, hi=cfg.n1_fraction + 0.1, soft=True,

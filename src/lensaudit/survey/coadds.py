@@ -124,17 +124,23 @@ class CoaddReader:
     def __init__(self, coadd_dir: str | Path, bands: str = "grz", cache_bricks: int = 8):
         self.coadd_dir = Path(coadd_dir)
         self.bands = bands
-        self._cache: OrderedDict[str, BrickData | None] = OrderedDict()
+        self._cache: OrderedDict[str, BrickData] = OrderedDict()
+        self._missing: set[str] = set()  # bricks without files (not in the LRU, so they never evict real ones)
         self._size = cache_bricks
         self._lock = threading.Lock()
 
     def brick(self, brick: Brick) -> BrickData | None:
         with self._lock:
+            if brick.brickname in self._missing:
+                return None
             if brick.brickname in self._cache:
                 self._cache.move_to_end(brick.brickname)
                 return self._cache[brick.brickname]
         data = self._load(brick)
         with self._lock:
+            if data is None:
+                self._missing.add(brick.brickname)
+                return None
             self._cache[brick.brickname] = data
             while len(self._cache) > self._size:
                 self._cache.popitem(last=False)
