@@ -1,0 +1,177 @@
+"""The training loop: weighted BCE, AdamW, warm-up + cosine schedule, early stopping on the spatial
+validation AUC, exact resume from ``last.pt``, red flags (NaN loss with batch ids, AUC stuck at 0.5).
+
+Loss: ``Σ w_i·p_i·BCE(z_i, y_i) / Σ w_i·p_i`` with w the sample weight (Tier-A 1.0, Tier-B 0.5, negatives 1.0)
+and p the positive-class weight (``pos_weight``, default n_neg/n_pos of the training split) for positives.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lensaudit.config import TrainConfig
+from lensaudit.errors import LensAuditError
+from lensaudit.utils import stable_seed
+
+
+class TrainingRedFlag(LensAuditError):
+    """Training stopped on a red flag (NaN loss, non-finite stamp, AUC stuck at 0.5)."""
+
+    exit_code = 6
+
+
+def weighted_bce(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor, pos_weight: float) -> torch.Tensor:
+    """Σ w·p·BCE / Σ w·p, with p = pos_weight for positives and 1 for negatives."""
+    p = torch.where(y > 0.5, torch.full_like(w, pos_weight), torch.ones_like(w))
+    ww = w * p
+    return (ww * F.binary_cross_entropy_with_logits(logits, y, reduction="none")).sum() / ww.sum().clamp_min(1e-12)
+
+
+def lr_lambda(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    warm = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    total = max(warm + 1, cfg.epochs * steps_per_epoch)
+    if step < warm:
+        return (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    floor = cfg.lr_min / cfg.lr
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def ece_equal_mass(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error with equal-mass bins: Σ_b (n_b/N)·|mean(y_b) − mean(p_b)|."""
+    if len(p) == 0:
+        return float("nan")
+    order = np.argsort(p, kind="stable")
+    chunks = np.array_split(order, min(bins, len(p)))
+    return float(sum(len(c) / len(p) * abs(y[c].mean() - p[c].mean()) for c in chunks if len(c)))
+
+
+def val_metrics(p: np.ndarray, y: np.ndarray) -> dict:
+    from sklearn.metrics import precision_recall_curve, roc_auc_score
+
+    if len(np.unique(y)) < 2:
+        return {"val_auc": float("nan"), "recall_at_p90": float("nan"), "precision_at_r90": float("nan"), "ece": float("nan")}
+    prec, rec, _ = precision_recall_curve(y, p)
+    r90 = rec[prec >= 0.9]
+    p90 = prec[rec >= 0.9]
+    return {"val_auc": float(roc_auc_score(y, p)), "recall_at_p90": float(r90.max()) if len(r90) else 0.0,
+            "precision_at_r90": float(p90.max()) if len(p90) else 0.0, "ece": ece_equal_mass(p, y)}
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_auc: float
+    epochs_run: int
+    stopped: str
+    history: list[dict]
+
+
+def _batches(ds, order: np.ndarray, bs: int):
+    for a in range(0, len(order), bs):
+        items = [ds[int(i)] for i in order[a:a + bs]]
+        x = torch.stack([it[0] for it in items])
+        yield x, torch.tensor([it[1] for it in items]), torch.tensor([it[2] for it in items]), [it[3] for it in items]
+
+
+@torch.no_grad()
+def predict(model, ds, bs: int, device: torch.device) -> np.ndarray:
+    model.eval()
+    out = []
+    for x, _, _, _ in _batches(ds, np.arange(len(ds)), bs):
+        out.append(torch.sigmoid(model(x.to(device)).float().squeeze(1)).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def fit(model, train_ds, val_ds, cfg: TrainConfig, out: Path, seed: int, device: torch.device, pos_weight: float,
+        ids: np.ndarray, tiers: np.ndarray, on_epoch: Callable[[dict], None] | None = None,
+        stop_after_steps: int | None = None) -> FitResult:
+    """Train with checkpoints in ``out``; resumes from ``out/last.pt`` when present."""
+    torch.manual_seed(stable_seed(seed, "init"))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n_train = len(train_ds) if not cfg.balanced_sampler else 2 * int((train_ds.t.label[train_ds.idx] == 0).sum())
+    n_train = min(n_train, cfg.max_train_samples or n_train)
+    steps = max(1, math.ceil(n_train / cfg.batch_size))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, steps, cfg))
+    start, best_auc, best_epoch, bad, history = 0, -1.0, -1, 0, []
+    last = out / "last.pt"
+    if last.is_file():
+        ck = torch.load(last, map_location=device, weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start, best_auc, best_epoch, bad = int(ck["epoch"]) + 1, float(ck["best_auc"]), int(ck["best_epoch"]), int(ck["bad_epochs"])
+        history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()][:start]
+    stopped, total_steps = "max_epochs", 0
+    val_y = val_ds.t.label[val_ds.idx]
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        torch.manual_seed(stable_seed(seed, "epoch", epoch))
+        model.train()
+        train_ds.epoch = epoch
+        from lensaudit.train.data import epoch_order
+
+        order = epoch_order(len(train_ds), seed, epoch, train_ds.t.label[train_ds.idx], cfg.balanced_sampler)[:n_train]
+        losses = []
+        for x, y, w, j in _batches(train_ds, order, cfg.batch_size):
+            if not torch.isfinite(x).all():
+                bad_ids = [str(ids[k]) for k, xx in zip(j, x) if not torch.isfinite(xx).all()]
+                raise TrainingRedFlag(f"non-finite stamp(s) in epoch {epoch}: {', '.join(bad_ids[:10])}")
+            if cfg.tier_b_label_smoothing > 0:
+                y = torch.where(torch.tensor(tiers[j] == "B"), y * (1 - cfg.tier_b_label_smoothing), y)
+            x, y, w = x.to(device), y.to(device), w.to(device)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = model(x).float().squeeze(1)
+            loss = weighted_bce(logits, y, w, pos_weight)
+            if not torch.isfinite(loss):
+                raise TrainingRedFlag(f"NaN loss in epoch {epoch}; batch galaxy_ids: {', '.join(str(ids[k]) for k in j[:20])}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss))
+            total_steps += 1
+            if stop_after_steps is not None and total_steps >= stop_after_steps:
+                raise KeyboardInterrupt("stopped for the resume test")
+        pv = predict(model, val_ds, cfg.batch_size, device)
+        m = val_metrics(pv, val_y)
+        with torch.no_grad():
+            vl = float(weighted_bce(torch.logit(torch.tensor(pv).clamp(1e-6, 1 - 1e-6)), torch.tensor(val_y),
+                                    torch.tensor(val_ds.t.weight[val_ds.idx]), pos_weight)) if len(pv) else float("nan")
+        rec = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), "val_loss": vl, **m,
+               "lr": opt.param_groups[0]["lr"], "epoch_s": round(time.perf_counter() - t0, 2)}
+        history.append(rec)
+        improved = np.isfinite(m["val_auc"]) and m["val_auc"] > best_auc
+        if improved:
+            best_auc, best_epoch, bad = m["val_auc"], epoch, 0
+            _save(out / "best.pt", {k: v.detach().cpu() for k, v in model.state_dict().items()})
+        else:
+            bad += 1
+        _save(last, {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "epoch": epoch, "best_auc": best_auc, "best_epoch": best_epoch, "bad_epochs": bad})
+        (out / "history.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+        if on_epoch:
+            on_epoch(rec)
+        recent = [h["val_auc"] for h in history[-cfg.stuck_auc_epochs:]]
+        if len(recent) == cfg.stuck_auc_epochs and all(abs(a - 0.5) < 0.02 for a in recent if np.isfinite(a)) and epoch + 1 >= cfg.min_epochs:
+            raise TrainingRedFlag(f"val AUC stuck at 0.5 for {cfg.stuck_auc_epochs} epochs: {recent}")
+        if epoch + 1 >= cfg.min_epochs and bad >= cfg.patience:
+            stopped = f"early stop: no val AUC gain for {cfg.patience} epochs"
+            break
+    return FitResult(best_epoch, best_auc, len(history), stopped, history)
+
+
+def _save(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
