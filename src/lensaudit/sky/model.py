@@ -259,8 +259,12 @@ def _confuser(kind: str, p: tuple[float, float], rng) -> SkyObject:
 def _lens(p: tuple[float, float], rng, ref: Reference, theta_e_range: tuple[float, float], name: str, grading: str,
           ref_str: str) -> SkyObject:
     """An LRG deflector from the same real distribution as red field galaxies, plus a lensed clumpy source."""
-    row = _lrg_row(ref, rng, 21.8)
-    m = float(row.r_mag)
+    # deflector brightness follows the same number counts as the field galaxies it must be matched against
+    # (dN/dm ∝ 10^(0.33 m) over 18.5 < r < 22): a brighter deflector population would hand the finder a
+    # core-brightness shortcut that no real negative sample could be matched to
+    a, lo, hi = 0.33 * np.log(10), 18.5, 22.0
+    m = float(np.log(np.exp(a * lo) + rng.random() * (np.exp(a * hi) - np.exp(a * lo))) / a)
+    row = _lrg_row(ref, rng, 23.0, near_mag=m)
     g_r, r_z = float(row.g_mag - row.r_mag), float(row.r_minus_z)
     e1, e2, q = _ellip(rng, 0.5)
     theta_e = float(rng.uniform(*theta_e_range))

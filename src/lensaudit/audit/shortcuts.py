@@ -1,0 +1,50 @@
+"""Shortcut gates: can trivial features separate positives from negatives?
+
+- core-only: logistic regression on the mean flux within r < 4, 8, 12 px in g, r, z (9 features, log-scaled),
+  5-fold cross-validated AUC with a bootstrap CI. Green if the lower 68% bound < 0.60, yellow 0.60–0.70,
+  red above 0.70 (non-blocking gates; a red one marks the audit as not trustworthy);
+- annulus-only (4 ≤ r < 16 px): should be strong if the finder can learn arcs; reported, not gated;
+- core-brightness ratio and noise (MAD) ratio, positives/negatives medians, expected within 0.9–1.1.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lensaudit.audit.metrics import bootstrap_ci
+from lensaudit.gates import Gate
+
+CORE = [f"core{r}_{b}" for r in (4, 8, 12) for b in "grz"]
+ANNULUS = [f"annulus_{b}" for b in "grz"]
+
+
+def cv_auc(X: np.ndarray, y: np.ndarray, seed: int = 0, n_boot: int = 300) -> dict:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    Xs = np.sign(X) * np.log1p(np.abs(X) / 1e-3)
+    folds = max(2, min(5, int(y.sum()), int((y == 0).sum())))
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
+    p = cross_val_predict(clf, Xs, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed), method="predict_proba")[:, 1]
+    return bootstrap_ci(y, p, n=n_boot, seed=seed)
+
+
+def shortcut_gates(q: pd.DataFrame, warn: float = 0.60, fail: float = 0.70, seed: int = 0) -> tuple[list[Gate], dict]:
+    """Gates from a table with label and the quality metrics of the stamps (one row per stamp)."""
+    y = q.label.to_numpy(int)
+    core = cv_auc(np.nan_to_num(q[CORE].to_numpy(float)), y, seed)
+    ann = cv_auc(np.nan_to_num(q[ANNULUS + [f"mad_{b}" for b in "grz"]].to_numpy(float)), y, seed)
+    gates = [Gate(name="core_only_auc", value=core["value"], ci=core["ci68"], warn=warn, fail=fail, use_ci_bound=True,
+                  blocking=False, message="logistic regression on central r<4/8/12 px fluxes; lower 68% bound gated"),
+             Gate(name="annulus_only_auc", value=ann["value"], ci=ann["ci68"], forced="pass", blocking=False,
+                  message="4–16 px annulus: arcs live here; expected strong")]
+    out = {"core_only": core, "annulus_only": ann}
+    for name, col in (("core_brightness_ratio", "core8_r"), ("noise_mad_ratio", "mad_r")):
+        pos, neg = q[q.label == 1][col].median(), q[q.label == 0][col].median()
+        r = float(pos / neg) if neg and np.isfinite(neg) else float("nan")
+        st = "pass" if 0.9 <= r <= 1.1 else ("warn" if 0.75 <= r <= 1.33 else "fail")
+        gates.append(Gate(name=name, value=r, forced=st, blocking=False, message=f"median {col} positives/negatives (green 0.9–1.1)"))
+        out[name] = r
+    return gates, out
