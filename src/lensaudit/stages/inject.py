@@ -1,0 +1,143 @@
+"""inject: simulated arcs (our engine) in real N1 test-split hosts over the θE × PSF × depth grid, then the
+realism gates (GO/NO-GO). Batches are fixed by the config (deterministic per seed, cell, index and batch size),
+written whole to ``inject/stamps.zarr`` with a done marker each, so a restart resumes.
+
+Prior variants for the sensitivity run: ``main`` (the configured prior), ``bright`` and ``faint`` (the source
+magnitude range shifted by ∓0.75 mag), each with half the injections per cell.
+"""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np
+import pandas as pd
+
+from lensaudit.config import InjectConfig
+from lensaudit.gates import Gate
+from lensaudit.lensing import inject as inject_arcs
+from lensaudit.lensing import sample_systems
+from lensaudit.pipeline import Manifest, RunContext
+from lensaudit.report.rgb import gallery
+from lensaudit.selection.degrade import degrade
+from lensaudit.selection.grid import axis, cells
+from lensaudit.selection.hosts import assign_hosts, host_pool
+from lensaudit.selection.realism import colour_gates, measured_arc, noise_gates, probe_gate, snr_gates
+from lensaudit.stamps.store import StampStore
+from lensaudit.train.infer import load_frozen
+from lensaudit.utils import atomic_write_json, stable_seed, write_parquet_atomic
+
+NAME = "inject"
+SECTIONS = ("inject",)
+DEPENDS = ("cutouts", "sample", "train", "evaluate")
+VARIANTS = {"main": 0.0, "bright": -0.75, "faint": 0.75}
+
+
+def prior(cfg: InjectConfig, shift: float = 0.0) -> dict:
+    return {"src_mag_r": (cfg.src_mag_r_range[0] + shift, cfg.src_mag_r_range[1] + shift), "magnification": cfg.magnification_range,
+            "src_reff": cfg.src_reff_arcsec_range, "src_n": cfg.src_n_range, "src_q": cfg.src_q_range,
+            "lens_q": cfg.lens_q_range, "shear_max": cfg.shear_max}
+
+
+def plan(cfg: InjectConfig, ctx: RunContext) -> tuple[pd.DataFrame, pd.DataFrame]:
+    sample = pd.read_parquet(ctx.run_dir / "sample" / "sample.parquet")
+    stamps = pd.read_parquet(ctx.run_dir / "cutouts" / "stamps.parquet")
+    grid = cells(axis(cfg.theta_e_grid), axis(cfg.psf_grid), axis(cfg.depth_grid))
+    hosts = host_pool(sample, stamps)
+    parts = [assign_hosts(grid, hosts, cfg.n_per_cell if v == "main" else max(1, cfg.n_per_cell // 2), cfg.psf_match_tol_arcsec,
+                          cfg.depth_match_tol_mag, cfg.allow_degradation, ctx.seed, v) for v in VARIANTS if v == "main" or ctx.config.selection.prior_variants]
+    plan_df = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else pd.DataFrame()
+    return grid, plan_df
+
+
+def _batch(cfg: InjectConfig, b: pd.DataFrame, store: StampStore, seed: int, k: int):
+    img, iv, _ = store.read(b.host_row.to_numpy())
+    rng = np.random.default_rng(stable_seed(seed, "inject", k))
+    for i, r in enumerate(b.itertuples()):
+        if r.degraded:
+            img[i], iv[i] = degrade(img[i], iv[i], r.host_psf_r, r.host_depth_r, r.psf_cell, r.depth_cell, rng)
+    scale = (b.psf_cell / b.host_psf_r).to_numpy()  # degraded hosts: all bands broadened alike
+    psf = {"g": b.host_psf_g.to_numpy() * np.where(b.degraded, scale, 1), "r": np.where(b.degraded, b.psf_cell, b.host_psf_r),
+           "z": b.host_psf_z.to_numpy() * np.where(b.degraded, scale, 1)}
+    shift = b.variant.map(VARIANTS).to_numpy()
+    systems = sample_systems(len(b), b.theta_e.to_numpy(), prior(cfg), rng, psf, 3.5, cfg.source_model)
+    for band in "grz":
+        systems.src_mag[band] = systems.src_mag[band] + np.asarray(shift)
+    stamps, info = inject_arcs(img, iv, systems, rng=rng, noise_model=cfg.noise_model, supersample=cfg.supersample)
+    rec = b.assign(src_mag_r=systems.src_mag["r"].numpy(), src_reff=systems.src_reff.numpy(), src_n=systems.src_n.numpy(),
+                   magnification=info["magnification"], arc_snr=info["arc_snr"], psf_r=psf["r"])
+    return stamps, iv, info, rec, img
+
+
+def run(cfg: InjectConfig, ctx: RunContext) -> Manifest:
+    out = ctx.stage_dir(NAME)
+    grid, pl = plan(cfg, ctx)
+    if pl.empty:
+        return Manifest(counts={"injections": 0}, gates=[Gate.check("hosts_available", False, message="no N1 test hosts match any cell")],
+                        extra={"verdict": "NO-GO"})
+    bs = cfg.batch_size
+    zpath = out / "stamps.zarr"
+    store_out = StampStore.open(zpath, mode="r+") if (zpath / "zarr.json").is_file() else StampStore.create(zpath, len(pl), shard_size=bs)
+    hosts = StampStore.open(ctx.run_dir / "cutouts" / "stamps.zarr")
+    (out / "_batches").mkdir(exist_ok=True)
+    resid_s, sig_s, inj_meas = [], [], []
+    with ctx.progress(len(pl), f"inject: {len(pl)} injections in {pl.cell.nunique()} cells") as bar:
+        for k, a in enumerate(range(0, len(pl), bs)):
+            marker = out / "_batches" / f"{k:05d}.parquet"
+            if marker.is_file():
+                bar.advance(min(bs, len(pl) - a))
+                continue
+            stamps, iv, info, rec, host_img = _batch(cfg, pl.iloc[a:a + bs], hosts, ctx.seed, k)
+            store_out.write(a, stamps, iv, np.zeros(stamps.shape[:1] + stamps.shape[2:], np.int32))
+            m = measured_arc(stamps)
+            rec = rec.assign(meas_snr=m["snr"], meas_g_r=m["g_r"], meas_r_z=m["r_z"], arc_g_r=-2.5 * np.log10(info["noiseless_arc"][:, 0].sum((1, 2)) / info["noiseless_arc"][:, 1].sum((1, 2))),
+                             arc_r_z=-2.5 * np.log10(info["noiseless_arc"][:, 1].sum((1, 2)) / info["noiseless_arc"][:, 2].sum((1, 2))))
+            write_parquet_atomic(rec, marker)
+            if k < 4:  # residual statistics from the first batches
+                resid_s.append(stamps - host_img - info["noiseless_arc"])
+                sig_s.append(info["added_noise_sigma"])
+            bar.advance(len(rec))
+    inj = pd.concat([pd.read_parquet(p) for p in sorted((out / "_batches").glob("*.parquet"))], ignore_index=True)
+    inj.insert(0, "row", np.arange(len(inj)))
+    write_parquet_atomic(inj, out / "injections.parquet")
+    gates, realism = _realism(cfg, ctx, inj, store_out, resid_s, sig_s, out)
+    verdict = "NO-GO" if any(g.status == "fail" for g in gates) else "GO"
+    realism["verdict"] = verdict
+    atomic_write_json(out / "realism.json", realism)
+    n_cells = len(grid)
+    filled = inj[inj.variant == "main"].cell.nunique()
+    gates.append(Gate(name="cells_with_hosts", value=filled / n_cells, warn=0.95, fail=0.5, higher_is_better=True, blocking=False,
+                      message=f"{filled}/{n_cells} cells; degraded hosts in {inj[inj.degraded].cell.nunique()} (predecessor: 43% empty)"))
+    return Manifest(counts={"injections": len(inj), "cells": n_cells, "cells_filled": int(filled),
+                            "degraded_injections": int(inj.degraded.sum())},
+                    gates=gates, outputs=["injections.parquet", "stamps.zarr", "realism.json", "realism_panel.png"],
+                    extra={"verdict": verdict})
+
+
+def _realism(cfg: InjectConfig, ctx: RunContext, inj: pd.DataFrame, store: StampStore, resid, sig, out):
+    sample = pd.read_parquet(ctx.run_dir / "sample" / "sample.parquet")
+    stamps = pd.read_parquet(ctx.run_dir / "cutouts" / "stamps.parquet")
+    pos = stamps[stamps.quality_ok][["row", "galaxy_id"]].merge(sample[sample.label == 1], on="galaxy_id").sort_values("row")
+    hosts = StampStore.open(ctx.run_dir / "cutouts" / "stamps.zarr")
+    real_img = hosts.read(pos.row.to_numpy())[0]
+    real = measured_arc(real_img)
+    main = inj[inj.variant == "main"]
+    rng = np.random.default_rng(stable_seed(ctx.seed, "probe"))
+    pick = np.sort(rng.choice(main.row.to_numpy(), size=min(len(main), max(200, 3 * len(pos))), replace=False))
+    inj_img = store.read(pick)[0]
+    inj_m = measured_arc(inj_img)
+    gates = snr_gates(inj_m["snr"], real["snr"], cfg.snr_ratio_bounds)
+    gates += colour_gates(inj_m, real, cfg.colour_tol_mag)
+    gates += noise_gates(np.concatenate(resid), np.concatenate(sig), seed=ctx.seed) if resid else []
+    model = load_frozen(ctx.run_dir / "train", ctx.config.train.device)
+    g, probe = probe_gate(model.features(real_img), model.features(inj_img), cfg.probe_warn, cfg.probe_fail, ctx.seed)
+    gates.append(g)
+    k = min(8, len(pos))
+    idx = np.sort(rng.choice(len(inj_img), size=k, replace=False)) if k else []
+    panel = np.concatenate([real_img[:k], inj_img[idx]]) if k else np.zeros((0, 3, 101, 101))
+    titles = [f"real {gid}" for gid in pos.galaxy_id[:k]] + [f"inj θE={t:.2f}″ snr={s:.1f}" for t, s in zip(main.set_index("row").loc[pick[idx], "theta_e"], main.set_index("row").loc[pick[idx], "arc_snr"])]
+    gallery(panel, titles, out / "realism_panel.png", ncol=max(k, 1), title="real positives (top) vs matched injections (bottom)")
+    realism = {"gates": [x.to_dict() for x in gates], "probe": probe, "n_real": len(pos), "n_inj_compared": len(pick),
+               "real_snr_percentiles": np.nanpercentile(real["snr"], [10, 50, 90]).tolist() if len(pos) else None,
+               "inj_snr_percentiles": np.nanpercentile(inj_m["snr"], [10, 50, 90]).tolist()}
+    return gates, realism
