@@ -40,21 +40,33 @@ class SelectionFunction:
         return cube
 
     def _interp(self, col: str, theta_e, psf_fwhm, depth) -> np.ndarray:
-        from scipy.interpolate import RegularGridInterpolator
-
+        """Multilinear interpolation; corners with zero weight are ignored, so an insufficient (NaN) cell only
+        affects points that actually use it."""
         pts = np.column_stack([np.atleast_1d(np.asarray(a, float)).ravel() for a in np.broadcast_arrays(theta_e, psf_fwhm, depth)])
         axes = self.axes
+        lo_idx, frac = [], []
         for d, (name, ax) in enumerate(zip(("theta_e", "psf_fwhm", "depth"), axes)):
             bad = (pts[:, d] < ax[0] - 1e-9) | (pts[:, d] > ax[-1] + 1e-9)
             if bad.any():
                 raise ValueError(f"{name}={pts[bad, d][0]:g} is outside the grid [{ax[0]:g}, {ax[-1]:g}]")
-        axes_ok = [a if len(a) > 1 else np.array([a[0], a[0] + 1e-6]) for a in axes]
+            if len(ax) == 1:
+                lo_idx.append(np.zeros(len(pts), int))
+                frac.append(np.zeros(len(pts)))
+                continue
+            i = np.clip(np.searchsorted(ax, pts[:, d], side="right") - 1, 0, len(ax) - 2)
+            lo_idx.append(i)
+            frac.append(np.clip((pts[:, d] - ax[i]) / (ax[i + 1] - ax[i]), 0.0, 1.0))
         cube = self._cube(col)
-        for d, a in enumerate(axes):
-            if len(a) == 1:
-                cube = np.concatenate([cube, cube], axis=d)
-        f = RegularGridInterpolator(axes_ok, cube, method="linear", bounds_error=False, fill_value=None)
-        return f(pts)
+        out = np.zeros(len(pts))
+        for corner in np.ndindex(2, 2, 2):
+            w = np.ones(len(pts))
+            idx = []
+            for d, c in enumerate(corner):
+                w = w * (frac[d] if c else 1 - frac[d])
+                idx.append(np.minimum(lo_idx[d] + c, cube.shape[d] - 1))
+            v = cube[idx[0], idx[1], idx[2]]
+            out = out + np.where(w > 0, w * v, 0.0)
+        return out
 
     def completeness(self, theta_e, psf_fwhm, depth) -> np.ndarray:
         """Posterior-mean completeness at the given conditions (arrays broadcast)."""

@@ -1,0 +1,115 @@
+"""Selection function pieces: Beta intervals, grid cells, insufficient marking, FITS/Parquet round trip,
+interpolation, host degradation statistics, realism gates in both directions."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from lensaudit.config import SelectionConfig
+from lensaudit.selection.binomial import beta_posterior
+from lensaudit.selection.degrade import degrade
+from lensaudit.selection.grid import assign_cell, axis, cells
+from lensaudit.selection.realism import colour_gates, measured_arc, snr_gates
+from lensaudit.selection.table import SelectionFunction
+from lensaudit.stages.selection import completeness_table
+
+
+@pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (10, 10), (57, 200)])
+def test_beta_posterior_matches_scipy(k, n):
+    p = beta_posterior(k, n, "jeffreys", (0.68, 0.95))
+    a, b = k + 0.5, n - k + 0.5
+    assert p["mean"] == pytest.approx(a / (a + b))
+    assert p["lo68"] == pytest.approx(stats.beta.ppf(0.16, a, b)) and p["hi95"] == pytest.approx(stats.beta.ppf(0.975, a, b))
+    u = beta_posterior(k, n, "uniform")
+    assert u["mean"] == pytest.approx((k + 1) / (n + 2))
+
+
+def test_grid_axes_and_cell_assignment():
+    te = axis((0.5, 3.0, 0.25))
+    assert len(te) == 11 and te[-1] == 3.0
+    assert len(cells(te, axis((0.9, 1.8, 0.15)), axis((22.5, 24.5, 0.5)))) == 385
+    assert assign_cell([0.5, 0.62, 0.63, 3.1, 3.2], te).tolist() == [0, 0, 1, 10, -1]
+
+
+def _table():
+    grid = cells(np.array([1.0, 2.0]), np.array([1.0, 1.5]), np.array([24.0]))
+    rows = []
+    for c in grid.itertuples():
+        n = 5 if c.cell == 3 else 40
+        k = int(n * (0.2 + 0.3 * c.theta_e - 0.2 * (c.psf_fwhm - 1)))
+        rows += [{"cell": c.cell, "detected": i < k} for i in range(n)]
+    return completeness_table(grid, pd.DataFrame(rows), SelectionConfig(n_min=20))
+
+
+def test_insufficient_roundtrip_and_interpolation(tmp_path):
+    t = _table()
+    assert t.insufficient.tolist() == [False, False, False, True]
+    sf = SelectionFunction(t, {"THRESH": 0.5, "OPPOINT": "fpr=0.01"})
+    sf.write(tmp_path / "sf.fits", tmp_path / "sf.parquet")
+    for p in ("sf.fits", "sf.parquet"):
+        back = SelectionFunction.load(tmp_path / p)
+        pd.testing.assert_frame_equal(back.table[["theta_e", "n", "k", "c_mean"]].reset_index(drop=True),
+                                      t[["theta_e", "n", "k", "c_mean"]].reset_index(drop=True), check_dtype=False)
+    from astropy.io import fits
+
+    h = fits.open(tmp_path / "sf.fits")["SELECTION"].header
+    assert h["THRESH"] == 0.5 and h["TUNIT1"] == "arcsec"
+    c00, c10 = t.c_mean.iloc[0], t.c_mean.iloc[2]
+    assert sf.completeness(1.5, 1.0, 24.0)[0] == pytest.approx((c00 + c10) / 2)
+    assert np.isnan(sf.completeness(2.0, 1.5, 24.0)[0])  # insufficient cell
+    lo, hi = sf.interval([1.0], [1.0], [24.0])
+    assert lo[0] < c00 < hi[0]
+    with pytest.raises(ValueError, match="outside the grid"):
+        sf.completeness(3.5, 1.0, 24.0)
+
+
+def _star_field(fwhm, sigma, seed, n=101):
+    import galsim
+
+    rng = np.random.default_rng(seed)
+    img = galsim.Moffat(beta=3.5, fwhm=fwhm).drawImage(nx=n, ny=n, scale=0.262).array * 50.0
+    return np.stack([img + rng.normal(0, sigma, img.shape) for _ in range(3)]).astype(np.float32)
+
+
+def _fwhm(img):
+    from lensaudit.sky.check import _fit_fwhm
+
+    return _fit_fwhm(img[1, 38:63, 38:63].astype(float), 3.5)
+
+
+def test_degraded_host_matches_native_conditions():
+    s_good, depth_good, fwhm_good = 0.002, 24.6, 1.0
+    fwhm_t, depth_t = 1.4, 24.0
+    s_t = s_good * 10 ** (0.4 * (depth_good - depth_t)) * fwhm_good / fwhm_t
+    host = _star_field(fwhm_good, s_good, 1)
+    iv = np.full_like(host, 1 / s_good ** 2)
+    deg, deg_iv = degrade(host, iv, fwhm_good, depth_good, fwhm_t, depth_t, np.random.default_rng(2))
+    native = _star_field(fwhm_t, s_t, 3)
+    assert _fwhm(deg) == pytest.approx(_fwhm(native), rel=0.03)
+    mad = lambda x: np.median(np.abs(x[:, :20, :20] - np.median(x[:, :20, :20])))  # noqa: E731
+    assert mad(deg) == pytest.approx(mad(native), rel=0.05)
+    assert deg_iv[1, 0, 0] == pytest.approx(1 / s_t ** 2)
+    with pytest.raises(ValueError):
+        degrade(host, iv, 1.4, 24.0, 1.0, 24.0, np.random.default_rng(0))
+
+
+def _arc_stamps(n, amp, seed):
+    from lensaudit.lensing import inject, sample_systems
+
+    rng = np.random.default_rng(seed)
+    host = rng.normal(0, 0.003, (n, 3, 101, 101)).astype(np.float32)
+    s = sample_systems(n, rng.uniform(1, 2.5, n), {"src_mag_r": (22.5 - 2.5 * np.log10(amp), 23.5 - 2.5 * np.log10(amp)),
+                                                   "magnification": (5, 15), "src_reff": (0.1, 0.3), "src_n": (0.7, 1.5),
+                                                   "src_q": (0.5, 1), "lens_q": (0.7, 1)}, rng, {"g": 1.4, "r": 1.3, "z": 1.2})
+    return inject(host, np.full_like(host, 1 / 0.003 ** 2), s, rng=seed)[0]
+
+
+def test_realism_gates_fail_on_ten_times_too_bright_and_pass_on_matched():
+    real = measured_arc(_arc_stamps(150, 1.0, 1))
+    same = measured_arc(_arc_stamps(150, 1.0, 2))
+    bright = measured_arc(_arc_stamps(40, 10.0, 3))
+    assert all(g.status == "pass" for g in snr_gates(same["snr"], real["snr"], (0.5, 2.0)))
+    assert all(g.status == "fail" for g in snr_gates(bright["snr"], real["snr"], (0.5, 2.0))[1:])
+    assert all(g.status == "pass" for g in colour_gates(same, real, 0.2))
