@@ -139,7 +139,7 @@ def fit(model, train_ds, val_ds, cfg: TrainConfig, out: Path, seed: int, device:
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             total_steps += 1
             if stop_after_steps is not None and total_steps >= stop_after_steps:
                 raise KeyboardInterrupt("stopped for the resume test")
