@@ -1,0 +1,46 @@
+"""Helpers shared by the benchmarks: peak memory and result files."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+RESULTS = Path(__file__).parent / "results"
+
+
+class PeakRSS:
+    """Peak resident memory (MiB) of this process and its children, sampled every 50 ms."""
+
+    def __enter__(self):
+        self.peak = 0.0
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        p = psutil.Process()
+        while not self._stop:
+            try:
+                rss = p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
+            except psutil.Error:
+                rss = 0
+            self.peak = max(self.peak, rss / 2 ** 20)
+            time.sleep(0.05)
+
+    def __exit__(self, *exc):
+        self._stop = True
+        self._t.join()
+
+
+def save(name: str, result: dict) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, **result}
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    for k, v in result.items():
+        print(f"{k:>34}: {v}")
