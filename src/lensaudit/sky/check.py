@@ -110,8 +110,9 @@ def check_sky(sky_dir: str | Path) -> list[Gate]:
     kind = gid.map(truth[truth.objid >= 0].set_index("galaxy_id").kind)
     with np.errstate(divide="ignore", invalid="ignore"):
         g, r_, z = (22.5 - 2.5 * np.log10(cat[f"FLUX_{b}"].clip(lower=1e-6)) for b in "GRZ")
-    # red galaxies: the red-sequence cut on catalogued DEV/SER galaxies and deflectors (confusers are not red galaxies)
-    red = cat.TYPE.isin(["DEV", "SER"]) & r_.between(18, 21.5) & ((g - r_) > 1.0) & kind.isin(["galaxy", "lens"]).to_numpy()
+    # red galaxies: the red-sequence cut on catalogued DEV/SER field galaxies (confusers are not red galaxies, and a
+    # deflector's catalogue photometry is contaminated by its blue arcs)
+    red = cat.TYPE.isin(["DEV", "SER"]) & r_.between(18, 21.5) & ((g - r_) > 1.0) & (kind == "galaxy").to_numpy()
     lrg = pd.read_parquet(reference_dir() / "lrg_tractor_sample.parquet")
     lrg = lrg[lrg.TYPE.isin(["DEV", "SER"]) & lrg.r_mag.between(18, 21.5) & ((lrg.g_mag - lrg.r_mag) > 1.0)]
     # compare at matched magnitude: the real sample is an LRG selection concentrated at r ≈ 21, and red
