@@ -72,3 +72,14 @@ def test_report_in_headless_chromium(demo_run, tmp_path):
         browser.close()
     assert shot.stat().st_size > 10_000
     assert not errors, errors
+
+
+def test_mine_negatives_exports_train_split_negatives(demo_run):
+    import pandas as pd
+
+    run, _, _ = demo_run
+    r = CliRunner().invoke(app, ["mine-negatives", str(REPO / "configs" / "demo.yaml"), "--run-dir", str(run), "--top-k", "5",
+                                 *sum((["--set", s] for s in SMALL), [])])
+    assert r.exit_code == 0, r.output[-2000:]
+    mined = pd.read_parquet(run / "evaluate" / "mined_negatives.parquet")
+    assert len(mined) == 5 and (mined.split == "train").all() and mined.score.is_monotonic_decreasing
