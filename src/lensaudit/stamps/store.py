@@ -27,6 +27,13 @@ class StampStore:
     group: object
     path: str
 
+    def __post_init__(self) -> None:
+        # array handles are opened once: looking them up in the group re-reads their metadata on every access
+        self._arrays = {a: self.group[a] for a in ARRAYS if a in self.group}
+
+    def _a(self, name: str):
+        return self._arrays[name]
+
     @classmethod
     def create(cls, path: str | Path, n: int, size: int = 101, bands: str = "grz", shard_size: int = 256,
                overwrite: bool = False, attrs: dict | None = None) -> "StampStore":
@@ -61,7 +68,7 @@ class StampStore:
     # -- geometry --------------------------------------------------------------------------------
     @property
     def n(self) -> int:
-        return int(self.group["image"].shape[0])
+        return int(self._a("image").shape[0])
 
     @property
     def bands(self) -> str:
@@ -80,21 +87,21 @@ class StampStore:
     def write(self, start: int, image: np.ndarray, invvar: np.ndarray, maskbits: np.ndarray) -> None:
         """Write consecutive rows from ``start``. Concurrent writers must own whole shards."""
         stop = start + len(image)
-        self.group["image"][start:stop] = np.asarray(image, np.float32)
-        self.group["invvar"][start:stop] = np.asarray(invvar, np.float32)
-        self.group["maskbits"][start:stop] = np.asarray(maskbits, np.int32)
+        self._a("image")[start:stop] = np.asarray(image, np.float32)
+        self._a("invvar")[start:stop] = np.asarray(invvar, np.float32)
+        self._a("maskbits")[start:stop] = np.asarray(maskbits, np.int32)
 
     def read(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Read rows (int, slice, or sorted/unsorted index array) → (image, invvar, maskbits)."""
         if isinstance(rows, (int, np.integer)):
-            return tuple(self.group[a][int(rows)] for a in ARRAYS)  # type: ignore[return-value]
+            return tuple(self._a(a)[int(rows)] for a in ARRAYS)  # type: ignore[return-value]
         if isinstance(rows, slice):
-            return tuple(self.group[a][rows] for a in ARRAYS)  # type: ignore[return-value]
+            return tuple(self._a(a)[rows] for a in ARRAYS)  # type: ignore[return-value]
         idx = np.asarray(rows, dtype=np.int64)
         order = np.argsort(idx, kind="stable")
         out = []
         for a in ARRAYS:
-            arr = self.group[a].get_orthogonal_selection((idx[order],) + (slice(None),) * (self.group[a].ndim - 1))
+            arr = self._a(a).get_orthogonal_selection((idx[order],) + (slice(None),) * (self._a(a).ndim - 1))
             res = np.empty_like(arr)
             res[order] = arr
             out.append(res)
@@ -102,11 +109,11 @@ class StampStore:
 
     def read_image(self, row: int) -> np.ndarray:
         """One stamp's image (B, S, S): reads a single chunk."""
-        return self.group["image"][int(row)]
+        return self._a("image")[int(row)]
 
     def written_rows(self) -> np.ndarray:
         """Boolean (N,): rows whose maskbits were written (−1 fill means never written)."""
-        mb = self.group["maskbits"]
+        mb = self._a("maskbits")
         out = np.zeros(self.n, bool)
         for a, b in self.shard_ranges():
             out[a:b] = mb[a:b, 0, 0] != -1
