@@ -60,8 +60,9 @@ def run(cfg: SelectionConfig, ctx: RunContext) -> Manifest:
             bar.advance(min(256, len(inj) - a))
     inj["score"] = np.concatenate(scores)
     inj["detected"] = inj.score >= op
-    write_parquet_icols = ["row", "variant", "cell", "theta_e", "psf_cell", "depth_cell", "host_galaxy_id", "degraded", "src_mag_r", "magnification", "arc_snr", "score", "detected"]
-    write_parquet_atomic(inj[write_parquet_icols], out / "injection_scores.parquet")
+    cols = ["row", "variant", "cell", "theta_e", "psf_cell", "depth_cell", "host_galaxy_id", "degraded", "src_mag_r",
+            "magnification", "arc_snr", "score", "detected"]
+    write_parquet_atomic(inj[cols], out / "injection_scores.parquet")
     icfg = ctx.config.inject
     te, ps, dp = axis(icfg.theta_e_grid), axis(icfg.psf_grid), axis(icfg.depth_grid)
     grid = cells(te, ps, dp)

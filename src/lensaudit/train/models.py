@@ -50,17 +50,11 @@ def efficientnet_b0(stem: str = "small") -> nn.Module:
 
 
 def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Features before the final linear layer (B, D)."""
-    if hasattr(model, "fc"):
-        fc = model.fc
-        model.fc = nn.Identity()
-        try:
-            return model(x)
-        finally:
-            model.fc = fc
-    head = model.classifier
-    model.classifier = nn.Identity()
+    """Features before the final layer (B, D): the head (`fc` for ResNets, `classifier` otherwise) is bypassed."""
+    name = "fc" if hasattr(model, "fc") else "classifier"
+    head = getattr(model, name)
+    setattr(model, name, nn.Identity())
     try:
         return model(x)
     finally:
-        model.classifier = head
+        setattr(model, name, head)
