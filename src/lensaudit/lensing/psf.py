@@ -1,8 +1,6 @@
 """Moffat PSF kernels and batched FFT convolution."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -35,6 +33,3 @@ def convolve_fft(img: Tensor, kernel: Tensor) -> Tensor:
     a = (k - 1) // 2
     return out[:, a:a + h, a:a + w]
 
-
-def fwhm_to_sigma(fwhm: float) -> float:
-    return fwhm / (2 * math.sqrt(2 * math.log(2)))

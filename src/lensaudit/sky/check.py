@@ -19,7 +19,7 @@ import pandas as pd
 from lensaudit.gates import Gate
 from lensaudit.sky.model import PIX, reference_dir
 from lensaudit.survey.bricks import brick_center
-from lensaudit.survey.coadds import CoaddReader
+from lensaudit.survey.coadds import CoaddReader, _wcs
 
 
 def _mad(x: np.ndarray) -> float:
@@ -78,9 +78,6 @@ def check_sky(sky_dir: str | Path) -> list[Gate]:
                 scaled_r.append(m * 10 ** (0.4 * (row.psfdepth_mag - 24.4)) * row.psf_fwhm_arcsec / 1.36)
         r = c.set_index("band").loc["r"]
         stars = truth[(truth.brickname == name) & (truth.kind == "star") & truth.mag_r_true.between(17.0, 19.0)]
-        from astropy.wcs import WCS  # noqa: F401  (the header dict → WCS helper lives in coadds)
-        from lensaudit.survey.coadds import _wcs
-
         w = _wcs(data.header)
         allpos = truth[truth.brickname == name]
         for s in stars.itertuples():

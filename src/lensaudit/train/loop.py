@@ -17,8 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lensaudit.audit.metrics import ece
 from lensaudit.config import TrainConfig
 from lensaudit.errors import LensAuditError
+from lensaudit.train.data import epoch_order
 from lensaudit.utils import stable_seed
 
 
@@ -45,15 +47,6 @@ def lr_lambda(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def ece_equal_mass(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error with equal-mass bins: Σ_b (n_b/N)·|mean(y_b) − mean(p_b)|."""
-    if len(p) == 0:
-        return float("nan")
-    order = np.argsort(p, kind="stable")
-    chunks = np.array_split(order, min(bins, len(p)))
-    return float(sum(len(c) / len(p) * abs(y[c].mean() - p[c].mean()) for c in chunks if len(c)))
-
-
 def val_metrics(p: np.ndarray, y: np.ndarray) -> dict:
     from sklearn.metrics import precision_recall_curve, roc_auc_score
 
@@ -63,7 +56,7 @@ def val_metrics(p: np.ndarray, y: np.ndarray) -> dict:
     r90 = rec[prec >= 0.9]
     p90 = prec[rec >= 0.9]
     return {"val_auc": float(roc_auc_score(y, p)), "recall_at_p90": float(r90.max()) if len(r90) else 0.0,
-            "precision_at_r90": float(p90.max()) if len(p90) else 0.0, "ece": ece_equal_mass(p, y)}
+            "precision_at_r90": float(p90.max()) if len(p90) else 0.0, "ece": ece(p, y)}
 
 
 @dataclass
@@ -117,8 +110,6 @@ def fit(model, train_ds, val_ds, cfg: TrainConfig, out: Path, seed: int, device:
         torch.manual_seed(stable_seed(seed, "epoch", epoch))
         model.train()
         train_ds.epoch = epoch
-        from lensaudit.train.data import epoch_order
-
         order = epoch_order(len(train_ds), seed, epoch, train_ds.t.label[train_ds.idx], cfg.balanced_sampler)[:n_train]
         losses = []
         for x, y, w, j in _batches(train_ds, order, cfg.batch_size):
