@@ -176,6 +176,7 @@ class TrainConfig(Section):
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader workers.")
     stuck_auc_epochs: int = Field(5, ge=1, le=100, description="Red flag: val AUC within 0.02 of 0.5 for this many epochs stops training.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
+    threads: int = Field(0, ge=0, le=512, description="CPU threads for torch (0 = torch's default). Pin it for bit-identical training curves across machines: CPU reductions depend on the thread count.")
     max_train_samples: int | None = Field(None, ge=1, description="Cap on training samples per epoch (demo budget).")
 
 
@@ -213,6 +214,7 @@ class InjectConfig(Section):
     shear_max: float = Field(0.05, ge=0.0, le=0.3, description="External shear |γ| prior upper bound.")
     supersample: int = Field(5, ge=1, le=11, description="Ray-shooting supersampling.")
     noise_model: Literal["invvar", "mad"] = Field("invvar", description="Arc noise from host invvar, or from the outer-annulus MAD.")
+    host_match: Literal["deflector", "all"] = Field("deflector", description="Hosts: N1 test negatives like the positives' deflectors (TYPE, r mag and g−r inside the positives' 5–95% window), or all N1 test negatives.")
     allow_degradation: bool = Field(True, description="Fill empty cells by degrading better-seeing hosts (Moffat-difference kernel + noise).")
     psf_match_tol_arcsec: float = Field(0.075, gt=0.0, description="Host matches a PSF cell within ± this.")
     depth_match_tol_mag: float = Field(0.25, gt=0.0, description="Host matches a depth cell within ± this.")

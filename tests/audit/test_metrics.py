@@ -48,7 +48,7 @@ def _q(core_boost, seed=0, n=300):
     rng = np.random.default_rng(seed)
     lab = (np.arange(n) % 3 == 0).astype(int)
     d = {"label": lab}
-    for r in (4, 8, 12):
+    for r in (2, 3, 4, 8, 12):
         for b in "grz":
             d[f"core{r}_{b}"] = rng.lognormal(np.log(0.02), 0.5, n) * np.where(lab == 1, core_boost, 1.0)
     for b in "grz":

@@ -113,3 +113,37 @@ def test_realism_gates_fail_on_ten_times_too_bright_and_pass_on_matched():
     assert all(g.status == "pass" for g in snr_gates(same["snr"], real["snr"], (0.5, 2.0)))
     assert all(g.status == "fail" for g in snr_gates(bright["snr"], real["snr"], (0.5, 2.0))[1:])
     assert all(g.status == "pass" for g in colour_gates(same, real, 0.2))
+
+
+def test_snr_gate_compares_differences_where_the_real_percentile_is_noise():
+    rng = np.random.default_rng(4)
+    real = rng.normal(0.0, 1.0, 400) + np.r_[np.zeros(200), np.full(200, 8.0)]  # p10 ≈ −0.9σ: no arc light
+    close = rng.normal(0.0, 1.0, 400) + np.r_[np.zeros(200), np.full(200, 8.0)]
+    far = close + np.r_[np.full(200, 5.0), np.zeros(200)]  # faint half 5σ too bright
+    g_close = {g.name: g for g in snr_gates(close, real, (0.5, 2.0))}
+    g_far = {g.name: g for g in snr_gates(far, real, (0.5, 2.0))}
+    assert "difference is gated" in g_close["arc_snr_p10_ratio"].message
+    assert g_close["arc_snr_p10_ratio"].status == "pass"
+    assert g_far["arc_snr_p10_ratio"].status == "fail"
+    assert g_close["arc_snr_p90_ratio"].status == "pass"  # ratio path for significant percentiles
+
+
+def test_deflector_hosts_follow_the_positives_window():
+    from lensaudit.selection.hosts import host_pool
+
+    rng = np.random.default_rng(5)
+    n = 400
+    label = (np.arange(n) < 100).astype(int)
+    mag = np.where(label == 1, rng.uniform(19, 21, n), rng.uniform(17, 23, n))
+    g_r = np.where(label == 1, rng.uniform(1.2, 1.6, n), rng.uniform(0.2, 1.8, n))
+    typ = np.where(label == 1, rng.choice(["DEV", "SER"], n), rng.choice(["DEV", "SER", "REX"], n))
+    sample = pd.DataFrame({"galaxy_id": [f"g{i}" for i in range(n)], "label": label, "mag_r": mag, "g_r": g_r, "type": typ,
+                           "split": np.where(label == 1, "train", "test"), "pool": np.where(label == 1, "positive", "N1")})
+    stamps = pd.DataFrame({"row": np.arange(n), "galaxy_id": sample.galaxy_id, "quality_ok": True})
+    everyone, info_all = host_pool(sample, stamps, "all")
+    hosts, info = host_pool(sample, stamps, "deflector")
+    assert info_all["hosts"] == 300 and 0 < info["hosts"] < 300
+    assert set(hosts.type) <= {"DEV", "SER"} and "REX" in set(everyone.type)
+    lo, hi = info["window"]["mag_r"]
+    assert hosts.mag_r.between(lo, hi).all() and 19 <= lo < hi <= 21
+    assert hosts.g_r.min() >= info["window"]["g_r"][0] >= 1.2

@@ -1,10 +1,14 @@
 """Shortcut gates: can trivial features separate positives from negatives?
 
-- core-only: logistic regression on the mean flux within r < 4, 8, 12 px in g, r, z (9 features, log-scaled),
-  5-fold cross-validated AUC with a bootstrap CI. Green if the lower 68% bound < 0.60, yellow 0.60–0.70,
-  red above 0.70 (non-blocking gates; a red one marks the audit as not trustworthy);
+- core-only (the predecessor's "core brightness" shortcut): logistic regression on the mean r flux within
+  r < 2 and r < 3 px (≤ 0.79″: inside the 0.8″ inner edge of the arc annulus, so the feature is the deflector's
+  core and not the arcs — wider apertures such as r < 8/12 px contain the arcs of θE ≲ 2″ lenses and would
+  flag the real signal as a shortcut), log-scaled, 5-fold cross-validated AUC with a bootstrap CI. Green if the
+  lower 68% bound < 0.60, yellow 0.60–0.70, red above 0.70 (non-blocking; red marks the audit not trustworthy);
+- core colour (the same apertures in g, r, z): lens deflectors are red massive galaxies, so some separation is
+  physical; yellow above the red threshold, never red — reported so a colour prior is visible, not hidden;
 - annulus-only (4 ≤ r < 16 px): should be strong if the finder can learn arcs; reported, not gated;
-- core-brightness ratio and noise (MAD) ratio, positives/negatives medians, expected within 0.9–1.1.
+- core-brightness ratio (r < 3 px, r band) and noise (MAD) ratio, positives/negatives medians, within 0.9–1.1.
 """
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ import pandas as pd
 from lensaudit.audit.metrics import bootstrap_ci
 from lensaudit.gates import Gate
 
-CORE = [f"core{r}_{b}" for r in (4, 8, 12) for b in "grz"]
+CORE = [f"core{r}_r" for r in (2, 3)]
+CORE_COLOUR = [f"core{r}_{b}" for r in (2, 3) for b in "grz"]
 ANNULUS = [f"annulus_{b}" for b in "grz"]
 
 
@@ -35,13 +40,16 @@ def shortcut_gates(q: pd.DataFrame, warn: float = 0.60, fail: float = 0.70, seed
     """Gates from a table with label and the quality metrics of the stamps (one row per stamp)."""
     y = q.label.to_numpy(int)
     core = cv_auc(np.nan_to_num(q[CORE].to_numpy(float)), y, seed)
+    col = cv_auc(np.nan_to_num(q[CORE_COLOUR].to_numpy(float)), y, seed)
     ann = cv_auc(np.nan_to_num(q[ANNULUS + [f"mad_{b}" for b in "grz"]].to_numpy(float)), y, seed)
     gates = [Gate(name="core_only_auc", value=core["value"], ci=core["ci68"], warn=warn, fail=fail, use_ci_bound=True,
-                  blocking=False, message="logistic regression on central r<4/8/12 px fluxes; lower 68% bound gated"),
+                  blocking=False, message="logistic regression on central r<2/3 px (≤0.79″) r fluxes; lower 68% bound gated"),
+             Gate(name="core_colour_auc", value=col["value"], ci=col["ci68"], warn=fail, use_ci_bound=True, blocking=False,
+                  message="same apertures in g, r, z: deflector colour prior (yellow above the red core threshold, never red)"),
              Gate(name="annulus_only_auc", value=ann["value"], ci=ann["ci68"], forced="pass", blocking=False,
                   message="4–16 px annulus: arcs live here; expected strong")]
-    out = {"core_only": core, "annulus_only": ann}
-    for name, col in (("core_brightness_ratio", "core8_r"), ("noise_mad_ratio", "mad_r")):
+    out = {"core_only": core, "core_colour": col, "annulus_only": ann}
+    for name, col in (("core_brightness_ratio", "core3_r"), ("noise_mad_ratio", "mad_r")):
         pos, neg = q[q.label == 1][col].median(), q[q.label == 0][col].median()
         r = float(pos / neg) if neg and np.isfinite(neg) else float("nan")
         st = "pass" if 0.9 <= r <= 1.1 else ("warn" if 0.75 <= r <= 1.33 else "fail")

@@ -1,5 +1,11 @@
 """Injection hosts: real stamps of the test split's N1 negatives, matched to each cell's PSF and depth; cells
-without a native host borrow a better-seeing, deeper host and degrade it (``degrade.py``), or are left empty."""
+without a native host borrow a better-seeing, deeper host and degrade it (``degrade.py``), or are left empty.
+
+Host population (``inject.host_match``): ``deflector`` (default) keeps the N1 test negatives that look like the
+known lenses' deflectors — Tractor TYPE among those of ≥ 5% of the positives, r magnitude and g−r colour inside
+the positives' 5th–95th percentiles — so the selection function is that of lens-like hosts, and the realism
+gates compare injections with real lenses on like galaxies; ``all`` keeps every N1 test negative (the
+deployment population, where most hosts could never be a strong lens)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,9 +14,27 @@ import pandas as pd
 from lensaudit.utils import hash_unit_interval
 
 
-def host_pool(sample: pd.DataFrame, stamps: pd.DataFrame) -> pd.DataFrame:
+def deflector_window(positives: pd.DataFrame, min_type_frac: float = 0.05, pct: tuple[float, float] = (5, 95)) -> dict:
+    """The positives' deflector population: types and r-magnitude / g−r windows."""
+    frac = positives.type.value_counts(normalize=True)
+    return {"types": sorted(frac[frac >= min_type_frac].index.tolist()),
+            "mag_r": [float(x) for x in np.nanpercentile(positives.mag_r, pct)],
+            "g_r": [float(x) for x in np.nanpercentile(positives.g_r, pct)]}
+
+
+def host_pool(sample: pd.DataFrame, stamps: pd.DataFrame, match: str = "deflector") -> tuple[pd.DataFrame, dict]:
+    """N1 test-split hosts with quality-ok stamps (and, for ``deflector``, inside the positives' window)."""
     q = stamps[stamps.quality_ok][["row", "galaxy_id"]].merge(sample, on="galaxy_id")
-    return q[(q.split == "test") & (q.pool == "N1")].sort_values("row").reset_index(drop=True)
+    h = q[(q.split == "test") & (q.pool == "N1")].sort_values("row").reset_index(drop=True)
+    info = {"match": match, "n1_test": len(h)}
+    pos = q[q.label == 1]
+    if match == "deflector" and len(pos):
+        w = deflector_window(pos)
+        keep = h.type.isin(w["types"]) & h.mag_r.between(*w["mag_r"]) & h.g_r.between(*w["g_r"])
+        h = h[keep].reset_index(drop=True)
+        info.update(window=w)
+    info["hosts"] = len(h)
+    return h, info
 
 
 def assign_hosts(cells: pd.DataFrame, hosts: pd.DataFrame, n: int, psf_tol: float, depth_tol: float,

@@ -46,13 +46,19 @@ def measured_arc(img: np.ndarray, pixscale: float = 0.262) -> dict[str, np.ndarr
     return {"flux": flux, "snr": snr, "g_r": g_r, "r_z": r_z}
 
 
-def snr_gates(inj_snr: np.ndarray, real_snr: np.ndarray, bounds: tuple[float, float]) -> list[Gate]:
+def snr_gates(inj_snr: np.ndarray, real_snr: np.ndarray, bounds: tuple[float, float], floor: float = 1.0) -> list[Gate]:
+    """Percentiles 10/50/90 of the annulus SNR: injected/real within ``bounds``. Where the real percentile is
+    below ``floor`` (no significant arc light: a ratio of two noise-dominated numbers means nothing and can be
+    negative), the gate compares the difference instead: |injected − real| ≤ ``floor`` (σ units) passes."""
     out = []
     for pct in (10, 50, 90):
         a, b = np.nanpercentile(inj_snr, pct), np.nanpercentile(real_snr, pct)
-        ratio = float(a / b) if b > 0 else float("nan")
-        out.append(Gate(name=f"arc_snr_p{pct}_ratio", value=ratio, lo=bounds[0], hi=bounds[1], blocking=False,
-                        message=f"injected {a:.2f} vs real {b:.2f} (host-subtracted annulus estimator)"))
+        msg = f"injected {a:.2f} vs real {b:.2f} (host-subtracted annulus estimator)"
+        if b >= floor:
+            out.append(Gate(name=f"arc_snr_p{pct}_ratio", value=float(a / b), lo=bounds[0], hi=bounds[1], blocking=False, message=msg))
+        else:
+            out.append(Gate(name=f"arc_snr_p{pct}_ratio", value=float(a - b), lo=-floor, hi=floor, blocking=False,
+                            message=msg + f"; real percentile < {floor:g}σ, so the difference is gated (|Δ| ≤ {floor:g})"))
     return out
 
 

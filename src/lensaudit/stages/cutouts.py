@@ -96,9 +96,9 @@ def _gates(s: pd.DataFrame, cfg: CutoutsConfig) -> list[Gate]:
     gates = [Gate(name="fraction_ok", value=frac, fail=cfg.min_ok_fraction, higher_is_better=True, detail=reasons,
                   message="failures: " + "; ".join(f"{k} ×{v}" for k, v in list(reasons.items())[:5]))]
     ok = s[s.quality_ok]
-    pos, neg = ok[ok.label == 1].core8_r, ok[ok.label == 0].core8_r
+    pos, neg = ok[ok.label == 1].core3_r, ok[ok.label == 0].core3_r
     ratio = float(pos.median() / neg.median()) if len(pos) and len(neg) and neg.median() > 0 else float("nan")
     lo, hi = cfg.core_ratio_bounds
     gates.append(Gate(name="core_brightness_ratio_pos_neg", value=ratio, lo=lo, hi=hi, soft=True, blocking=False,
-                      message="median core (r<8 px) r flux, positives/negatives: a shortcut warning sign outside 0.9–1.1"))
+                      message="median inner-core (r<3 px) r flux, positives/negatives: a shortcut warning sign outside 0.9–1.1"))
     return gates

@@ -25,7 +25,7 @@ def run(cfg: FailuresConfig, ctx: RunContext) -> Manifest:
     op = float(ctx.require("evaluate").extra["operating_threshold"])
     lv = ctx.config.evaluate.interval
     sc = pd.read_parquet(ctx.run_dir / "evaluate" / "scores.parquet")
-    st = pd.read_parquet(ctx.run_dir / "cutouts" / "stamps.parquet")[["galaxy_id", "bad_pixel_frac", "star_mask_frac", "core8_r"]]
+    st = pd.read_parquet(ctx.run_dir / "cutouts" / "stamps.parquet")[["galaxy_id", "bad_pixel_frac", "star_mask_frac", "core3_r"]]
     smp = pd.read_parquet(ctx.run_dir / "sample" / "sample.parquet")[["galaxy_id", "shape_r", "ellipticity", "g_r"]]
     df = add_bins(sc[sc.split == "test"].merge(st, on="galaxy_id").merge(smp, on="galaxy_id"))
     truth_p = ctx.config.sky_dir / "truth.parquet"
@@ -53,7 +53,7 @@ def run(cfg: FailuresConfig, ctx: RunContext) -> Manifest:
         acc["missed_faint_arc_agreement"] = float(((missed["mode"] == "faint_arc").to_numpy() == truth_faint).mean())
     tax = pd.concat([fp.assign(kind_of_failure="false_positive"), missed.assign(kind_of_failure="missed_tier_A")], ignore_index=True)
     write_parquet_atomic(tax[["galaxy_id", "kind_of_failure", "mode", "score", "psfsize_r", "psfdepth_mag_r", "shape_r", "ellipticity",
-                              "g_r", "core8_r", "bad_pixel_frac", "star_mask_frac"]], out / "taxonomy.parquet")
+                              "g_r", "core3_r", "bad_pixel_frac", "star_mask_frac"]], out / "taxonomy.parquet")
     counts = tax.groupby(["kind_of_failure", "mode"]).size().rename("n").reset_index()
     store = StampStore.open(ctx.run_dir / "cutouts" / "stamps.zarr")
     galleries = []

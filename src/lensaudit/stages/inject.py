@@ -43,11 +43,11 @@ def plan(cfg: InjectConfig, ctx: RunContext) -> tuple[pd.DataFrame, pd.DataFrame
     sample = pd.read_parquet(ctx.run_dir / "sample" / "sample.parquet")
     stamps = pd.read_parquet(ctx.run_dir / "cutouts" / "stamps.parquet")
     grid = cells(axis(cfg.theta_e_grid), axis(cfg.psf_grid), axis(cfg.depth_grid))
-    hosts = host_pool(sample, stamps)
+    hosts, host_info = host_pool(sample, stamps, cfg.host_match)
     parts = [assign_hosts(grid, hosts, cfg.n_per_cell if v == "main" else max(1, cfg.n_per_cell // 2), cfg.psf_match_tol_arcsec,
                           cfg.depth_match_tol_mag, cfg.allow_degradation, ctx.seed, v) for v in VARIANTS if v == "main" or ctx.config.selection.prior_variants]
     plan_df = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else pd.DataFrame()
-    return grid, plan_df
+    return grid, plan_df, host_info
 
 
 def _batch(cfg: InjectConfig, b: pd.DataFrame, store: StampStore, seed: int, k: int):
@@ -71,9 +71,9 @@ def _batch(cfg: InjectConfig, b: pd.DataFrame, store: StampStore, seed: int, k: 
 
 def run(cfg: InjectConfig, ctx: RunContext) -> Manifest:
     out = ctx.stage_dir(NAME)
-    grid, pl = plan(cfg, ctx)
+    grid, pl, host_info = plan(cfg, ctx)
     if pl.empty:
-        return Manifest(counts={"injections": 0}, gates=[Gate.check("hosts_available", False, message="no N1 test hosts match any cell")],
+        return Manifest(counts={"injections": 0}, gates=[Gate.check("hosts_available", False, message=f"no N1 test hosts match any cell ({host_info})")],
                         extra={"verdict": "NO-GO"})
     bs = cfg.batch_size
     zpath = out / "stamps.zarr"
@@ -103,13 +103,18 @@ def run(cfg: InjectConfig, ctx: RunContext) -> Manifest:
     gates, realism = _realism(cfg, ctx, inj, store_out, resid_s, sig_s, out)
     verdict = "NO-GO" if any(g.status == "fail" for g in gates) else "GO"
     realism["verdict"] = verdict
-    atomic_write_json(out / "realism.json", realism)
     n_cells = len(grid)
     filled = inj[inj.variant == "main"].cell.nunique()
     gates.append(Gate(name="cells_with_hosts", value=filled / n_cells, warn=0.95, fail=0.5, higher_is_better=True, blocking=False,
                       message=f"{filled}/{n_cells} cells; degraded hosts in {inj[inj.degraded].cell.nunique()} (predecessor: 43% empty)"))
+    gates.append(Gate(name="host_pool_size", value=host_info["hosts"], warn=50, fail=10, higher_is_better=True, blocking=False,
+                      message=f"{host_info['hosts']} of {host_info['n1_test']} N1 test negatives ({host_info['match']} hosts"
+                              + (f": types {host_info['window']['types']}, r {host_info['window']['mag_r'][0]:.2f}–{host_info['window']['mag_r'][1]:.2f}, "
+                                 f"g−r {host_info['window']['g_r'][0]:.2f}–{host_info['window']['g_r'][1]:.2f})" if "window" in host_info else ")")))
+    realism["hosts"] = host_info
+    atomic_write_json(out / "realism.json", realism)
     return Manifest(counts={"injections": len(inj), "cells": n_cells, "cells_filled": int(filled),
-                            "degraded_injections": int(inj.degraded.sum())},
+                            "degraded_injections": int(inj.degraded.sum()), "host_pool": int(host_info["hosts"])},
                     gates=gates, outputs=["injections.parquet", "stamps.zarr", "realism.json", "realism_panel.png"],
                     extra={"verdict": verdict})
 

@@ -41,6 +41,8 @@ def run(cfg: TrainConfig, ctx: RunContext) -> Manifest:
     n_pos, n_neg = float(t.label[tr].sum()), float((t.label[tr] == 0).sum())
     pos_weight = cfg.pos_weight or (n_neg / max(n_pos, 1.0))
     device = pick_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(stable_seed(ctx.seed, "model"))
     model = create_model(cfg.arch, cfg.stem).to(device)
     if device.type == "cuda":

@@ -1,6 +1,8 @@
 """Per-stamp quality metrics, vectorised over a batch (N, 3, S, S), and the shortcut diagnostics.
 
-Radii in pixels from the stamp centre: core r < 4/8/12, annulus 4 ≤ r < 16, outer r ≥ 30. MAD is the raw
+Radii in pixels from the stamp centre: core r < 4/8/12 (the predecessor's metadata), inner core r < 2 and r < 3
+(≤ 0.79″, inside the 0.8″ inner edge of the arc annulus used by the realism gates: the deflector's light, with as
+little arc light as the PSF allows — the shortcut gates use these), annulus 4 ≤ r < 16, outer r ≥ 30. MAD is the raw
 median absolute deviation (not scaled by 1.4826) of the outer region, as in the predecessor's metadata.
 """
 from __future__ import annotations
@@ -40,7 +42,7 @@ def quality_metrics(image: np.ndarray, invvar: np.ndarray, maskbits: np.ndarray,
     with np.errstate(invalid="ignore"):
         for k, band in enumerate(BANDS[:nb]):
             x = image[:, k]
-            for rad in (4, 8, 12):
+            for rad in (2, 3, 4, 8, 12):
                 out[f"core{rad}_{band}"] = _masked_mean(x, np.broadcast_to(r < rad, x.shape))
             out[f"annulus_{band}"] = _masked_mean(x, np.broadcast_to((r >= 4) & (r < 16), x.shape))
             outer = np.where(r >= 30, x, np.nan).reshape(n, -1)
