@@ -44,6 +44,13 @@ def test_nside_must_be_power_of_two_and_splits_sum_to_one():
         load_config(None, ["catalog.split_fractions={train: 0.5, val: 0.2, test: 0.2}"])
 
 
+def test_operating_point_is_checked_when_the_config_loads():
+    assert load_config(None, ["evaluate.operating_point=fpr=0.050"]).evaluate.operating_point == "fpr=0.05"
+    for bad in ("fpr=5", "recall=0.9", "score=abc"):
+        with pytest.raises(ConfigError, match=r"evaluate\.operating_point.*'score=S' or 'fpr=F'"):
+            load_config(None, [f"evaluate.operating_point={bad}"])
+
+
 def test_overrides_are_typed_and_run_dir_wins(tmp_path):
     c = load_config(None, ["train.lr=3e-4", "catalog.types=[DEV, SER]", "train.augment=false"], run_dir=tmp_path)
     assert c.train.lr == pytest.approx(3e-4) and c.catalog.types == ["DEV", "SER"] and c.train.augment is False

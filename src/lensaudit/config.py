@@ -65,7 +65,7 @@ class SkyConfig(Section):
     moffat_beta_range: tuple[float, float] = Field((2.5, 4.5), description="Per-brick Moffat β range.")
     theta_e_range_arcsec: tuple[float, float] = Field((0.6, 3.0), description="θE range of rendered lenses.")
     defect_frac: float = Field(0.3, ge=0.0, le=1.0, description="Fraction of bricks with a zero-coverage strip near an edge and a NaN patch.")
-    lenses_per_brick: int = Field(14, ge=0, le=500, description="Catalogued lenses per brick written to lenses.csv: real lenscat positives in the area first, then simulated ones (demo density ≫ real, for training statistics).")
+    lenses_per_brick: int = Field(14, ge=0, le=500, description="Catalogued lenses per brick of median galaxy density, written to lenses.csv: real lenscat positives in the area first, then simulated ones, scaled with the brick's galaxy density (demo density ≫ real, for training statistics).")
     unknown_lenses_per_brick: int = Field(2, ge=0, le=100, description="Lenses not in lenses.csv (truth only): unknown lenses among the negatives, as in real data.")
     confusers_per_brick: int = Field(30, ge=0, le=5000, description="Lens-like confusers (rings, spirals, edge-on, mergers, blue clumpy) per brick.")
     workers: int = Field(2, ge=1, le=256, description="Processes rendering bricks in parallel.")
@@ -186,6 +186,18 @@ class EvaluateConfig(Section):
     thresholds: list[float] = Field(default_factory=lambda: [0.5], description="Fixed score thresholds.")
     fixed_fprs: list[float] = Field(default_factory=lambda: [1e-2, 1e-3, 1e-4], description="Operating points at fixed FPR.")
     operating_point: str = Field("fpr=0.01", description="Threshold used downstream (selection, failures): 'score=0.5' or 'fpr=0.01'.")
+
+    @field_validator("operating_point")
+    @classmethod
+    def _operating_point(cls, v: str) -> str:
+        kind, _, num = v.partition("=")
+        try:
+            x = float(num)
+        except ValueError:
+            x = float("nan")
+        if kind not in ("score", "fpr") or not 0.0 < x < 1.0:
+            raise ValueError(f"expected 'score=S' or 'fpr=F' with 0 < S, F < 1 (got {v!r})")
+        return f"{kind}={x:g}"
     interval: float = Field(0.68, gt=0.0, lt=1.0, description="Credible/confidence interval (decision: 68%).")
     n_bootstrap: int = Field(500, ge=10, le=100000, description="Bootstrap resamples.")
     ece_bins: int = Field(10, ge=2, le=100, description="Equal-mass bins for ECE.")

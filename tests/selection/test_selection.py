@@ -147,3 +147,14 @@ def test_deflector_hosts_follow_the_positives_window():
     lo, hi = info["window"]["mag_r"]
     assert hosts.mag_r.between(lo, hi).all() and 19 <= lo < hi <= 21
     assert hosts.g_r.min() >= info["window"]["g_r"][0] >= 1.2
+
+
+def test_realism_comparison_reweights_injections_to_the_real_conditions():
+    from lensaudit.stages.inject import condition_weights
+
+    main = pd.DataFrame({"psf_cell": [1.0] * 10 + [1.3] * 20 + [1.3] * 5, "depth_cell": [24.0] * 10 + [24.0] * 20 + [24.5] * 5})
+    pos = pd.DataFrame({"psfsize_r": [1.28, 1.35, 1.31, 1.02], "psfdepth_mag_r": [24.6, 24.4, 24.9, 23.9]})
+    w = condition_weights(main, pos)
+    assert w.sum() == pytest.approx(1.0)
+    assert w[:10].sum() == pytest.approx(0.25) and w[30:].sum() == pytest.approx(0.75) and w[10:30].sum() == 0
+    assert np.allclose(w[30:], w[30])  # shared equally inside a cell

@@ -59,11 +59,10 @@ def run(cfg: EvaluateConfig, ctx: RunContext) -> Manifest:
     thresholds = {f"score={t:g}": float(t) for t in cfg.thresholds}
     for f in cfg.fixed_fprs:
         thresholds[f"fpr={f:g}"] = M.threshold_at_fpr(neg, f) if len(neg) else 1.0
-    op = thresholds.get(cfg.operating_point)
-    if op is None:
-        from lensaudit.errors import ConfigError
-
-        raise ConfigError(f"evaluate.operating_point {cfg.operating_point!r} is not one of {sorted(thresholds)}")
+    kind, _, num = cfg.operating_point.partition("=")  # validated by EvaluateConfig: 'score=S' or 'fpr=F'
+    if cfg.operating_point not in thresholds:
+        thresholds[cfg.operating_point] = float(num) if kind == "score" else (M.threshold_at_fpr(neg, float(num)) if len(neg) else 1.0)
+    op = thresholds[cfg.operating_point]
     auc = M.bootstrap_ci(test.label.to_numpy(), test.score.to_numpy(), n=cfg.n_bootstrap, seed=ctx.seed)
     auc_val = M.bootstrap_ci(val.label.to_numpy(), val.score.to_numpy(), n=cfg.n_bootstrap, seed=ctx.seed)
     rng = np.random.default_rng(ctx.seed)

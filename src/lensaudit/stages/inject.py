@@ -119,6 +119,23 @@ def run(cfg: InjectConfig, ctx: RunContext) -> Manifest:
                     extra={"verdict": verdict})
 
 
+def condition_weights(main: pd.DataFrame, pos: pd.DataFrame) -> np.ndarray:
+    """Sampling weights over the main injections that reproduce the real positives' (PSF, depth) distribution:
+    each positive votes for its nearest grid (PSF, depth) cell, shared among that cell's injections. The realism
+    gates then compare like with like ("matched in conditions where possible"); falls back to uniform weights when
+    no positive lies near a filled cell."""
+    ps, ds = np.sort(main.psf_cell.unique()), np.sort(main.depth_cell.unique())
+    if len(pos) == 0 or len(ps) == 0:
+        return np.full(len(main), 1.0 / max(len(main), 1))
+    pc = ps[np.abs(pos.psfsize_r.to_numpy()[:, None] - ps).argmin(1)]
+    dc = ds[np.abs(pos.psfdepth_mag_r.to_numpy()[:, None] - ds).argmin(1)]
+    votes = pd.Series(1.0, index=pd.MultiIndex.from_arrays([pc, dc])).groupby(level=[0, 1]).sum()
+    key = pd.MultiIndex.from_arrays([main.psf_cell.to_numpy(), main.depth_cell.to_numpy()])
+    per_cell = pd.Series(1.0, index=key).groupby(level=[0, 1]).sum()
+    w = votes.reindex(key).fillna(0).to_numpy() / per_cell.reindex(key).to_numpy()
+    return w / w.sum() if w.sum() > 0 else np.full(len(main), 1.0 / len(main))
+
+
 def _realism(cfg: InjectConfig, ctx: RunContext, inj: pd.DataFrame, store: StampStore, resid, sig, out):
     sample = pd.read_parquet(ctx.run_dir / "sample" / "sample.parquet")
     stamps = pd.read_parquet(ctx.run_dir / "cutouts" / "stamps.parquet")
@@ -128,7 +145,8 @@ def _realism(cfg: InjectConfig, ctx: RunContext, inj: pd.DataFrame, store: Stamp
     real = measured_arc(real_img)
     main = inj[inj.variant == "main"]
     rng = np.random.default_rng(stable_seed(ctx.seed, "probe"))
-    pick = np.sort(rng.choice(main.row.to_numpy(), size=min(len(main), max(200, 3 * len(pos))), replace=False))
+    w = condition_weights(main, pos)
+    pick = np.sort(rng.choice(main.row.to_numpy(), size=min(int((w > 0).sum()), max(200, 3 * len(pos))), replace=False, p=w))
     inj_img = store.read(pick)[0]
     inj_m = measured_arc(inj_img)
     gates = snr_gates(inj_m["snr"], real["snr"], cfg.snr_ratio_bounds)
@@ -143,6 +161,7 @@ def _realism(cfg: InjectConfig, ctx: RunContext, inj: pd.DataFrame, store: Stamp
     titles = [f"real {gid}" for gid in pos.galaxy_id[:k]] + [f"inj θE={t:.2f}″ snr={s:.1f}" for t, s in zip(main.set_index("row").loc[pick[idx], "theta_e"], main.set_index("row").loc[pick[idx], "arc_snr"])]
     gallery(panel, titles, out / "realism_panel.png", ncol=max(k, 1), title="real positives (top) vs matched injections (bottom)")
     realism = {"gates": [x.to_dict() for x in gates], "probe": probe, "n_real": len(pos), "n_inj_compared": len(pick),
+               "matching": "injections drawn with weights reproducing the real positives' (PSF, depth) cells",
                "real_snr_percentiles": np.nanpercentile(real["snr"], [10, 50, 90]).tolist() if len(pos) else None,
                "inj_snr_percentiles": np.nanpercentile(inj_m["snr"], [10, 50, 90]).tolist()}
     return gates, realism
