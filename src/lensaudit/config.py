@@ -217,6 +217,7 @@ class InjectConfig(Section):
     n_per_cell: int = Field(200, ge=1, le=100000, description="Injections per cell (decision: ≥ 200).")
     host_type_axis: bool = Field(False, description="Optional 4th grid axis: host TYPE.")
     source_model: Literal["sersic", "clumpy"] = Field("sersic", description="Source morphology; the report brackets with the other.")
+    morphology_bracket: bool = Field(True, description="Also inject half as many arcs per cell with the other source model (Sersic ↔ clumpy); selection reports the completeness shift (the morphology bracket).")
     src_mag_r_range: tuple[float, float] = Field((22.0, 26.0), description="Unlensed source r magnitude prior.")
     magnification_range: tuple[float, float] = Field((5.0, 30.0), description="Target magnification prior.")
     src_reff_arcsec_range: tuple[float, float] = Field((0.1, 0.5), description="Source half-light radius prior.")

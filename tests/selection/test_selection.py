@@ -158,3 +158,16 @@ def test_realism_comparison_reweights_injections_to_the_real_conditions():
     assert w.sum() == pytest.approx(1.0)
     assert w[:10].sum() == pytest.approx(0.25) and w[30:].sum() == pytest.approx(0.75) and w[10:30].sum() == 0
     assert np.allclose(w[30:], w[30])  # shared equally inside a cell
+
+
+def test_mixed_source_models_in_one_batch_for_the_morphology_bracket():
+    from lensaudit.lensing import sample_systems
+
+    prior = {"src_mag_r": (22.5, 23.5), "magnification": (5, 15), "src_reff": (0.1, 0.3), "src_n": (0.7, 1.5),
+             "src_q": (0.5, 1), "lens_q": (0.7, 1)}
+    models = np.array(["sersic", "clumpy"] * 4)
+    s = sample_systems(8, 1.5, prior, np.random.default_rng(0), {"g": 1.4, "r": 1.3, "z": 1.2}, source_model=models)
+    frac = s.clump_frac.numpy()
+    assert (frac[models == "sersic"] == 0).all() and (frac[models == "clumpy"] >= 0.2).all()
+    plain = sample_systems(8, 1.5, prior, np.random.default_rng(0), {"g": 1.4, "r": 1.3, "z": 1.2}, source_model="sersic")
+    assert plain.clump_frac.numel() == 0

@@ -228,10 +228,12 @@ def inject(host_images, host_invvar, systems: LensSystems, rng: int | np.random.
 
 
 def sample_systems(n: int, theta_e, prior: dict, rng: np.random.Generator, psf_fwhm: dict, psf_beta=3.5,
-                   source_model: str = "sersic") -> LensSystems:
+                   source_model="sersic") -> LensSystems:
     """Draw lens and source parameters from a prior. ``prior`` keys (ranges): src_mag_r, magnification,
     src_reff, src_n, src_q, lens_q, shear_max; colours g−r ~ N(0.4, 0.15), r−z ~ N(0.3, 0.15) (blue
-    star-forming sources). The source offset β = 2θE/μ_target (the SIS relation for a point source) places it
+    star-forming sources). ``source_model`` is "sersic" or "clumpy", or an array with one per system (clumpy
+    systems get 4 Gaussian clumps carrying 20–50% of the flux; Sersic systems in a mixed batch get none).
+    The source offset β = 2θE/μ_target (the SIS relation for a point source) places it
     inside the caustic region with a target total magnification drawn uniformly from the prior range."""
     te = np.broadcast_to(np.asarray(theta_e, float), (n,)).copy()
     u = lambda key: rng.uniform(*prior[key], size=n)  # noqa: E731
@@ -244,12 +246,13 @@ def sample_systems(n: int, theta_e, prior: dict, rng: np.random.Generator, psf_f
     gam = rng.uniform(0, prior.get("shear_max", 0.05), n)
     gang = rng.uniform(0, np.pi, n)
     kw = {}
-    if source_model == "clumpy":
+    clumpy = np.broadcast_to(np.asarray(source_model), (n,)) == "clumpy"  # one model, or one per system
+    if clumpy.any():
         k = 4
         reff = u("src_reff")
         kw = dict(clump_x=beta[:, None] * np.cos(ang)[:, None] + rng.normal(0, 1, (n, k)) * reff[:, None] * 0.7,
                   clump_y=beta[:, None] * np.sin(ang)[:, None] + rng.normal(0, 1, (n, k)) * reff[:, None] * 0.7,
-                  clump_sigma=rng.uniform(0.02, 0.06, (n, k)), clump_frac=rng.uniform(0.2, 0.5, n))
+                  clump_sigma=rng.uniform(0.02, 0.06, (n, k)), clump_frac=np.where(clumpy, rng.uniform(0.2, 0.5, n), 0.0))
         src_reff = reff
     else:
         src_reff = u("src_reff")

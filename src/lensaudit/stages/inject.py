@@ -3,7 +3,8 @@ realism gates (GO/NO-GO). Batches are fixed by the config (deterministic per see
 written whole to ``inject/stamps.zarr`` with a done marker each, so a restart resumes.
 
 Prior variants for the sensitivity run: ``main`` (the configured prior), ``bright`` and ``faint`` (the source
-magnitude range shifted by ∓0.75 mag), each with half the injections per cell.
+magnitude range shifted by ∓0.75 mag), and ``morphology`` (the other source model, Sersic ↔ clumpy: the
+morphology bracket), each with half the injections per cell.
 """
 from __future__ import annotations
 
@@ -30,7 +31,12 @@ from lensaudit.utils import atomic_write_json, stable_seed, write_parquet_atomic
 NAME = "inject"
 SECTIONS = ("inject",)
 DEPENDS = ("cutouts", "sample", "train", "evaluate")
-VARIANTS = {"main": 0.0, "bright": -0.75, "faint": 0.75}
+VARIANTS = {"main": 0.0, "bright": -0.75, "faint": 0.75, "morphology": 0.0}
+OTHER_MODEL = {"sersic": "clumpy", "clumpy": "sersic"}
+
+
+def _wanted(v: str, cfg: InjectConfig, prior_variants: int) -> bool:
+    return v == "main" or (v == "morphology" and cfg.morphology_bracket) or (v in ("bright", "faint") and prior_variants > 0)
 
 
 def prior(cfg: InjectConfig, shift: float = 0.0) -> dict:
@@ -45,7 +51,7 @@ def plan(cfg: InjectConfig, ctx: RunContext) -> tuple[pd.DataFrame, pd.DataFrame
     grid = cells(axis(cfg.theta_e_grid), axis(cfg.psf_grid), axis(cfg.depth_grid))
     hosts, host_info = host_pool(sample, stamps, cfg.host_match)
     parts = [assign_hosts(grid, hosts, cfg.n_per_cell if v == "main" else max(1, cfg.n_per_cell // 2), cfg.psf_match_tol_arcsec,
-                          cfg.depth_match_tol_mag, cfg.allow_degradation, ctx.seed, v) for v in VARIANTS if v == "main" or ctx.config.selection.prior_variants]
+                          cfg.depth_match_tol_mag, cfg.allow_degradation, ctx.seed, v) for v in VARIANTS if _wanted(v, cfg, ctx.config.selection.prior_variants)]
     plan_df = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else pd.DataFrame()
     return grid, plan_df, host_info
 
@@ -60,11 +66,12 @@ def _batch(cfg: InjectConfig, b: pd.DataFrame, store: StampStore, seed: int, k: 
     psf = {"g": b.host_psf_g.to_numpy() * np.where(b.degraded, scale, 1), "r": np.where(b.degraded, b.psf_cell, b.host_psf_r),
            "z": b.host_psf_z.to_numpy() * np.where(b.degraded, scale, 1)}
     shift = b.variant.map(VARIANTS).to_numpy()
-    systems = sample_systems(len(b), b.theta_e.to_numpy(), prior(cfg), rng, psf, 3.5, cfg.source_model)
+    models = np.where(b.variant.to_numpy() == "morphology", OTHER_MODEL[cfg.source_model], cfg.source_model)
+    systems = sample_systems(len(b), b.theta_e.to_numpy(), prior(cfg), rng, psf, 3.5, models)
     for band in "grz":
         systems.src_mag[band] = systems.src_mag[band] + np.asarray(shift)
     stamps, info = inject_arcs(img, iv, systems, rng=rng, noise_model=cfg.noise_model, supersample=cfg.supersample)
-    rec = b.assign(src_mag_r=systems.src_mag["r"].numpy(), src_reff=systems.src_reff.numpy(), src_n=systems.src_n.numpy(),
+    rec = b.assign(source_model=models, src_mag_r=systems.src_mag["r"].numpy(), src_reff=systems.src_reff.numpy(), src_n=systems.src_n.numpy(),
                    magnification=info["magnification"], arc_snr=info["arc_snr"], psf_r=psf["r"])
     return stamps, iv, info, rec, img
 

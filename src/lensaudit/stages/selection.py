@@ -60,7 +60,7 @@ def run(cfg: SelectionConfig, ctx: RunContext) -> Manifest:
             bar.advance(min(256, len(inj) - a))
     inj["score"] = np.concatenate(scores)
     inj["detected"] = inj.score >= op
-    cols = ["row", "variant", "cell", "theta_e", "psf_cell", "depth_cell", "host_galaxy_id", "degraded", "src_mag_r",
+    cols = ["row", "variant", "source_model", "cell", "theta_e", "psf_cell", "depth_cell", "host_galaxy_id", "degraded", "src_mag_r",
             "magnification", "arc_snr", "score", "detected"]
     write_parquet_atomic(inj[cols], out / "injection_scores.parquet")
     icfg = ctx.config.inject
@@ -80,14 +80,17 @@ def run(cfg: SelectionConfig, ctx: RunContext) -> Manifest:
     atomic_write_json(out / "closure.json", closure)
     stamp = "REALISM GATES FAILED — " if forced else ""
     _heatmaps(table, te, ps, dp, out, stamp)
+    _variants_plot(inj, te, cfg, out, stamp)
     ok = table[~table.insufficient]
     trend = float(np.corrcoef(ok.theta_e, ok.c_mean)[0, 1]) if len(ok) > 2 and ok.c_mean.std() > 0 else float("nan")
     gates = [Gate(name="cells_sufficient", value=float((~table.insufficient).mean()), warn=0.9, fail=0.3, higher_is_better=True, blocking=False,
                   message=f"{int((~table.insufficient).sum())}/{len(table)} cells with n ≥ {cfg.n_min}"),
              Gate(name="completeness_rises_with_theta_e", value=trend, warn=0.0, fail=-0.5, higher_is_better=True, blocking=False,
                   message="correlation of completeness with θE over sufficient cells"),
-             Gate(name="prior_sensitivity_max_shift", value=float(robust.prior_shift.max()) if "prior_shift" in robust and robust.prior_shift.notna().any() else float("nan"),
-                  warn=0.2, fail=0.5, blocking=False, message="max |ΔC| per cell across alternative source priors"),
+             Gate(name="prior_sensitivity_max_shift", value=_max_sufficient(robust, "prior_shift", table, inj, ("bright", "faint"), cfg),
+                  warn=0.2, fail=0.5, blocking=False, message="max |ΔC| per sufficient cell across alternative source priors (r ∓ 0.75 mag)"),
+             Gate(name="morphology_bracket_max_shift", value=_max_sufficient(robust, "morphology_shift", table, inj, ("morphology",), cfg),
+                  warn=0.2, fail=0.5, blocking=False, message="max |ΔC| per sufficient cell, Sersic ↔ clumpy sources (the morphology bracket)"),
              Gate(name="realism_verdict", value=verdict, forced="pass" if not forced else "fail", blocking=False,
                   message="selection computed on a NO-GO verdict (forced)" if forced else "GO")]
     if closure.get("bins"):
@@ -96,8 +99,19 @@ def run(cfg: SelectionConfig, ctx: RunContext) -> Manifest:
     return Manifest(counts={"injections_scored": len(inj), "cells": len(table), "cells_sufficient": int((~table.insufficient).sum()),
                             "detected_main": int(main.detected.sum())},
                     gates=gates, outputs=["selection_function.fits", "selection_function.parquet", "robustness.parquet", "closure.json",
-                                          "heatmaps.png", "marginals.png", "closure.png"],
+                                          "heatmaps.png", "marginals.png", "variants.png", "closure.png"],
                     extra={"forced": forced, "operating_threshold": op})
+
+
+def _max_sufficient(robust: pd.DataFrame, col: str, table: pd.DataFrame, inj: pd.DataFrame, variants: tuple[str, ...],
+                    cfg: SelectionConfig) -> float:
+    """Max of a per-cell shift over cells where the main table is sufficient and every variant has ≥ n_min/2."""
+    if col not in robust or not robust[col].notna().any():
+        return float("nan")
+    counts = inj[inj.variant.isin(variants)].groupby(["variant", "cell"]).size().unstack(0).reindex(table.cell).fillna(0)
+    n_alt = counts.min(axis=1).to_numpy() if counts.shape[1] == len(variants) else np.zeros(len(table))
+    ok = (~table.insufficient.to_numpy()) & (n_alt >= max(1, cfg.n_min // 2))
+    return float(robust[col].to_numpy()[ok].max()) if ok.any() else float("nan")
 
 
 def _robustness(grid: pd.DataFrame, inj: pd.DataFrame, cfg: SelectionConfig, table: pd.DataFrame) -> pd.DataFrame:
@@ -118,6 +132,11 @@ def _robustness(grid: pd.DataFrame, inj: pd.DataFrame, cfg: SelectionConfig, tab
         out[f"c_{v}"] = t.c_mean.to_numpy()
         shifts.append(np.abs(t.c_mean.to_numpy() - table.c_mean.to_numpy()))
     out["prior_shift"] = np.max(shifts, axis=0) if shifts else np.nan
+    sub = inj[inj.variant == "morphology"]
+    if len(sub):
+        t = completeness_table(grid, sub, cfg)
+        out["c_morphology"] = t.c_mean.to_numpy()
+        out["morphology_shift"] = np.abs(t.c_mean.to_numpy() - table.c_mean.to_numpy())
     return out
 
 
@@ -192,4 +211,22 @@ def _heatmaps(t: pd.DataFrame, te, ps, dp, out, stamp: str) -> None:
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "marginals.png", dpi=80)
+    plt.close(fig)
+
+
+def _variants_plot(inj: pd.DataFrame, te, cfg: SelectionConfig, out, stamp: str) -> None:
+    """C(θE) over all PSF/depth cells for the main prior and each variant (prior shifts, morphology bracket)."""
+    fig, ax = plt.subplots(figsize=(5.8, 3.6))
+    for v, sub in inj.groupby("variant", sort=False):
+        g = sub.groupby("theta_e").detected.agg(["sum", "size"]).reindex(te).fillna(0)
+        post = beta_posterior(g["sum"].to_numpy(), g["size"].to_numpy(), cfg.prior)
+        model = sub.source_model.iloc[0] if "source_model" in sub else ""
+        label = {"main": f"main ({model})", "bright": "source r − 0.75", "faint": "source r + 0.75", "morphology": f"{model} sources"}.get(v, v)
+        ax.errorbar(te, post["mean"], yerr=[post["mean"] - post[f"lo{int(round(cfg.interval * 100))}"],
+                                            post[f"hi{int(round(cfg.interval * 100))}"] - post["mean"]], fmt="o-", capsize=2, label=label)
+    ax.set(xlabel="θE (″)", ylabel="completeness (all PSF, depth cells)", ylim=(-0.02, 1.02),
+           title=f"{stamp}prior sensitivity and morphology bracket")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "variants.png", dpi=80)
     plt.close(fig)
