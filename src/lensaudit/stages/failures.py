@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lensaudit.audit.failures import classify_false_positive, classify_missed_lens, taxonomy_accuracy
+from lensaudit.audit import failures as failure_rules
+from lensaudit.audit.failures import classify_false_positive, classify_missed_lens, missed_accuracy, taxonomy_accuracy, truth_missed_mode
 from lensaudit.audit.metrics import rate
 from lensaudit.audit.stratified import add_bins
 from lensaudit.config import FailuresConfig
 from lensaudit.gates import Gate
 from lensaudit.pipeline import Manifest, RunContext
 from lensaudit.report.rgb import gallery
+from lensaudit.selection.realism import measured_arc
 from lensaudit.stamps.store import StampStore
 from lensaudit.utils import atomic_write_json, write_parquet_atomic
 
@@ -46,16 +48,16 @@ def run(cfg: FailuresConfig, ctx: RunContext) -> Manifest:
     fp = neg[neg.score >= op].copy()
     fp["mode"] = classify_false_positive(fp)
     missed = df[(df.label == 1) & (df.tier == "A") & (df.score < op)].copy()
+    store = StampStore.open(ctx.run_dir / "cutouts" / "stamps.zarr")
+    for d in (fp, missed):
+        d["meas_arc_snr"] = measured_arc(store.read(d.row.to_numpy())[0])["snr"] if len(d) else np.zeros(0)
     missed["mode"] = classify_missed_lens(missed)
     acc = taxonomy_accuracy(fp["mode"], fp["kind"]) if truth is not None and len(fp) else {"n": 0, "accuracy": float("nan")}
-    if truth is not None and len(missed):
-        truth_faint = (missed.arc_snr < 5).to_numpy()
-        acc["missed_faint_arc_agreement"] = float(((missed["mode"] == "faint_arc").to_numpy() == truth_faint).mean())
+    acc_missed = missed_accuracy(missed["mode"], truth_missed_mode(missed)) if truth is not None and len(missed) else {"n": 0, "accuracy": float("nan")}
     tax = pd.concat([fp.assign(kind_of_failure="false_positive"), missed.assign(kind_of_failure="missed_tier_A")], ignore_index=True)
     write_parquet_atomic(tax[["galaxy_id", "kind_of_failure", "mode", "score", "psfsize_r", "psfdepth_mag_r", "shape_r", "ellipticity",
-                              "g_r", "core3_r", "bad_pixel_frac", "star_mask_frac"]], out / "taxonomy.parquet")
+                              "g_r", "core3_r", "meas_arc_snr", "bad_pixel_frac", "star_mask_frac"]], out / "taxonomy.parquet")
     counts = tax.groupby(["kind_of_failure", "mode"]).size().rename("n").reset_index()
-    store = StampStore.open(ctx.run_dir / "cutouts" / "stamps.zarr")
     galleries = []
     for (kind, mode), g in tax.groupby(["kind_of_failure", "mode"]):
         g = g.nlargest(cfg.gallery_size, "score") if kind == "false_positive" else g.nsmallest(cfg.gallery_size, "score")
@@ -64,13 +66,21 @@ def run(cfg: FailuresConfig, ctx: RunContext) -> Manifest:
         gallery(store.read(g.row.to_numpy())[0], [f"{x}\n{s:.2f}" for x, s in zip(g.galaxy_id, g.score)], out / name, title=f"{kind}: {mode}")
         galleries.append(name)
     summary = {"operating_threshold": op, "mode_counts": counts.to_dict(orient="records"), "taxonomy_accuracy": acc,
-               "collapse_cells": int(len(collapse)), "galleries": galleries}
+               "missed_taxonomy_accuracy": acc_missed, "rules": failure_rules.__doc__, "collapse_cells": int(len(collapse)), "galleries": galleries}
     atomic_write_json(out / "failures.json", summary)
-    gates = [Gate(name="taxonomy_accuracy_vs_truth", value=acc.get("accuracy", float("nan")), warn=0.6, fail=0.0, higher_is_better=True,
-                  blocking=False, message=f"{acc.get('n', 0)} false positives with confuser truth")
-             if acc.get("n", 0) else Gate(name="taxonomy_accuracy_vs_truth", value=None, forced="warn", blocking=False,
-                                          message="insufficient: no false positive with confuser truth to score"),
+    gates = [_accuracy_gate("taxonomy_accuracy_vs_truth", acc, "false positives with confuser truth"),
+             _accuracy_gate("missed_taxonomy_accuracy_vs_truth", acc_missed, "missed Tier-A lenses (not masked) with truth θE / arc SNR"),
              Gate(name="collapse_cells", value=int(len(collapse)), forced="pass", blocking=False,
                   message=f"cells with C < {cfg.collapse_threshold}")]
     return Manifest(counts={"false_positives": int(len(fp)), "missed_tier_A": int(len(missed)), "collapse_cells": int(len(collapse))},
                     gates=gates, outputs=["taxonomy.parquet", "failures.json", "fpr_by_category_conditions.parquet", "collapse_cells.parquet", *galleries])
+
+
+def _accuracy_gate(name: str, acc: dict, what: str, n_min: int = 5) -> Gate:
+    """Accuracy of the rules against truth; with fewer than ``n_min`` scored failures the value is reported but the
+    gate says insufficient (warn) instead of passing or failing on one or two objects."""
+    if acc.get("n", 0) < n_min:
+        return Gate(name=name, value=acc.get("accuracy"), forced="warn", blocking=False,
+                    message=f"insufficient: {acc.get('n', 0)} {what} to score (< {n_min})")
+    return Gate(name=name, value=acc["accuracy"], warn=0.6, fail=0.3, higher_is_better=True, blocking=False,
+                message=f"{acc['n']} {what}")
