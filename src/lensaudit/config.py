@@ -158,7 +158,7 @@ class TrainConfig(Section):
     arch: str = Field("resnet18", description="Architecture name from the registry (decision: ResNet-18 first).")
     stem: Literal["small", "standard"] = Field("small", description="small = 3×3 stride-1 conv, no max-pool (small stamps); standard = torchvision's.")
     crop_pix: int = Field(64, ge=16, le=101, description="Centre crop (decision: 64; 101 for the ablation).")
-    normalization: Literal["robust", "robust_asinh"] = Field("robust", description="Per band: subtract outer-annulus median, divide by MAD σ; optional asinh.")
+    normalization: Literal["robust", "robust_asinh"] = Field("robust_asinh", description="Per band: subtract outer-annulus median, divide by MAD σ, then asinh (x → 4·asinh(x/4)) to compress bright deflector cores (decision: on the demo, val AUC 0.96 with asinh vs 0.83 linear); 'robust' = linear.")
     epochs: int = Field(30, ge=1, le=200, description="Maximum epochs (decision: 20–40 with cosine schedule).")
     min_epochs: int = Field(5, ge=1, le=200, description="No early stop before this epoch.")
     patience: int = Field(6, ge=1, le=100, description="Early stopping patience on val AUC.")
