@@ -171,3 +171,20 @@ def test_mixed_source_models_in_one_batch_for_the_morphology_bracket():
     assert (frac[models == "sersic"] == 0).all() and (frac[models == "clumpy"] >= 0.2).all()
     plain = sample_systems(8, 1.5, prior, np.random.default_rng(0), {"g": 1.4, "r": 1.3, "z": 1.2}, source_model="sersic")
     assert plain.clump_frac.numel() == 0
+
+
+def test_probe_groups_by_host_so_recurring_hosts_are_not_mistaken_for_unrealistic_arcs():
+    from lensaudit.selection.realism import probe_gate
+
+    rng = np.random.default_rng(7)
+    d = 32
+    real = rng.normal(0, 1, (300, d))                       # 300 distinct real lenses
+    host_vec = rng.normal(0, 1, (15, d))                    # 15 hosts, each reused 20 times
+    host_id = np.repeat(np.arange(15), 20)
+    inj = host_vec[host_id] + rng.normal(0, 0.3, (300, d))  # same population as the real ones, arcs indistinguishable
+    plain, _ = probe_gate(real, inj, 0.7, 0.85, seed=0)
+    grouped, res = probe_gate(real, inj, 0.7, 0.85, seed=0, groups_real=np.arange(300), groups_inj=host_id)
+    assert plain.value > 0.8                                # memorised hosts look "unrealistic"
+    assert grouped.value < 0.7 and grouped.status == "pass" and res["grouped_by_host"]
+    fake, _ = probe_gate(real, inj + 1.0, 0.7, 0.85, seed=0, groups_real=np.arange(300), groups_inj=host_id)
+    assert fake.status == "fail"                            # a real difference in the arcs is still caught

@@ -45,7 +45,7 @@ def prior(cfg: InjectConfig, shift: float = 0.0) -> dict:
             "lens_q": cfg.lens_q_range, "shear_max": cfg.shear_max}
 
 
-def plan(cfg: InjectConfig, ctx: RunContext) -> tuple[pd.DataFrame, pd.DataFrame]:
+def plan(cfg: InjectConfig, ctx: RunContext) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     sample = pd.read_parquet(ctx.run_dir / "sample" / "sample.parquet")
     stamps = pd.read_parquet(ctx.run_dir / "cutouts" / "stamps.parquet")
     grid = cells(axis(cfg.theta_e_grid), axis(cfg.psf_grid), axis(cfg.depth_grid))
@@ -160,7 +160,9 @@ def _realism(cfg: InjectConfig, ctx: RunContext, inj: pd.DataFrame, store: Stamp
     gates += colour_gates(inj_m, real, cfg.colour_tol_mag)
     gates += noise_gates(np.concatenate(resid), np.concatenate(sig), seed=ctx.seed) if resid else []
     model = load_frozen(ctx.run_dir / "train", ctx.config.train.device)
-    g, probe = probe_gate(model.features(real_img), model.features(inj_img), cfg.probe_warn, cfg.probe_fail, ctx.seed)
+    hosts_of_pick = main.set_index("row").loc[pick, "host_galaxy_id"].to_numpy()
+    g, probe = probe_gate(model.features(real_img), model.features(inj_img), cfg.probe_warn, cfg.probe_fail, ctx.seed,
+                          groups_real=pos.galaxy_id.to_numpy(), groups_inj=hosts_of_pick)
     gates.append(g)
     k = min(8, len(pos))
     idx = np.sort(rng.choice(len(inj_img), size=k, replace=False)) if k else []

@@ -83,10 +83,13 @@ def run(cfg: SelectionConfig, ctx: RunContext) -> Manifest:
     _variants_plot(inj, te, cfg, out, stamp)
     ok = table[~table.insufficient]
     trend = float(np.corrcoef(ok.theta_e, ok.c_mean)[0, 1]) if len(ok) > 2 and ok.c_mean.std() > 0 else float("nan")
+    psf_trend = float(np.corrcoef(ok.psf_fwhm, ok.c_mean)[0, 1]) if len(ok) > 2 and ok.c_mean.std() > 0 and ok.psf_fwhm.std() > 0 else float("nan")
     gates = [Gate(name="cells_sufficient", value=float((~table.insufficient).mean()), warn=0.9, fail=0.3, higher_is_better=True, blocking=False,
                   message=f"{int((~table.insufficient).sum())}/{len(table)} cells with n ≥ {cfg.n_min}"),
              Gate(name="completeness_rises_with_theta_e", value=trend, warn=0.0, fail=-0.5, higher_is_better=True, blocking=False,
                   message="correlation of completeness with θE over sufficient cells"),
+             Gate(name="completeness_falls_with_psf", value=psf_trend, warn=0.0, fail=0.5, blocking=False,
+                  message="correlation of completeness with PSF FWHM over sufficient cells (expected ≤ 0: worse seeing hides arcs)"),
              Gate(name="prior_sensitivity_max_shift", value=_max_sufficient(robust, "prior_shift", table, inj, ("bright", "faint"), cfg),
                   warn=0.2, fail=0.5, blocking=False, message="max |ΔC| per sufficient cell across alternative source priors (r ∓ 0.75 mag)"),
              Gate(name="morphology_bracket_max_shift", value=_max_sufficient(robust, "morphology_shift", table, inj, ("morphology",), cfg),
@@ -96,6 +99,10 @@ def run(cfg: SelectionConfig, ctx: RunContext) -> Manifest:
     if closure.get("bins"):
         gates.append(Gate(name="closure_fraction_within_1sigma", value=closure["fraction_within_1sigma"], warn=0.6, fail=0.3,
                           higher_is_better=True, blocking=False, message=f"{len(closure['bins'])} θE bins"))
+        tot = closure["total"]
+        gates.append(Gate(name="closure_total_pull", value=tot["pull"], lo=-2.0, hi=2.0, soft=abs(tot["pull"]) <= 3.0, blocking=False,
+                          message=f"all θE bins: observed {tot['observed']} vs expected {tot['expected']:.1f} ± {tot['sigma']:.1f} "
+                                  "(|pull| ≤ 2 pass, ≤ 3 warn)"))
     return Manifest(counts={"injections_scored": len(inj), "cells": len(table), "cells_sufficient": int((~table.insufficient).sum()),
                             "detected_main": int(main.detected.sum())},
                     gates=gates, outputs=["selection_function.fits", "selection_function.parquet", "robustness.parquet", "closure.json",
@@ -166,7 +173,11 @@ def _closure(ctx: RunContext, sf: SelectionFunction, op: float) -> dict:
         pull = (obs - exp) / np.sqrt(var) if var > 0 else float("nan")
         bins.append({"theta_lo": float(a), "theta_hi": float(b), "n": len(g), "expected": exp, "observed": obs, "sigma": float(np.sqrt(var)), "pull": float(pull)})
     pulls = np.array([b["pull"] for b in bins])
+    exp_tot, var_tot = sum(b["expected"] for b in bins), sum(b["sigma"] ** 2 for b in bins)
+    obs_tot = sum(b["observed"] for b in bins)
     res = {"available": True, "n_lenses": len(lens), "bins": bins,
+           "total": {"expected": exp_tot, "observed": obs_tot, "sigma": float(np.sqrt(var_tot)),
+                     "pull": float((obs_tot - exp_tot) / np.sqrt(var_tot)) if var_tot > 0 else float("nan")},
            "fraction_within_1sigma": float(np.mean(np.abs(pulls[np.isfinite(pulls)]) <= 1)) if np.isfinite(pulls).any() else float("nan"),
            "note": "true lenses use the sky's own source prior (independent renderer: lenstronomy), the selection function the injection prior"}
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
