@@ -188,3 +188,20 @@ def test_probe_groups_by_host_so_recurring_hosts_are_not_mistaken_for_unrealisti
     assert grouped.value < 0.7 and grouped.status == "pass" and res["grouped_by_host"]
     fake, _ = probe_gate(real, inj + 1.0, 0.7, 0.85, seed=0, groups_real=np.arange(300), groups_inj=host_id)
     assert fake.status == "fail"                            # a real difference in the arcs is still caught
+
+
+def test_noise_gate_passes_matched_noise_and_fails_wrong_noise_and_ignores_float32_rounding():
+    from lensaudit.selection.realism import noise_gates
+
+    rng = np.random.default_rng(3)
+    host = rng.normal(0.5, 0.003, (40, 3, 64, 64))                  # bright host pixels: float32 ulp ~ 6e-8
+    sig = np.where(rng.random(host.shape) < 0.5, 2e-4, 1e-9)         # half the pixels get negligible noise
+    noise = rng.normal(0, 1, host.shape) * sig
+    stamps = (host + noise).astype(np.float32)
+    resid = stamps.astype(np.float64) - host
+    good = noise_gates(resid, sig, stamps)
+    assert all(g.status == "pass" for g in good), [g.value for g in good]
+    naive = noise_gates(resid, sig)                                   # no floor: rounding of 1e-9 σ pixels is "detected"
+    assert all(g.status == "fail" for g in naive)
+    wrong = noise_gates(resid * 1.2, sig, stamps)                    # 20% more noise than claimed
+    assert all(g.status == "fail" for g in wrong)

@@ -29,7 +29,8 @@ SKY_MAG_ARCSEC2 = {"g": 22.0, "r": 21.1, "i": 20.3, "z": 19.9}
 
 
 def _t(v, dtype=torch.float64) -> Tensor:
-    return torch.as_tensor(np.asarray(v, dtype=np.float64) if not isinstance(v, Tensor) else v, dtype=dtype).reshape(-1)
+    # np.array copies: inputs may be read-only views (np.broadcast_to), which torch must not alias
+    return torch.as_tensor(np.array(v, dtype=np.float64) if not isinstance(v, Tensor) else v, dtype=dtype).reshape(-1)
 
 
 @dataclass

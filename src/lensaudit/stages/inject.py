@@ -33,6 +33,7 @@ SECTIONS = ("inject",)
 DEPENDS = ("cutouts", "sample", "train", "evaluate")
 VARIANTS = {"main": 0.0, "bright": -0.75, "faint": 0.75, "morphology": 0.0}
 OTHER_MODEL = {"sersic": "clumpy", "clumpy": "sersic"}
+N_NOISE_BATCHES = 4  # the noise realism gate uses every pixel of the first batches
 
 
 def _wanted(v: str, cfg: InjectConfig, prior_variants: int) -> bool:
@@ -87,7 +88,7 @@ def run(cfg: InjectConfig, ctx: RunContext) -> Manifest:
     store_out = StampStore.open(zpath, mode="r+") if (zpath / "zarr.json").is_file() else StampStore.create(zpath, len(pl), shard_size=bs)
     hosts = StampStore.open(ctx.run_dir / "cutouts" / "stamps.zarr")
     (out / "_batches").mkdir(exist_ok=True)
-    resid_s, sig_s, inj_meas = [], [], []
+    noise_batches: dict[int, tuple] = {}  # residual statistics from the first N_NOISE_BATCHES batches
     with ctx.progress(len(pl), f"inject: {len(pl)} injections in {pl.cell.nunique()} cells") as bar:
         for k, a in enumerate(range(0, len(pl), bs)):
             marker = out / "_batches" / f"{k:05d}.parquet"
@@ -100,14 +101,18 @@ def run(cfg: InjectConfig, ctx: RunContext) -> Manifest:
             rec = rec.assign(meas_snr=m["snr"], meas_g_r=m["g_r"], meas_r_z=m["r_z"], arc_g_r=-2.5 * np.log10(info["noiseless_arc"][:, 0].sum((1, 2)) / info["noiseless_arc"][:, 1].sum((1, 2))),
                              arc_r_z=-2.5 * np.log10(info["noiseless_arc"][:, 1].sum((1, 2)) / info["noiseless_arc"][:, 2].sum((1, 2))))
             write_parquet_atomic(rec, marker)
-            if k < 4:  # residual statistics from the first batches
-                resid_s.append(stamps - host_img - info["noiseless_arc"])
-                sig_s.append(info["added_noise_sigma"])
+            if k < N_NOISE_BATCHES:
+                noise_batches[k] = (stamps - host_img - info["noiseless_arc"], info["added_noise_sigma"], stamps)
             bar.advance(len(rec))
+    for k, a in enumerate(range(0, min(len(pl), N_NOISE_BATCHES * bs), bs)):
+        if k not in noise_batches:  # resumed run: these batches were written before the restart; redo them (deterministic)
+            stamps, _, info, _, host_img = _batch(cfg, pl.iloc[a:a + bs], hosts, ctx.seed, k)
+            noise_batches[k] = (stamps - host_img - info["noiseless_arc"], info["added_noise_sigma"], stamps)
+    resid_s, sig_s, stamps_s = ([noise_batches[k][j] for k in sorted(noise_batches)] for j in range(3))
     inj = pd.concat([pd.read_parquet(p) for p in sorted((out / "_batches").glob("*.parquet"))], ignore_index=True)
     inj.insert(0, "row", np.arange(len(inj)))
     write_parquet_atomic(inj, out / "injections.parquet")
-    gates, realism = _realism(cfg, ctx, inj, store_out, resid_s, sig_s, out)
+    gates, realism = _realism(cfg, ctx, inj, store_out, resid_s, sig_s, stamps_s, out)
     verdict = "NO-GO" if any(g.status == "fail" for g in gates) else "GO"
     realism["verdict"] = verdict
     n_cells = len(grid)
@@ -143,7 +148,7 @@ def condition_weights(main: pd.DataFrame, pos: pd.DataFrame) -> np.ndarray:
     return w / w.sum() if w.sum() > 0 else np.full(len(main), 1.0 / len(main))
 
 
-def _realism(cfg: InjectConfig, ctx: RunContext, inj: pd.DataFrame, store: StampStore, resid, sig, out):
+def _realism(cfg: InjectConfig, ctx: RunContext, inj: pd.DataFrame, store: StampStore, resid, sig, stamps_s, out):
     sample = pd.read_parquet(ctx.run_dir / "sample" / "sample.parquet")
     stamps = pd.read_parquet(ctx.run_dir / "cutouts" / "stamps.parquet")
     pos = stamps[stamps.quality_ok][["row", "galaxy_id"]].merge(sample[sample.label == 1], on="galaxy_id").sort_values("row")
@@ -158,7 +163,7 @@ def _realism(cfg: InjectConfig, ctx: RunContext, inj: pd.DataFrame, store: Stamp
     inj_m = measured_arc(inj_img)
     gates = snr_gates(inj_m["snr"], real["snr"], cfg.snr_ratio_bounds)
     gates += colour_gates(inj_m, real, cfg.colour_tol_mag)
-    gates += noise_gates(np.concatenate(resid), np.concatenate(sig), seed=ctx.seed) if resid else []
+    gates += noise_gates(np.concatenate(resid), np.concatenate(sig), np.concatenate(stamps_s)) if resid else []
     model = load_frozen(ctx.run_dir / "train", ctx.config.train.device)
     hosts_of_pick = main.set_index("row").loc[pick, "host_galaxy_id"].to_numpy()
     g, probe = probe_gate(model.features(real_img), model.features(inj_img), cfg.probe_warn, cfg.probe_fail, ctx.seed,
