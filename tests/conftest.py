@@ -32,13 +32,13 @@ def _torch_threads():
     yield
 
 
-TINY_SKY = {"n_bricks": 2, "brick_pixels": 500, "lenses_per_brick": 8, "unknown_lenses_per_brick": 1,
+TINY_SKY = {"n_bricks": 2, "brick_pixels": 800, "lenses_per_brick": 8, "unknown_lenses_per_brick": 1,
             "confusers_per_brick": 15, "workers": 1, "defect_frac": 0.5}
 
 
 @pytest.fixture(scope="session")
 def tiny_sky(tmp_path_factory) -> Path:
-    """A real (tiny) synthetic sky on disk: 2 bricks × 500 px, exact DR10 formats. Built once per session."""
+    """A real (tiny) synthetic sky on disk: 2 bricks × 800 px, exact DR10 formats. Built once per session."""
     from lensaudit.config import SkyConfig
     from lensaudit.sky.build import build_sky
 

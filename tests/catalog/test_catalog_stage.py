@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def _ctx(tmp_path, sky, *extra):
     sets = [f"data.sky_dir={sky}", f"positives.lenscat={sky}/lenses.csv",
             "positives.ref_patterns=['Huang et al\\.', 'Storfer et al\\.', 'lensaudit synthetic sky']",
-            f"catalog.exclusion_catalogs=[packaged, '{sky}/lenses.csv']", "catalog.nside=4096",
+            f"catalog.exclusion_catalogs=[packaged, '{sky}/lenses.csv']", "catalog.nside=8192",  # 26″ cells: ~50 on the tiny sky
             "catalog.mag_r_range=[16, 23.5]", "catalog.split_tolerance=0.15", "sample.neg_per_pos=3", *extra]
     return RunContext(load_config(None, sets, run_dir=tmp_path), quiet=True)
 
