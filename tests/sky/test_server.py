@@ -74,8 +74,9 @@ def test_zeros_where_no_coverage(tiny_sky, server):
     from lensaudit.survey.bricks import brick_center
 
     b = brick_center(truth.brickname.iloc[0])
-    # 500 px rendered ≈ 131″ across; a stamp centred at the rendered edge is half empty
-    edge_dec = b.dec + 250 * 0.262 / 3600
+    # the rendered area is NAXIS2 pixels tall (the coadd header says so); a stamp centred at its edge is half empty
+    img_file = next((tiny_sky / "coadd").glob(f"*/{b.brickname}/legacysurvey-{b.brickname}-image-r.fits.fz"))
+    edge_dec = b.dec + fits.getheader(img_file, 1)["NAXIS2"] / 2 * 0.262 / 3600
     img, iv, mb = cutout_from_coadds(tiny_sky / "coadd", b.ra, edge_dec, 101)
     assert (img[:, -20:, :] == 0).all() and (iv[:, -20:, :] == 0).all()
     assert (iv[:, :30, :] > 0).any()
