@@ -194,7 +194,8 @@ def _closure(ctx: RunContext, sf: SelectionFunction, op: float) -> dict:
 
 
 def _heatmaps(t: pd.DataFrame, te, ps, dp, out, stamp: str) -> None:
-    fig, axes = plt.subplots(2, len(dp), figsize=(4.2 * len(dp), 6.4), squeeze=False)
+    fig, axes = plt.subplots(2, len(dp), figsize=(4.6 * len(dp), 7.0), squeeze=False)
+    fig.suptitle("blank cells: insufficient (fewer than n_min injections or no host)", fontsize=9)
     for j, d in enumerate(dp):
         sub = t[t.depth == d]
         c = np.full((len(ps), len(te)), np.nan)
@@ -203,11 +204,13 @@ def _heatmaps(t: pd.DataFrame, te, ps, dp, out, stamp: str) -> None:
             if not r.insufficient:
                 c[np.searchsorted(ps, r.psf_fwhm), np.searchsorted(te, r.theta_e)] = r.c_mean
                 w[np.searchsorted(ps, r.psf_fwhm), np.searchsorted(te, r.theta_e)] = r.c_hi68 - r.c_lo68
-        ext = [te[0], te[-1], ps[0], ps[-1]]
+        hx = (te[1] - te[0]) / 2 if len(te) > 1 else 0.25
+        hy = (ps[1] - ps[0]) / 2 if len(ps) > 1 else 0.1
+        ext = [te[0] - hx, te[-1] + hx, ps[0] - hy, ps[-1] + hy]  # cell centres on the grid values
         im = axes[0, j].imshow(c, origin="lower", aspect="auto", vmin=0, vmax=1, cmap="viridis", extent=ext)
-        axes[0, j].set(title=f"{stamp}C(θE, PSF), depth {d:g}", xlabel="θE (″)", ylabel="PSF FWHM r (″)")
+        axes[0, j].set(title=f"{stamp}C(θE, PSF), depth {d:g}", ylabel="PSF FWHM r (″)")
         im2 = axes[1, j].imshow(w, origin="lower", aspect="auto", vmin=0, vmax=0.5, cmap="magma", extent=ext)
-        axes[1, j].set(title="68% interval width (grey = insufficient)", xlabel="θE (″)", ylabel="PSF FWHM r (″)")
+        axes[1, j].set(title="68% interval width", xlabel="θE (″)", ylabel="PSF FWHM r (″)")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
     fig.colorbar(im2, ax=axes[1].tolist(), shrink=0.8)
     fig.savefig(out / "heatmaps.png", dpi=80)
