@@ -57,10 +57,10 @@ def shortcut_gates(q: pd.DataFrame, warn: float = 0.60, fail: float = 0.70, seed
              Gate(name="annulus_only_auc", value=ann["value"], ci=ann["ci68"], forced="pass", blocking=False,
                   message="4–16 px annulus: arcs live here; expected strong")]
     out = {"core_only": core, "core_colour": col, "annulus_only": ann}
-    for name, col in (("core_brightness_ratio", "core3_r"), ("noise_mad_ratio", "mad_r")):
-        pos, neg = q[q.label == 1][col].median(), q[q.label == 0][col].median()
+    for name, column in (("core_brightness_ratio", "core3_r"), ("noise_mad_ratio", "mad_r")):
+        pos, neg = q[q.label == 1][column].median(), q[q.label == 0][column].median()
         r = float(pos / neg) if neg and np.isfinite(neg) else float("nan")
         st = "pass" if 0.9 <= r <= 1.1 else ("warn" if 0.75 <= r <= 1.33 else "fail")
-        gates.append(Gate(name=name, value=r, forced=st, blocking=False, message=f"median {col} positives/negatives (green 0.9–1.1)"))
+        gates.append(Gate(name=name, value=r, forced=st, blocking=False, message=f"median {column} positives/negatives (green 0.9–1.1)"))
         out[name] = r
     return gates, out

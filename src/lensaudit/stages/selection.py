@@ -233,11 +233,11 @@ def _variants_plot(inj: pd.DataFrame, te, cfg: SelectionConfig, out, stamp: str)
     fig, ax = plt.subplots(figsize=(5.8, 3.6))
     for v, sub in inj.groupby("variant", sort=False):
         g = sub.groupby("theta_e").detected.agg(["sum", "size"]).reindex(te).fillna(0)
-        post = beta_posterior(g["sum"].to_numpy(), g["size"].to_numpy(), cfg.prior)
+        post = beta_posterior(g["sum"].to_numpy(), g["size"].to_numpy(), cfg.prior, (cfg.interval,))
+        tag = int(round(cfg.interval * 100))
         model = sub.source_model.iloc[0] if "source_model" in sub else ""
         label = {"main": f"main ({model})", "bright": "source r − 0.75", "faint": "source r + 0.75", "morphology": f"{model} sources"}.get(v, v)
-        ax.errorbar(te, post["mean"], yerr=[post["mean"] - post[f"lo{int(round(cfg.interval * 100))}"],
-                                            post[f"hi{int(round(cfg.interval * 100))}"] - post["mean"]], fmt="o-", capsize=2, label=label)
+        ax.errorbar(te, post["mean"], yerr=[post["mean"] - post[f"lo{tag}"], post[f"hi{tag}"] - post["mean"]], fmt="o-", capsize=2, label=label)
     ax.set(xlabel="θE (″)", ylabel="completeness (all PSF, depth cells)", ylim=(-0.02, 1.02),
            title=f"{stamp}prior sensitivity and morphology bracket")
     ax.legend(fontsize=7)
