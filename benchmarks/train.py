@@ -2,10 +2,20 @@
 throughput with the real augmentations, to show whether the loader or the model is the bottleneck.
 
     .venv/bin/python benchmarks/train.py [--n 512] [--device cpu|cuda]
+
+On a CUDA device the step is the training loop's: bf16 autocast and channels_last (model and input), AdamW;
+after warm-up steps, timed steps with the batch copied from the host each step (as ``fit`` does) and with
+batches already on the device; inference (eval, no_grad, bf16 autocast) at ``--infer-batch``; all four
+crop/stem pairs; and the same steps on this machine's CPU as the reference (``--ref-cpu``):
+
+    python3 benchmarks/train.py --device cuda --n 512 --batch 256 --steps 20 --warmup 5 --infer-batch 1024 --ref-cpu
+
+Results go to results/train_cpu.json, or results/train_gpu.json for a CUDA device (``--out-name`` overrides).
 """
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
 import tempfile
 import time
@@ -24,14 +34,85 @@ from lensaudit.train.data import StampData, load_table  # noqa: E402
 from lensaudit.train.loop import weighted_bce  # noqa: E402
 from lensaudit.train.models import create_model  # noqa: E402
 
+CPU_COMBOS = ((64, "small"), (64, "standard"), (101, "standard"))
+ALL_COMBOS = ((64, "small"), (64, "standard"), (101, "small"), (101, "standard"))
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _model(stem: str, dev: torch.device, amp: bool):
+    model = create_model("resnet18", stem).to(dev)
+    if amp:  # as stages/train.py does on CUDA
+        model = model.to(memory_format=torch.channels_last)
+    return model, torch.optim.AdamW(model.parameters(), 1e-3)
+
+
+def train_steps(model, opt, batches, steps: int, dev: torch.device, amp: bool) -> float:
+    """Images/s over ``steps`` training steps cycling through ``batches`` (the fit() step: copy, autocast, BCE, AdamW)."""
+    y = torch.ones(max(len(x) for x in batches), device=dev)
+    model.train()
+    seen = 0
+    _sync(dev)
+    t0 = time.perf_counter()
+    for k in range(steps):
+        x = batches[k % len(batches)].to(dev)
+        if amp:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x).float().squeeze(1)
+        loss = weighted_bce(logits, y[: len(x)], y[: len(x)], 1.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        seen += len(x)
+    _sync(dev)
+    return seen / (time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def infer_steps(model, x, steps: int, dev: torch.device, amp: bool) -> float:
+    """Images/s of eval-mode forward passes on batch x (as FrozenModel does: autocast, logits back as float)."""
+    model.eval()
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        xx = x.to(dev)
+        if amp:
+            xx = xx.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(xx).float()
+    out.cpu()
+    _sync(dev)
+    return steps * len(x) / (time.perf_counter() - t0)
+
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--combos", choices=["cpu", "all"], default=None,
+                    help="crop/stem pairs: cpu = 64 small, 64 standard, 101 standard; all adds 101 small (default all on CUDA)")
+    ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                    help="bf16 autocast + channels_last, as the training loop uses on CUDA (default on for CUDA only)")
+    ap.add_argument("--steps", type=int, default=None, help="timed training steps (default: one pass over the n stamps)")
+    ap.add_argument("--warmup", type=int, default=0, help="untimed training steps first")
+    ap.add_argument("--infer-batch", type=int, default=0, help="also time inference at this batch size (0 = no)")
+    ap.add_argument("--infer-steps", type=int, default=20)
+    ap.add_argument("--ref-cpu", action="store_true", help="also time the same training steps on this machine's CPU")
+    ap.add_argument("--ref-steps", type=int, default=2, help="timed CPU reference steps (after one warm-up step)")
+    ap.add_argument("--ref-batch", type=int, default=64)
+    ap.add_argument("--cudnn-benchmark", action="store_true")
+    ap.add_argument("--out-name", default=None, help="result name under results/ (default train_cpu or train_gpu)")
     a = ap.parse_args()
     dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    amp = cuda if a.amp is None else a.amp
+    combos = ALL_COMBOS if (a.combos or ("all" if cuda else "cpu")) == "all" else CPU_COMBOS
+    torch.backends.cudnn.benchmark = a.cudnn_benchmark
     tmp = Path(tempfile.mkdtemp())
     rng = np.random.default_rng(0)
     img = rng.normal(0, 0.003, (a.n, 3, 101, 101)).astype(np.float32)
@@ -41,28 +122,54 @@ def main() -> int:
     t = load_table(pd.DataFrame({"galaxy_id": ids, "label": rng.integers(0, 2, a.n), "weight": 1.0, "tier": "", "split": "train"}),
                    pd.DataFrame({"row": np.arange(a.n), "galaxy_id": ids, "quality_ok": True}))
     res = {"device": str(dev), "n": a.n, "batch": a.batch}
-    for crop, stem in ((64, "small"), (64, "standard"), (101, "standard")):
+    if cuda or a.amp is not None or a.steps or a.warmup or a.infer_batch or a.ref_cpu:
+        res.update({"device_name": torch.cuda.get_device_name(dev) if cuda else platform.processor() or platform.machine(),
+                    "torch_version": torch.__version__, "cuda_version": torch.version.cuda if cuda else None,
+                    "amp_bf16_channels_last": amp, "cudnn_benchmark": a.cudnn_benchmark, "warmup_steps": a.warmup,
+                    "torch_threads": torch.get_num_threads()})
+    for crop, stem in combos:
         ds = StampData(store, t, np.arange(a.n), Normalizer([0.003] * 3), crop, True, 0)
         t0 = time.perf_counter()
         batches = [torch.stack([ds[i][0] for i in range(s, min(s + a.batch, a.n))]) for s in range(0, a.n, a.batch)]
         loader = a.n / (time.perf_counter() - t0)
-        model = create_model("resnet18", stem).to(dev)
-        opt = torch.optim.AdamW(model.parameters(), 1e-3)
-        y = torch.ones(a.batch, device=dev)
-        t0 = time.perf_counter()
-        for x in batches:
-            x = x.to(dev)
-            loss = weighted_bce(model(x).squeeze(1), y[: len(x)], y[: len(x)], 1.0)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        train_rate = a.n / (time.perf_counter() - t0)
-        res[f"crop{crop}_{stem}_train_img_per_s"] = round(train_rate, 1)
-        res[f"crop{crop}_{stem}_loader_img_per_s"] = round(loader, 1)
-        res[f"crop{crop}_{stem}_epoch_s_for_520k"] = round(520_000 / train_rate, 1)
-    save(f"train_{dev.type}", res)
+        key = f"crop{crop}_{stem}"
+        model, opt = _model(stem, dev, amp)
+        if a.warmup:
+            train_steps(model, opt, batches, a.warmup, dev, amp)
+        steps = a.steps or len(batches)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(dev)
+        train_rate = train_steps(model, opt, batches, steps, dev, amp)
+        res[f"{key}_train_img_per_s"] = round(train_rate, 1)
+        res[f"{key}_loader_img_per_s"] = round(loader, 1)
+        res[f"{key}_epoch_s_for_520k"] = round(520_000 / train_rate, 1)
+        if cuda:
+            res[f"{key}_train_cuda_peak_mib"] = round(torch.cuda.max_memory_allocated(dev) / 2 ** 20, 1)
+            on_dev = [x.to(dev) for x in batches]  # the model alone, without the host-to-device copy
+            res[f"{key}_train_img_per_s_resident"] = round(train_steps(model, opt, on_dev, steps, dev, amp), 1)
+            del on_dev
+        if a.infer_batch:
+            xb = torch.cat(batches)
+            xb = xb.repeat((a.infer_batch + len(xb) - 1) // len(xb), 1, 1, 1)[: a.infer_batch].contiguous()
+            infer_steps(model, xb, 3, dev, amp)
+            res[f"{key}_infer_img_per_s"] = round(infer_steps(model, xb, a.infer_steps, dev, amp), 1)
+            if cuda:
+                res[f"{key}_infer_img_per_s_resident"] = round(infer_steps(model, xb.to(dev), a.infer_steps, dev, amp), 1)
+            del xb
+        if a.ref_cpu:
+            cpu = torch.device("cpu")
+            rb = [torch.cat(batches)[: a.ref_batch]]
+            m_cpu, o_cpu = _model(stem, cpu, False)
+            train_steps(m_cpu, o_cpu, rb, 1, cpu, False)
+            res[f"{key}_cpu_ref_train_img_per_s"] = round(train_steps(m_cpu, o_cpu, rb, a.ref_steps, cpu, False), 1)
+            res[f"{key}_cpu_ref_batch"] = len(rb[0])
+            del m_cpu, o_cpu
+        del model, opt
+        if cuda:
+            torch.cuda.empty_cache()
+    if a.ref_cpu:
+        res["cpu_ref_threads"] = torch.get_num_threads()
+    save(a.out_name or f"train_{'gpu' if cuda else dev.type}", res)
     return 0
 
 
