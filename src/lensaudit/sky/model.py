@@ -9,6 +9,7 @@ Calibration sources (``shared/data/dr10-reference``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,11 @@ class Reference:
         lrg = pd.read_parquet(d / "lrg_tractor_sample.parquet")
         lrg = lrg[(lrg.FLUX_G > 0) & (lrg.FLUX_R > 0) & (lrg.FLUX_Z > 0) & lrg.r_mag.between(16, 23)].reset_index(drop=True)
         return cls(regions, pd.read_csv(d / "bricks_conditions.csv"), lrg)
+
+    @cached_property
+    def median_density_per_deg2(self) -> float:
+        """Median catalogued-galaxy density of the (filtered) real regions."""
+        return float((self.regions.total_n_gal / self.regions.total_area_deg2).median())
 
     def band_offsets(self) -> dict[str, tuple[float, float, float, float]]:
         """Per band: (median PSF offset vs r, its scatter, median depth offset vs r, its scatter)."""
@@ -217,8 +223,7 @@ def draw_objects(cond: BrickConditions, npix: int, ref: Reference, seed: int, n_
     # simulated lenses scale with the brick's galaxy density (deeper bricks detect more galaxies): the lenses then
     # follow the same depth distribution as the deflector-like negatives they are matched against, instead of
     # handing the finder a noise-level shortcut (uniform lenses per brick gave a positive/negative MAD ratio 1.2)
-    dens = ref.regions.total_n_gal / ref.regions.total_area_deg2
-    n_lenses = int(round(n_lenses * cond.density_per_deg2 / float(dens.median())))
+    n_lenses = int(round(n_lenses * cond.density_per_deg2 / ref.median_density_per_deg2))
     for i in range(max(0, n_lenses - len(real_lenses))):
         grading = "confident" if rng.random() < 0.35 else "probable"
         p = pos()

@@ -56,12 +56,13 @@ def run(cfg: EvaluateConfig, ctx: RunContext) -> Manifest:
     test, val = df[df.split == "test"], df[df.split == "val"]
     lv = cfg.interval
     neg = test[test.label == 0].score.to_numpy()
+    at_fpr = lambda f: M.threshold_at_fpr(neg, f) if len(neg) else 1.0  # noqa: E731
     thresholds = {f"score={t:g}": float(t) for t in cfg.thresholds}
     for f in cfg.fixed_fprs:
-        thresholds[f"fpr={f:g}"] = M.threshold_at_fpr(neg, f) if len(neg) else 1.0
+        thresholds[f"fpr={f:g}"] = at_fpr(f)
     kind, _, num = cfg.operating_point.partition("=")  # validated by EvaluateConfig: 'score=S' or 'fpr=F'
     if cfg.operating_point not in thresholds:
-        thresholds[cfg.operating_point] = float(num) if kind == "score" else (M.threshold_at_fpr(neg, float(num)) if len(neg) else 1.0)
+        thresholds[cfg.operating_point] = float(num) if kind == "score" else at_fpr(float(num))
     op = thresholds[cfg.operating_point]
     auc = M.bootstrap_ci(test.label.to_numpy(), test.score.to_numpy(), n=cfg.n_bootstrap, seed=ctx.seed)
     auc_val = M.bootstrap_ci(val.label.to_numpy(), val.score.to_numpy(), n=cfg.n_bootstrap, seed=ctx.seed)

@@ -102,17 +102,17 @@ def run(cfg: InjectConfig, ctx: RunContext) -> Manifest:
                              arc_r_z=-2.5 * np.log10(info["noiseless_arc"][:, 1].sum((1, 2)) / info["noiseless_arc"][:, 2].sum((1, 2))))
             write_parquet_atomic(rec, marker)
             if k < N_NOISE_BATCHES:
-                noise_batches[k] = (stamps - host_img - info["noiseless_arc"], info["added_noise_sigma"], stamps)
+                noise_batches[k] = _noise_terms(stamps, info, host_img)
             bar.advance(len(rec))
     for k, a in enumerate(range(0, min(len(pl), N_NOISE_BATCHES * bs), bs)):
         if k not in noise_batches:  # resumed run: these batches were written before the restart; redo them (deterministic)
             stamps, _, info, _, host_img = _batch(cfg, pl.iloc[a:a + bs], hosts, ctx.seed, k)
-            noise_batches[k] = (stamps - host_img - info["noiseless_arc"], info["added_noise_sigma"], stamps)
-    resid_s, sig_s, stamps_s = ([noise_batches[k][j] for k in sorted(noise_batches)] for j in range(3))
+            noise_batches[k] = _noise_terms(stamps, info, host_img)
+    noise = tuple(np.concatenate([noise_batches[k][j] for k in sorted(noise_batches)]) for j in range(3)) if noise_batches else None
     inj = pd.concat([pd.read_parquet(p) for p in sorted((out / "_batches").glob("*.parquet"))], ignore_index=True)
     inj.insert(0, "row", np.arange(len(inj)))
     write_parquet_atomic(inj, out / "injections.parquet")
-    gates, realism = _realism(cfg, ctx, inj, store_out, resid_s, sig_s, stamps_s, out)
+    gates, realism = _realism(cfg, ctx, inj, store_out, noise, out)
     verdict = "NO-GO" if any(g.status == "fail" for g in gates) else "GO"
     realism["verdict"] = verdict
     n_cells = len(grid)
@@ -129,6 +129,11 @@ def run(cfg: InjectConfig, ctx: RunContext) -> Manifest:
                             "degraded_injections": int(inj.degraded.sum()), "host_pool": int(host_info["hosts"])},
                     gates=gates, outputs=["injections.parquet", "stamps.zarr", "realism.json", "realism_panel.png"],
                     extra={"verdict": verdict})
+
+
+def _noise_terms(stamps: np.ndarray, info: dict, host_img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(residual = stamp − host − noiseless arc, added σ, stamp) for the noise realism gate."""
+    return stamps - host_img - info["noiseless_arc"], info["added_noise_sigma"], stamps
 
 
 def condition_weights(main: pd.DataFrame, pos: pd.DataFrame) -> np.ndarray:
@@ -148,7 +153,7 @@ def condition_weights(main: pd.DataFrame, pos: pd.DataFrame) -> np.ndarray:
     return w / w.sum() if w.sum() > 0 else np.full(len(main), 1.0 / len(main))
 
 
-def _realism(cfg: InjectConfig, ctx: RunContext, inj: pd.DataFrame, store: StampStore, resid, sig, stamps_s, out):
+def _realism(cfg: InjectConfig, ctx: RunContext, inj: pd.DataFrame, store: StampStore, noise: tuple | None, out):
     sample = pd.read_parquet(ctx.run_dir / "sample" / "sample.parquet")
     stamps = pd.read_parquet(ctx.run_dir / "cutouts" / "stamps.parquet")
     pos = stamps[stamps.quality_ok][["row", "galaxy_id"]].merge(sample[sample.label == 1], on="galaxy_id").sort_values("row")
@@ -163,16 +168,17 @@ def _realism(cfg: InjectConfig, ctx: RunContext, inj: pd.DataFrame, store: Stamp
     inj_m = measured_arc(inj_img)
     gates = snr_gates(inj_m["snr"], real["snr"], cfg.snr_ratio_bounds)
     gates += colour_gates(inj_m, real, cfg.colour_tol_mag)
-    gates += noise_gates(np.concatenate(resid), np.concatenate(sig), np.concatenate(stamps_s)) if resid else []
+    gates += noise_gates(*noise) if noise else []
     model = load_frozen(ctx.run_dir / "train", ctx.config.train.device)
-    hosts_of_pick = main.set_index("row").loc[pick, "host_galaxy_id"].to_numpy()
+    by_row = main.set_index("row")
+    hosts_of_pick = by_row.loc[pick, "host_galaxy_id"].to_numpy()
     g, probe = probe_gate(model.features(real_img), model.features(inj_img), cfg.probe_warn, cfg.probe_fail, ctx.seed,
                           groups_real=pos.galaxy_id.to_numpy(), groups_inj=hosts_of_pick)
     gates.append(g)
     k = min(8, len(pos))
     idx = np.sort(rng.choice(len(inj_img), size=k, replace=False)) if k else []
     panel = np.concatenate([real_img[:k], inj_img[idx]]) if k else np.zeros((0, 3, 101, 101))
-    titles = [f"real {gid}" for gid in pos.galaxy_id[:k]] + [f"inj θE={t:.2f}″ snr={s:.1f}" for t, s in zip(main.set_index("row").loc[pick[idx], "theta_e"], main.set_index("row").loc[pick[idx], "arc_snr"])]
+    titles = [f"real {gid}" for gid in pos.galaxy_id[:k]] + [f"inj θE={t:.2f}″ snr={s:.1f}" for t, s in zip(by_row.loc[pick[idx], "theta_e"], by_row.loc[pick[idx], "arc_snr"])]
     gallery(panel, titles, out / "realism_panel.png", ncol=max(k, 1), title="real positives (top) vs matched injections (bottom)")
     realism = {"gates": [x.to_dict() for x in gates], "probe": probe, "n_real": len(pos), "n_inj_compared": len(pick),
                "matching": "injections drawn with weights reproducing the real positives' (PSF, depth) cells",

@@ -82,8 +82,7 @@ def run(cfg: SelectionConfig, ctx: RunContext) -> Manifest:
     _heatmaps(table, te, ps, dp, out, stamp)
     _variants_plot(inj, te, cfg, out, stamp)
     ok = table[~table.insufficient]
-    trend = float(np.corrcoef(ok.theta_e, ok.c_mean)[0, 1]) if len(ok) > 2 and ok.c_mean.std() > 0 else float("nan")
-    psf_trend = float(np.corrcoef(ok.psf_fwhm, ok.c_mean)[0, 1]) if len(ok) > 2 and ok.c_mean.std() > 0 and ok.psf_fwhm.std() > 0 else float("nan")
+    trend, psf_trend = _corr(ok.theta_e, ok.c_mean), _corr(ok.psf_fwhm, ok.c_mean)
     gates = [Gate(name="cells_sufficient", value=float((~table.insufficient).mean()), warn=0.9, fail=0.3, higher_is_better=True, blocking=False,
                   message=f"{int((~table.insufficient).sum())}/{len(table)} cells with n ≥ {cfg.n_min}"),
              Gate(name="completeness_rises_with_theta_e", value=trend, warn=0.0, fail=-0.5, higher_is_better=True, blocking=False,
@@ -108,6 +107,11 @@ def run(cfg: SelectionConfig, ctx: RunContext) -> Manifest:
                     gates=gates, outputs=["selection_function.fits", "selection_function.parquet", "robustness.parquet", "closure.json",
                                           "heatmaps.png", "marginals.png", "variants.png", "closure.png"],
                     extra={"forced": forced, "operating_threshold": op})
+
+
+def _corr(x: pd.Series, y: pd.Series) -> float:
+    """Pearson correlation over sufficient cells; NaN when undefined (too few cells or a constant axis)."""
+    return float(np.corrcoef(x, y)[0, 1]) if len(x) > 2 and x.std() > 0 and y.std() > 0 else float("nan")
 
 
 def _max_sufficient(robust: pd.DataFrame, col: str, table: pd.DataFrame, inj: pd.DataFrame, variants: tuple[str, ...],
