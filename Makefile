@@ -5,18 +5,24 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 
-.PHONY: test demo venv bench clean
+.PHONY: test check demo venv bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,sky]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+# static checks first (seconds), then the suite with the doctests of every module in src/
+check: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: check
+	$(BIN)/python -m pytest -q --doctest-modules src/lensaudit tests $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/lensaudit demo configs/demo.yaml --run-dir $(RUN_DIR)

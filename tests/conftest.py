@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,15 +10,17 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data" / "dr10-reference"
 
 
 @pytest.fixture(scope="session")
-def dr10_reference() -> Path:
-    """The real DR10 reference data beside the checkout (../shared/data/dr10-reference)."""
-    if not SHARED_DATA.is_dir():
-        raise FileNotFoundError(f"real DR10 reference data missing: {SHARED_DATA}")
-    return SHARED_DATA
+def dr10_reference() -> Iterator[Path]:
+    """The real DR10 reference data packaged in lensaudit/data/dr10_reference (a real folder on disk)."""
+    from importlib.resources import as_file
+
+    from lensaudit.data import reference_dir
+
+    with as_file(reference_dir()) as d:
+        yield Path(d)
 
 
 @pytest.fixture(scope="session", autouse=True)

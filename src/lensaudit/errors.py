@@ -30,3 +30,9 @@ class UpstreamError(LensAuditError):
     """An upstream stage has not run, or its artifacts changed since this stage ran."""
 
     exit_code = 5
+
+
+class ContractError(LensAuditError):
+    """A stage read, wrote or configured something outside its declared contract (a bug, not bad input)."""
+
+    exit_code = 6

@@ -1,4 +1,5 @@
 """Audit metrics against hand-computed values, and the shortcut gate in both directions."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,7 @@ def test_threshold_at_fpr_and_tpr0_tpr10():
     assert ((neg >= M.threshold_at_fpr(neg, 0.0)).sum()) == 0
     y = np.array([1, 1, 0, 1, 0, 1])
     s = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
-    assert M.tpr_at_fp(y, s, 0) == pytest.approx(0.5)   # two of four positives before the first negative
+    assert M.tpr_at_fp(y, s, 0) == pytest.approx(0.5)  # two of four positives before the first negative
     assert M.tpr_at_fp(y, s, 1) == pytest.approx(0.75)
     assert M.tpr_at_fp(y, s, 10) == pytest.approx(1.0)
 

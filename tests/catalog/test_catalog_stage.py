@@ -1,4 +1,5 @@
 """The catalog and sample stages on a real tiny synthetic sky under a real 2-worker LocalCluster."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -6,16 +7,24 @@ import pytest
 
 from lensaudit.config import load_config
 from lensaudit.errors import GateFailed
-from lensaudit.pipeline import RunContext, run_stage
+from lensaudit.run import RunContext, run_stage
+from lensaudit.stages import get_stage
 
 pytestmark = pytest.mark.slow
 
 
 def _ctx(tmp_path, sky, *extra):
-    sets = [f"data.sky_dir={sky}", f"positives.lenscat={sky}/lenses.csv",
-            "positives.ref_patterns=['Huang et al\\.', 'Storfer et al\\.', 'lensaudit synthetic sky']",
-            f"catalog.exclusion_catalogs=[packaged, '{sky}/lenses.csv']", "catalog.nside=8192",  # 26″ cells: ~50 on the tiny sky
-            "catalog.mag_r_range=[16, 23.5]", "catalog.split_tolerance=0.15", "sample.neg_per_pos=3", *extra]
+    sets = [
+        f"data.sky_dir={sky}",
+        f"positives.lenscat={sky}/lenses.csv",
+        "positives.ref_patterns=['Huang et al\\.', 'Storfer et al\\.', 'lensaudit synthetic sky']",
+        f"catalog.exclusion_catalogs=[packaged, '{sky}/lenses.csv']",
+        "catalog.nside=8192",  # 26″ cells: ~50 on the tiny sky
+        "catalog.mag_r_range=[16, 23.5]",
+        "catalog.split_tolerance=0.15",
+        "sample.neg_per_pos=3",
+        *extra,
+    ]
     return RunContext(load_config(None, sets, run_dir=tmp_path), quiet=True)
 
 
@@ -23,9 +32,11 @@ def _run(ctx, *stages):
     import json
 
     (ctx.run_dir / "sky").mkdir(exist_ok=True)
-    (ctx.run_dir / "sky" / "_stage.json").write_text(json.dumps({"stage": "sky", "fingerprint": "external", "status": "complete"}))
+    (ctx.run_dir / "sky" / "_stage.json").write_text(
+        json.dumps({"stage": "sky", "fingerprint": "external", "status": "complete"})
+    )
     try:
-        return [run_stage(s, ctx) for s in stages]
+        return [run_stage(get_stage(s), ctx) for s in stages]
     finally:
         ctx.close()
 
@@ -48,7 +59,11 @@ def test_catalog_and_sample_gates_and_partition_independence(tmp_path, tiny_sky)
 
 
 def test_absurd_n2_thresholds_fail_the_fraction_gate(tmp_path, tiny_sky):
-    none = "{ring_proxy: {min_shape_r: 99}, edge_on_proxy: {max_axis_ratio: 0.0}, spiral_proxy: {min_shape_r: 99}, blue_clumpy: {min_shape_r: 99}, large_galaxy: {min_shape_r: 99}}"
+    none = (
+        "{ring_proxy: {min_shape_r: 99}, edge_on_proxy: {max_axis_ratio: 0.0},"
+        " spiral_proxy: {min_shape_r: 99},"
+        " blue_clumpy: {min_shape_r: 99}, large_galaxy: {min_shape_r: 99}}"
+    )
     ctx = _ctx(tmp_path, tiny_sky, f"catalog.n2_rules={none}")
     with pytest.raises(GateFailed, match="n2_fraction=0 per category: ring_proxy=0"):
         _run(ctx, "positives", "catalog")

@@ -1,4 +1,5 @@
 """Pure per-partition functions of the catalog stage, each on a handful of rows."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,14 +20,17 @@ def _rows(**over):
     return pd.DataFrame([base])
 
 
-@pytest.mark.parametrize("row,expect", [
-    (dict(sersic=0.6, shape_r=2.0, rchisq_r=1.6, g_r=0.8), "ring_proxy"),
-    (dict(axis_ratio=0.2, shape_r=1.5), "edge_on_proxy"),
-    (dict(sersic=1.4, shape_r=1.5, g_r=0.6, rchisq_r=1.5), "spiral_proxy"),
-    (dict(sersic=1.0, shape_r=0.9, g_r=0.3, rchisq_r=1.5), "blue_clumpy"),
-    (dict(shape_r=4.0), "large_galaxy"),
-    (dict(), ""),
-])
+@pytest.mark.parametrize(
+    "row,expect",
+    [
+        (dict(sersic=0.6, shape_r=2.0, rchisq_r=1.6, g_r=0.8), "ring_proxy"),
+        (dict(axis_ratio=0.2, shape_r=1.5), "edge_on_proxy"),
+        (dict(sersic=1.4, shape_r=1.5, g_r=0.6, rchisq_r=1.5), "spiral_proxy"),
+        (dict(sersic=1.0, shape_r=0.9, g_r=0.3, rchisq_r=1.5), "blue_clumpy"),
+        (dict(shape_r=4.0), "large_galaxy"),
+        (dict(), ""),
+    ],
+)
 def test_each_n2_rule(row, expect):
     assert n2_rules.classify(_rows(**row)).iloc[0] == expect
 
@@ -42,9 +46,17 @@ def test_n2_overrides_and_unknown_names():
 
 
 def test_parent_cuts():
-    df = pd.DataFrame({"type": ["DEV", "PSF", "SER", "REX", "DEV", "DEV"], "nobs_g": [1, 1, 0, 1, 1, 1],
-                       "nobs_r": [1] * 6, "nobs_z": [3, 3, 3, 2, 3, 3], "maskbits": [0, 0, 0, 0, 2, 0],
-                       "mag_r": [19, 19, 19, 19, 19, 23.5], "dec": [0, 0, 0, 0, 0, 0]})
+    df = pd.DataFrame(
+        {
+            "type": ["DEV", "PSF", "SER", "REX", "DEV", "DEV"],
+            "nobs_g": [1, 1, 0, 1, 1, 1],
+            "nobs_r": [1] * 6,
+            "nobs_z": [3, 3, 3, 2, 3, 3],
+            "maskbits": [0, 0, 0, 0, 2, 0],
+            "mag_r": [19, 19, 19, 19, 19, 23.5],
+            "dec": [0, 0, 0, 0, 0, 0],
+        }
+    )
     assert parent_mask(df, CatalogConfig()).tolist() == [True, False, False, False, False, False]
 
 
@@ -65,9 +77,15 @@ def test_exclusion_radius():
 
 def test_sampling_is_order_and_partition_free():
     rng = np.random.default_rng(0)
-    pool = pd.DataFrame({"galaxy_id": [f"b_{i}" for i in range(3000)], "nobs_z_bin": rng.choice(["3-5", "6-10"], 3000),
-                         "type_bin": rng.choice(["DEV", "SER"], 3000), "pool": rng.choice(["N1", "N2"], 3000, p=[0.8, 0.2]),
-                         "mag_bin": "all"})
+    pool = pd.DataFrame(
+        {
+            "galaxy_id": [f"b_{i}" for i in range(3000)],
+            "nobs_z_bin": rng.choice(["3-5", "6-10"], 3000),
+            "type_bin": rng.choice(["DEV", "SER"], 3000),
+            "pool": rng.choice(["N1", "N2"], 3000, p=[0.8, 0.2]),
+            "mag_bin": "all",
+        }
+    )
     pos = pd.Series({("3-5", "DEV", "all"): 10, ("6-10", "SER", "all"): 40})
     counts = pool.value_counts(["nobs_z_bin", "type_bin", "mag_bin", "pool"]).rename("n").reset_index()
     q = quotas(pos, counts, ratio=10, n1_fraction=0.85)
@@ -81,7 +99,9 @@ def test_sampling_is_order_and_partition_free():
     assert got[("3-5", "DEV", "all", "N1")] == 85 and got[("3-5", "DEV", "all", "N2")] == 15
     short = q.set_index(["nobs_z_bin", "type_bin", "mag_bin", "pool"])
     assert short.loc[("6-10", "SER", "all", "N2"), "wanted"] == 60
-    assert short.loc[("6-10", "SER", "all", "N2"), "taken"] == min(60, short.loc[("6-10", "SER", "all", "N2"), "available"])
+    assert short.loc[("6-10", "SER", "all", "N2"), "taken"] == min(
+        60, short.loc[("6-10", "SER", "all", "N2"), "available"]
+    )
 
 
 def test_mag_bins():

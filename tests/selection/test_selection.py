@@ -1,5 +1,6 @@
 """Selection function pieces: Beta intervals, grid cells, insufficient marking, FITS/Parquet round trip,
 interpolation, host degradation statistics, realism gates in both directions."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,11 +10,11 @@ from scipy import stats
 
 from lensaudit.config import SelectionConfig
 from lensaudit.selection.binomial import beta_posterior
+from lensaudit.selection.completeness import completeness_table
 from lensaudit.selection.degrade import degrade
 from lensaudit.selection.grid import assign_cell, axis, cells
 from lensaudit.selection.realism import colour_gates, measured_arc, snr_gates
 from lensaudit.selection.table import SelectionFunction
-from lensaudit.stages.selection import completeness_table
 
 
 @pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (10, 10), (57, 200)])
@@ -21,7 +22,9 @@ def test_beta_posterior_matches_scipy(k, n):
     p = beta_posterior(k, n, "jeffreys", (0.68, 0.95))
     a, b = k + 0.5, n - k + 0.5
     assert p["mean"] == pytest.approx(a / (a + b))
-    assert p["lo68"] == pytest.approx(stats.beta.ppf(0.16, a, b)) and p["hi95"] == pytest.approx(stats.beta.ppf(0.975, a, b))
+    assert p["lo68"] == pytest.approx(stats.beta.ppf(0.16, a, b)) and p["hi95"] == pytest.approx(
+        stats.beta.ppf(0.975, a, b)
+    )
     u = beta_posterior(k, n, "uniform")
     assert u["mean"] == pytest.approx((k + 1) / (n + 2))
 
@@ -50,8 +53,11 @@ def test_insufficient_roundtrip_and_interpolation(tmp_path):
     sf.write(tmp_path / "sf.fits", tmp_path / "sf.parquet")
     for p in ("sf.fits", "sf.parquet"):
         back = SelectionFunction.load(tmp_path / p)
-        pd.testing.assert_frame_equal(back.table[["theta_e", "n", "k", "c_mean"]].reset_index(drop=True),
-                                      t[["theta_e", "n", "k", "c_mean"]].reset_index(drop=True), check_dtype=False)
+        pd.testing.assert_frame_equal(
+            back.table[["theta_e", "n", "k", "c_mean"]].reset_index(drop=True),
+            t[["theta_e", "n", "k", "c_mean"]].reset_index(drop=True),
+            check_dtype=False,
+        )
     from astropy.io import fits
 
     h = fits.open(tmp_path / "sf.fits")["SELECTION"].header
@@ -84,13 +90,13 @@ def test_degraded_host_matches_native_conditions():
     fwhm_t, depth_t = 1.4, 24.0
     s_t = s_good * 10 ** (0.4 * (depth_good - depth_t)) * fwhm_good / fwhm_t
     host = _star_field(fwhm_good, s_good, 1)
-    iv = np.full_like(host, 1 / s_good ** 2)
+    iv = np.full_like(host, 1 / s_good**2)
     deg, deg_iv = degrade(host, iv, fwhm_good, depth_good, fwhm_t, depth_t, np.random.default_rng(2))
     native = _star_field(fwhm_t, s_t, 3)
     assert _fwhm(deg) == pytest.approx(_fwhm(native), rel=0.03)
     mad = lambda x: np.median(np.abs(x[:, :20, :20] - np.median(x[:, :20, :20])))  # noqa: E731
     assert mad(deg) == pytest.approx(mad(native), rel=0.05)
-    assert deg_iv[1, 0, 0] == pytest.approx(1 / s_t ** 2)
+    assert deg_iv[1, 0, 0] == pytest.approx(1 / s_t**2)
     with pytest.raises(ValueError):
         degrade(host, iv, 1.4, 24.0, 1.0, 24.0, np.random.default_rng(0))
 
@@ -100,10 +106,21 @@ def _arc_stamps(n, amp, seed):
 
     rng = np.random.default_rng(seed)
     host = rng.normal(0, 0.003, (n, 3, 101, 101)).astype(np.float32)
-    s = sample_systems(n, rng.uniform(1, 2.5, n), {"src_mag_r": (22.5 - 2.5 * np.log10(amp), 23.5 - 2.5 * np.log10(amp)),
-                                                   "magnification": (5, 15), "src_reff": (0.1, 0.3), "src_n": (0.7, 1.5),
-                                                   "src_q": (0.5, 1), "lens_q": (0.7, 1)}, rng, {"g": 1.4, "r": 1.3, "z": 1.2})
-    return inject(host, np.full_like(host, 1 / 0.003 ** 2), s, rng=seed)[0]
+    s = sample_systems(
+        n,
+        rng.uniform(1, 2.5, n),
+        {
+            "src_mag_r": (22.5 - 2.5 * np.log10(amp), 23.5 - 2.5 * np.log10(amp)),
+            "magnification": (5, 15),
+            "src_reff": (0.1, 0.3),
+            "src_n": (0.7, 1.5),
+            "src_q": (0.5, 1),
+            "lens_q": (0.7, 1),
+        },
+        rng,
+        {"g": 1.4, "r": 1.3, "z": 1.2},
+    )
+    return inject(host, np.full_like(host, 1 / 0.003**2), s, rng=seed)[0]
 
 
 def test_realism_gates_fail_on_ten_times_too_bright_and_pass_on_matched():
@@ -137,8 +154,17 @@ def test_deflector_hosts_follow_the_positives_window():
     mag = np.where(label == 1, rng.uniform(19, 21, n), rng.uniform(17, 23, n))
     g_r = np.where(label == 1, rng.uniform(1.2, 1.6, n), rng.uniform(0.2, 1.8, n))
     typ = np.where(label == 1, rng.choice(["DEV", "SER"], n), rng.choice(["DEV", "SER", "REX"], n))
-    sample = pd.DataFrame({"galaxy_id": [f"g{i}" for i in range(n)], "label": label, "mag_r": mag, "g_r": g_r, "type": typ,
-                           "split": np.where(label == 1, "train", "test"), "pool": np.where(label == 1, "positive", "N1")})
+    sample = pd.DataFrame(
+        {
+            "galaxy_id": [f"g{i}" for i in range(n)],
+            "label": label,
+            "mag_r": mag,
+            "g_r": g_r,
+            "type": typ,
+            "split": np.where(label == 1, "train", "test"),
+            "pool": np.where(label == 1, "positive", "N1"),
+        }
+    )
     stamps = pd.DataFrame({"row": np.arange(n), "galaxy_id": sample.galaxy_id, "quality_ok": True})
     everyone, info_all = host_pool(sample, stamps, "all")
     hosts, info = host_pool(sample, stamps, "deflector")
@@ -150,9 +176,14 @@ def test_deflector_hosts_follow_the_positives_window():
 
 
 def test_realism_comparison_reweights_injections_to_the_real_conditions():
-    from lensaudit.stages.inject import condition_weights
+    from lensaudit.selection.realism import condition_weights
 
-    main = pd.DataFrame({"psf_cell": [1.0] * 10 + [1.3] * 20 + [1.3] * 5, "depth_cell": [24.0] * 10 + [24.0] * 20 + [24.5] * 5})
+    main = pd.DataFrame(
+        {
+            "psf_cell": [1.0] * 10 + [1.3] * 20 + [1.3] * 5,
+            "depth_cell": [24.0] * 10 + [24.0] * 20 + [24.5] * 5,
+        }
+    )
     pos = pd.DataFrame({"psfsize_r": [1.28, 1.35, 1.31, 1.02], "psfdepth_mag_r": [24.6, 24.4, 24.9, 23.9]})
     w = condition_weights(main, pos)
     assert w.sum() == pytest.approx(1.0)
@@ -163,13 +194,23 @@ def test_realism_comparison_reweights_injections_to_the_real_conditions():
 def test_mixed_source_models_in_one_batch_for_the_morphology_bracket():
     from lensaudit.lensing import sample_systems
 
-    prior = {"src_mag_r": (22.5, 23.5), "magnification": (5, 15), "src_reff": (0.1, 0.3), "src_n": (0.7, 1.5),
-             "src_q": (0.5, 1), "lens_q": (0.7, 1)}
+    prior = {
+        "src_mag_r": (22.5, 23.5),
+        "magnification": (5, 15),
+        "src_reff": (0.1, 0.3),
+        "src_n": (0.7, 1.5),
+        "src_q": (0.5, 1),
+        "lens_q": (0.7, 1),
+    }
     models = np.array(["sersic", "clumpy"] * 4)
-    s = sample_systems(8, 1.5, prior, np.random.default_rng(0), {"g": 1.4, "r": 1.3, "z": 1.2}, source_model=models)
+    s = sample_systems(
+        8, 1.5, prior, np.random.default_rng(0), {"g": 1.4, "r": 1.3, "z": 1.2}, source_model=models
+    )
     frac = s.clump_frac.numpy()
     assert (frac[models == "sersic"] == 0).all() and (frac[models == "clumpy"] >= 0.2).all()
-    plain = sample_systems(8, 1.5, prior, np.random.default_rng(0), {"g": 1.4, "r": 1.3, "z": 1.2}, source_model="sersic")
+    plain = sample_systems(
+        8, 1.5, prior, np.random.default_rng(0), {"g": 1.4, "r": 1.3, "z": 1.2}, source_model="sersic"
+    )
     assert plain.clump_frac.numel() == 0
 
 
@@ -178,30 +219,32 @@ def test_probe_groups_by_host_so_recurring_hosts_are_not_mistaken_for_unrealisti
 
     rng = np.random.default_rng(7)
     d = 32
-    real = rng.normal(0, 1, (300, d))                       # 300 distinct real lenses
-    host_vec = rng.normal(0, 1, (15, d))                    # 15 hosts, each reused 20 times
+    real = rng.normal(0, 1, (300, d))  # 300 distinct real lenses
+    host_vec = rng.normal(0, 1, (15, d))  # 15 hosts, each reused 20 times
     host_id = np.repeat(np.arange(15), 20)
-    inj = host_vec[host_id] + rng.normal(0, 0.3, (300, d))  # same population as the real ones, arcs indistinguishable
+    inj = host_vec[host_id] + rng.normal(
+        0, 0.3, (300, d)
+    )  # same population as the real ones, arcs indistinguishable
     plain, _ = probe_gate(real, inj, 0.7, 0.85, seed=0)
     grouped, res = probe_gate(real, inj, 0.7, 0.85, seed=0, groups_real=np.arange(300), groups_inj=host_id)
-    assert plain.value > 0.8                                # memorised hosts look "unrealistic"
+    assert plain.value > 0.8  # memorised hosts look "unrealistic"
     assert grouped.value < 0.7 and grouped.status == "pass" and res["grouped_by_host"]
     fake, _ = probe_gate(real, inj + 1.0, 0.7, 0.85, seed=0, groups_real=np.arange(300), groups_inj=host_id)
-    assert fake.status == "fail"                            # a real difference in the arcs is still caught
+    assert fake.status == "fail"  # a real difference in the arcs is still caught
 
 
 def test_noise_gate_passes_matched_noise_and_fails_wrong_noise_and_ignores_float32_rounding():
     from lensaudit.selection.realism import noise_gates
 
     rng = np.random.default_rng(3)
-    host = rng.normal(0.5, 0.003, (40, 3, 64, 64))                  # bright host pixels: float32 ulp ~ 6e-8
-    sig = np.where(rng.random(host.shape) < 0.5, 2e-4, 1e-9)         # half the pixels get negligible noise
+    host = rng.normal(0.5, 0.003, (40, 3, 64, 64))  # bright host pixels: float32 ulp ~ 6e-8
+    sig = np.where(rng.random(host.shape) < 0.5, 2e-4, 1e-9)  # half the pixels get negligible noise
     noise = rng.normal(0, 1, host.shape) * sig
     stamps = (host + noise).astype(np.float32)
     resid = stamps.astype(np.float64) - host
     good = noise_gates(resid, sig, stamps)
     assert all(g.status == "pass" for g in good), [g.value for g in good]
-    naive = noise_gates(resid, sig)                                   # no floor: rounding of 1e-9 σ pixels is "detected"
+    naive = noise_gates(resid, sig)  # no floor: rounding of 1e-9 σ pixels is "detected"
     assert all(g.status == "fail" for g in naive)
-    wrong = noise_gates(resid * 1.2, sig, stamps)                    # 20% more noise than claimed
+    wrong = noise_gates(resid * 1.2, sig, stamps)  # 20% more noise than claimed
     assert all(g.status == "fail" for g in wrong)

@@ -1,5 +1,6 @@
 """Store, quality metrics, npz import of the real predecessor cutouts, and the service client against the
 real server with faults."""
+
 from __future__ import annotations
 
 import glob
@@ -57,19 +58,36 @@ def test_url_encoding():
 def test_service_matches_coadds_and_survives_faults(tiny_sky):
     t = pd.read_parquet(tiny_sky / "truth.parquet")
     targets = t[t.kind.isin(["lens", "galaxy"])].head(12)
-    faults = FaultConfig(error_rate=0.2, error_codes=(503, 429), truncate_rate=0.1, latency_s=0.5, latency_rate=0.05,
-                         reset_once=True, seed=3)
+    faults = FaultConfig(
+        error_rate=0.2,
+        error_codes=(503, 429),
+        truncate_rate=0.1,
+        latency_s=0.5,
+        latency_rate=0.05,
+        reset_once=True,
+        seed=3,
+    )
     with serve(tiny_sky, faults=faults) as srv:
-        client = CutoutClient(srv.url, requests_per_second=200, concurrency=4, timeout_s=10, max_attempts=8,
-                              backoff_base_s=0.01, seed=1)
+        client = CutoutClient(
+            srv.url,
+            requests_per_second=200,
+            concurrency=4,
+            timeout_s=10,
+            max_attempts=8,
+            backoff_base_s=0.01,
+            seed=1,
+        )
         res = client.fetch_many(list(zip(targets.ra, targets.dec)))
         off = client.fetch(300.0, -70.0)
-        bad_layer = CutoutClient(srv.url, layer="ls-dr99", requests_per_second=200, backoff_base_s=0.01).fetch(targets.ra.iloc[0], targets.dec.iloc[0])
+        bad_layer = CutoutClient(
+            srv.url, layer="ls-dr99", requests_per_second=200, backoff_base_s=0.01
+        ).fetch(targets.ra.iloc[0], targets.dec.iloc[0])
     assert all(r.ok for r in res), [r.reason for r in res if not r.ok]
-    assert max(r.attempts for r in res) <= 8 and sum(r.attempts for r in res) > len(res)  # faults were met and retried
+    # faults were met and retried
+    assert max(r.attempts for r in res) <= 8 and sum(r.attempts for r in res) > len(res)
     for r, (ra, dec) in zip(res, zip(targets.ra, targets.dec)):
-        # the service sees the coordinates as the URL carries them (7 decimals): compare at those, since a position
-        # within 0.0014 px of a pixel boundary rounds to the neighbouring pixel
+        # the service sees the coordinates as the URL carries them (7 decimals): compare at those, since a
+        # position within 0.0014 px of a pixel boundary rounds to the neighbouring pixel
         img, iv, mb = cutout_from_coadds(tiny_sky / "coadd", float(f"{ra:.7f}"), float(f"{dec:.7f}"), 101)
         np.testing.assert_array_equal(r.image, img)
         np.testing.assert_array_equal(r.maskbits, mb)

@@ -1,4 +1,5 @@
 """The training loop: the weights enter the loss, exact resume after a kill, red flags with ids."""
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,7 @@ from lensaudit.config import TrainConfig
 from lensaudit.stamps.normalize import Normalizer, fit_normalizer
 from lensaudit.stamps.store import StampStore
 from lensaudit.train.data import StampData, load_table
-from lensaudit.train.loop import TrainingRedFlag, fit, weighted_bce
+from lensaudit.train.loop import CheckpointPaths, TrainingRedFlag, fit, weighted_bce
 from lensaudit.train.models import create_model
 
 
@@ -20,7 +21,7 @@ def test_weighted_bce_hand_computed():
     logits = torch.tensor([0.0, 2.0, -1.0])
     y = torch.tensor([1.0, 0.0, 1.0])
     w = torch.tensor([1.0, 1.0, 0.5])  # Tier-A positive, negative, Tier-B positive
-    bce = [math.log(2.0), math.log(1 + math.e ** 2), math.log(1 + math.e)]
+    bce = [math.log(2.0), math.log(1 + math.e**2), math.log(1 + math.e)]
     pw = 3.0
     expect = (1 * pw * bce[0] + 1 * 1 * bce[1] + 0.5 * pw * bce[2]) / (pw + 1 + 0.5 * pw)
     assert float(weighted_bce(logits, y, w, pw)) == pytest.approx(expect, rel=1e-6)
@@ -41,7 +42,15 @@ def _fixture(tmp_path, n=48, nan_row=None):
     store.write(0, img, np.ones_like(img), np.zeros((n, 101, 101)))
     ids = [f"b_{i}" for i in range(n)]
     split = np.where(np.arange(n) % 3 == 0, "val", "train")
-    sample = pd.DataFrame({"galaxy_id": ids, "label": label, "weight": np.where(label == 1, 0.5, 1.0), "tier": np.where(label == 1, "B", ""), "split": split})
+    sample = pd.DataFrame(
+        {
+            "galaxy_id": ids,
+            "label": label,
+            "weight": np.where(label == 1, 0.5, 1.0),
+            "tier": np.where(label == 1, "B", ""),
+            "split": split,
+        }
+    )
     stamps = pd.DataFrame({"row": np.arange(n), "galaxy_id": ids, "quality_ok": True})
     return store, load_table(sample, stamps)
 
@@ -53,8 +62,20 @@ def _train(tmp_path, out, cfg, stop_after=None, nan_row=None):
     torch.manual_seed(0)
     model = create_model("resnet18", "standard")
     out.mkdir(exist_ok=True)
-    return model, fit(model, StampData(store, t, tr, norm, 32, True, 1), StampData(store, t, va, norm, 32, False, 1),
-                      cfg, out, 1, torch.device("cpu"), 3.0, t.galaxy_id, t.tier, stop_after_steps=stop_after)
+    paths = CheckpointPaths(best=out / "best.pt", last=out / "last.pt", history=out / "history.jsonl")
+    return model, fit(
+        model,
+        StampData(store, t, tr, norm, 32, True, 1),
+        StampData(store, t, va, norm, 32, False, 1),
+        cfg,
+        paths,
+        1,
+        torch.device("cpu"),
+        3.0,
+        t.galaxy_id,
+        t.tier,
+        stop_after_steps=stop_after,
+    )
 
 
 def test_kill_mid_epoch_and_resume_gives_identical_weights(tmp_path):

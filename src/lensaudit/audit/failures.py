@@ -16,7 +16,8 @@ Missed Tier-A lenses (positives scoring below it):
 Truth modes for missed lenses on the synthetic sky (to score rule 2–4): ``psf_blended`` if θE < 0.75·PSF FWHM,
 else ``faint_arc`` if the true arc aperture SNR < 30 (on the demo sky the measured/true SNR ratio has median
 ≈ 0.064, so a measured 2σ corresponds to a true ≈ 30), else ``other``.
-"""
+"""  # noqa: E501  (the rules text is written verbatim to failures.json)
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,8 +50,15 @@ def classify_missed_lens(df: pd.DataFrame, faint_snr: float = 2.0) -> pd.Series:
 def truth_missed_mode(df: pd.DataFrame, faint_true_snr: float = 30.0) -> pd.Series:
     """What the synthetic sky's truth says a missed lens's mode is (NaN truth → '')."""
     te, snr = df.theta_e_arcsec.to_numpy(float), df.arc_snr.to_numpy(float)
-    mode = np.where(~np.isfinite(te), "", np.where(te < 0.75 * df.psfsize_r.to_numpy(float), "psf_blended",
-                                                   np.where(snr < faint_true_snr, "faint_arc", "other")))
+    mode = np.where(
+        ~np.isfinite(te),
+        "",
+        np.where(
+            te < 0.75 * df.psfsize_r.to_numpy(float),
+            "psf_blended",
+            np.where(snr < faint_true_snr, "faint_arc", "other"),
+        ),
+    )
     return pd.Series(mode, index=df.index)
 
 
@@ -60,12 +68,20 @@ def missed_accuracy(modes: pd.Series, truth_modes: pd.Series) -> dict:
     if not m.any():
         return {"n": 0, "accuracy": float("nan")}
     conf = pd.crosstab(truth_modes[m].rename("truth"), modes[m].rename("rule"))
-    return {"n": int(m.sum()), "accuracy": float((modes[m] == truth_modes[m]).mean()),
-            "confusion": {t: {r: int(v) for r, v in row.items()} for t, row in conf.iterrows()}}
+    return {
+        "n": int(m.sum()),
+        "accuracy": float((modes[m] == truth_modes[m]).mean()),
+        "confusion": {t: {r: int(v) for r, v in row.items()} for t, row in conf.iterrows()},
+    }
 
 
-TRUTH_MAP = {"ring": "confuser:ring_proxy", "spiral": "confuser:spiral_proxy", "edge_on": "confuser:edge_on_proxy",
-             "blue_clumpy": "confuser:blue_clumpy", "merger": "other"}
+TRUTH_MAP = {
+    "ring": "confuser:ring_proxy",
+    "spiral": "confuser:spiral_proxy",
+    "edge_on": "confuser:edge_on_proxy",
+    "blue_clumpy": "confuser:blue_clumpy",
+    "merger": "other",
+}
 
 
 def taxonomy_accuracy(modes: pd.Series, truth_kind: pd.Series) -> dict:
@@ -75,5 +91,8 @@ def taxonomy_accuracy(modes: pd.Series, truth_kind: pd.Series) -> dict:
         return {"n": 0, "accuracy": float("nan")}
     expected = truth_kind[m].map(TRUTH_MAP)
     ok = (modes[m] == expected) | ((expected == "other") & modes[m].str.startswith("confuser"))
-    return {"n": int(m.sum()), "accuracy": float(ok.mean()),
-            "unknown_lenses_among_fp": int((truth_kind == "lens").sum())}
+    return {
+        "n": int(m.sum()),
+        "accuracy": float(ok.mean()),
+        "unknown_lenses_among_fp": int((truth_kind == "lens").sum()),
+    }

@@ -3,6 +3,7 @@
 Intervals: binomial rates use the Jeffreys Beta(k+½, n−k+½) posterior central interval; AUCs use the
 percentile bootstrap over objects.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +20,9 @@ def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
     return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def bootstrap_ci(y: np.ndarray, s: np.ndarray, fn=roc_auc, n: int = 500, levels=(0.68, 0.95), seed: int = 0) -> dict:
+def bootstrap_ci(
+    y: np.ndarray, s: np.ndarray, fn=roc_auc, n: int = 500, levels=(0.68, 0.95), seed: int = 0
+) -> dict:
     """Percentile bootstrap of fn(y, s) resampling objects: {'value', 'ci68': (lo, hi), 'ci95': …}."""
     y, s = np.asarray(y), np.asarray(s)
     rng = np.random.default_rng(seed)
@@ -32,11 +35,15 @@ def bootstrap_ci(y: np.ndarray, s: np.ndarray, fn=roc_auc, n: int = 500, levels=
     out = {"value": fn(y, s)}
     for lv in levels:
         a = (1 - lv) / 2
-        out[f"ci{int(round(lv * 100))}"] = (float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))) if vals else (float("nan"),) * 2
+        out[f"ci{int(round(lv * 100))}"] = (
+            (float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))) if vals else (float("nan"),) * 2
+        )
     return out
 
 
-def beta_interval(k: int, n: int, level: float = 0.68, prior: tuple[float, float] = (0.5, 0.5)) -> tuple[float, float, float]:
+def beta_interval(
+    k: int, n: int, level: float = 0.68, prior: tuple[float, float] = (0.5, 0.5)
+) -> tuple[float, float, float]:
     """(posterior mean, lo, hi) of a binomial rate with a Beta prior (Jeffreys by default)."""
     a, b = k + prior[0], n - k + prior[1]
     lo, hi = stats.beta.ppf([(1 - level) / 2, (1 + level) / 2], a, b)
@@ -88,13 +95,22 @@ def ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
     if len(p) == 0:
         return float("nan")
     order = np.argsort(p, kind="stable")
-    return float(sum(len(c) / len(p) * abs(y[c].mean() - p[c].mean()) for c in np.array_split(order, min(bins, len(p))) if len(c)))
+    return float(
+        sum(
+            len(c) / len(p) * abs(y[c].mean() - p[c].mean())
+            for c in np.array_split(order, min(bins, len(p)))
+            if len(c)
+        )
+    )
 
 
 def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict]:
     order = np.argsort(p, kind="stable")
-    return [{"p_mean": float(p[c].mean()), "y_mean": float(y[c].mean()), "n": int(len(c))}
-            for c in np.array_split(order, min(bins, max(len(p), 1))) if len(c)]
+    return [
+        {"p_mean": float(p[c].mean()), "y_mean": float(y[c].mean()), "n": int(len(c))}
+        for c in np.array_split(order, min(bins, max(len(p), 1)))
+        if len(c)
+    ]
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:

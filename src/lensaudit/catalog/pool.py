@@ -1,4 +1,5 @@
 """The per-partition pool builder: one pure function from raw sweep rows to pool rows and positive matches."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,11 +13,53 @@ from lensaudit.catalog.n2_rules import classify
 from lensaudit.catalog.spatial import ExclusionIndex, assign_split, healpix_nest, nearest_matches
 from lensaudit.config import CatalogConfig
 
-TRACTOR_FOR_POSITIVES = ["galaxy_id", "release", "brickid", "brickname", "objid", "type", "ra", "dec", "nobs_g", "nobs_r",
-                         "nobs_z", "psfsize_g", "psfsize_r", "psfsize_z", "psfdepth_g", "psfdepth_r", "psfdepth_z",
-                         "psfdepth_mag_g", "psfdepth_mag_r", "psfdepth_mag_z", "galdepth_g", "galdepth_r", "galdepth_z",
-                         "ebv", "flux_g", "flux_r", "flux_z", "flux_w1", "mag_g", "mag_r", "mag_z", "shape_r", "shape_e1",
-                         "shape_e2", "sersic", "maskbits", "g_r", "r_z", "ellipticity", "rchisq_r"]
+#: per-object Tractor measurements and observing conditions (lower-case pool names), in table column order
+MEASUREMENTS = [
+    "nobs_g",
+    "nobs_r",
+    "nobs_z",
+    "psfsize_g",
+    "psfsize_r",
+    "psfsize_z",
+    "psfdepth_g",
+    "psfdepth_r",
+    "psfdepth_z",
+    "psfdepth_mag_g",
+    "psfdepth_mag_r",
+    "psfdepth_mag_z",
+    "galdepth_g",
+    "galdepth_r",
+    "galdepth_z",
+    "ebv",
+    "flux_g",
+    "flux_r",
+    "flux_z",
+    "flux_w1",
+    "mag_g",
+    "mag_r",
+    "mag_z",
+    "shape_r",
+    "shape_e1",
+    "shape_e2",
+    "sersic",
+    "maskbits",
+    "g_r",
+    "r_z",
+    "ellipticity",
+    "rchisq_r",
+]
+#: the Tractor row copied beside each positive's nearest match
+TRACTOR_FOR_POSITIVES = [
+    "galaxy_id",
+    "release",
+    "brickid",
+    "brickname",
+    "objid",
+    "type",
+    "ra",
+    "dec",
+    *MEASUREMENTS,
+]
 
 
 @dataclass
@@ -26,14 +69,28 @@ class PartitionResult:
     counts: dict
 
 
-def build_partition(raw: pd.DataFrame, cfg: CatalogConfig, seed: int, exclusion: ExclusionIndex,
-                    pos_ra: np.ndarray, pos_dec: np.ndarray, provenance: dict) -> PartitionResult:
-    """Raw sweep rows → (pool rows with N1/N2, strata, HEALPix, split, provenance; positive match candidates)."""
+def build_partition(
+    raw: pd.DataFrame,
+    cfg: CatalogConfig,
+    seed: int,
+    exclusion: ExclusionIndex,
+    pos_ra: np.ndarray,
+    pos_dec: np.ndarray,
+    provenance: dict,
+) -> PartitionResult:
+    """Raw sweep rows → (pool rows with N1/N2, strata, HEALPix, split, provenance;
+    positive match candidates)."""
     df = canonical(raw)
     df["sweep_row"] = raw.index.to_numpy(np.int64)
     near = nearest_matches(pos_ra, pos_dec, df, cfg.match_report_radius_arcsec)
     cover = nearest_matches(pos_ra, pos_dec, df, 30.0)
-    matches = pd.concat([near.reset_index(drop=True), df.iloc[near.row.to_numpy()][TRACTOR_FOR_POSITIVES].reset_index(drop=True)], axis=1)
+    matches = pd.concat(
+        [
+            near.reset_index(drop=True),
+            df.iloc[near.row.to_numpy()][TRACTOR_FOR_POSITIVES].reset_index(drop=True),
+        ],
+        axis=1,
+    )
     matches = matches.drop(columns=["row"]).rename(columns={"ra": "tractor_ra", "dec": "tractor_dec"})
     matches["covered"] = True
     cov = pd.DataFrame({"pos_index": cover.pos_index, "covered": True})
@@ -49,9 +106,17 @@ def build_partition(raw: pd.DataFrame, cfg: CatalogConfig, seed: int, exclusion:
     pool["pool"] = np.where(pool.n2_category == "", "N1", "N2")
     for k, v in provenance.items():
         pool[k] = v
-    counts = {"rows": int(len(df)), "parent": int(keep.sum()), "excluded_near_lens": int((keep & excluded).sum()),
-              "pool": int(len(pool))}
-    return PartitionResult(pool.reset_index(drop=True), pd.concat([matches, cov[~cov.pos_index.isin(matches.pos_index)]], ignore_index=True), counts)
+    counts = {
+        "rows": int(len(df)),
+        "parent": int(keep.sum()),
+        "excluded_near_lens": int((keep & excluded).sum()),
+        "pool": int(len(pool)),
+    }
+    return PartitionResult(
+        pool.reset_index(drop=True),
+        pd.concat([matches, cov[~cov.pos_index.isin(matches.pos_index)]], ignore_index=True),
+        counts,
+    )
 
 
 def pool_parts(pool_dir) -> list:

@@ -4,15 +4,49 @@ Pass 1 counts the pool per (nobs_z_bin, type_bin, pool); the quota per stratum i
 split N1:N2 = n1_fraction : 1 − n1_fraction. Pass 2 keeps, within each (stratum, pool), the ``quota`` rows
 with the smallest ``hash(galaxy_id, seed)``: the result does not depend on partitioning or row order, and
 needs no global sort. When a stratum lacks rows, all are taken and the shortfall is reported.
+
+The sample workflow (:func:`sampling_positives`, :func:`draw_sample` on Dask, :func:`sample_counts`,
+:func:`sample_gates`) is what the ``sample`` stage orchestrates.
 """
+
 from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
+from lensaudit.catalog.cuts import nobs_z_bin, parent_mask, type_bin
+from lensaudit.catalog.pool import MEASUREMENTS
+from lensaudit.config import CatalogConfig, SampleConfig
+from lensaudit.gates import Gate
 from lensaudit.utils import hash_unit_interval
 
 STRATUM = ["nobs_z_bin", "type_bin", "mag_bin"]
+#: Tractor measurements and observing conditions carried by every sample row (after the sample's own columns)
+CONDITIONS = ["type", *MEASUREMENTS, "brickname", "brickid", "objid", "release"]
+#: sample.parquet's columns, in order
+COLUMNS = [
+    "galaxy_id",
+    "ra",
+    "dec",
+    "label",
+    "tier",
+    "weight",
+    "pool",
+    "n2_category",
+    "split",
+    "positive_id",
+    "nobs_z_bin",
+    "type_bin",
+    "mag_bin",
+    "healpix_128",
+    "healpix_64",
+    *CONDITIONS,
+]
+#: integer columns written as int64 (pool and positives tables may hold narrower or nullable types)
+_INT64 = ("label", "nobs_g", "nobs_r", "nobs_z", "objid", "brickid", "release", "maskbits")
 
 
 def add_mag_bin(df: pd.DataFrame, edges: list[float]) -> pd.DataFrame:
@@ -26,7 +60,9 @@ def add_mag_bin(df: pd.DataFrame, edges: list[float]) -> pd.DataFrame:
     return df.assign(mag_bin=labels[idx].astype(str))
 
 
-def quotas(pos_counts: pd.Series, pool_counts: pd.DataFrame, ratio: float, n1_fraction: float) -> pd.DataFrame:
+def quotas(
+    pos_counts: pd.Series, pool_counts: pd.DataFrame, ratio: float, n1_fraction: float
+) -> pd.DataFrame:
     """Per (stratum, pool): wanted, available and taken counts.
 
     ``pos_counts``: positives per stratum (MultiIndex over STRATUM);
@@ -34,13 +70,23 @@ def quotas(pos_counts: pd.Series, pool_counts: pd.DataFrame, ratio: float, n1_fr
     """
     rows = []
     avail = pool_counts.set_index(STRATUM + ["pool"])["n"]
-    for key, npos in pos_counts.items():
+    for stratum, npos in pos_counts.items():
+        key = cast(tuple[str, ...], stratum)
         total = ratio * npos
         for pool, frac in (("N1", n1_fraction), ("N2", 1.0 - n1_fraction)):
             want = int(round(total * frac))
             have = int(avail.get((*key, pool), 0))
-            rows.append({**dict(zip(STRATUM, key)), "pool": pool, "n_pos": int(npos), "wanted": want,
-                         "available": have, "taken": min(want, have), "shortfall": max(0, want - have)})
+            rows.append(
+                {
+                    **dict(zip(STRATUM, key)),
+                    "pool": pool,
+                    "n_pos": int(npos),
+                    "wanted": want,
+                    "available": have,
+                    "taken": min(want, have),
+                    "shortfall": max(0, want - have),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -69,3 +115,152 @@ def select(candidates: pd.DataFrame, q: pd.DataFrame) -> pd.DataFrame:
     if not out:
         return candidates.iloc[:0].drop(columns="_u")
     return pd.concat(out).drop(columns="_u")
+
+
+# -- the sample workflow ---------------------------------------------------------------------------
+def sampling_positives(
+    matched: pd.DataFrame, cat_cfg: CatalogConfig, edges: list[float]
+) -> tuple[pd.DataFrame, int]:
+    """Matched positives with their strata, and how many failed the parent cuts.
+
+    Positives face the same parent cuts as negatives (except the magnitude window: deflectors of known lenses
+    are kept at any brightness), so that every positive stratum can have negatives.
+    """
+    pos = matched[matched.matched].copy()
+    keep = parent_mask(pos.assign(mag_r=np.clip(pos.mag_r, *cat_cfg.mag_r_range)), cat_cfg).to_numpy()
+    n_cut = int((~keep).sum())
+    pos = pos[keep].copy()
+    pos["nobs_z_bin"] = nobs_z_bin(pos.nobs_z.astype(int), cat_cfg.nobs_z_edges)
+    pos["type_bin"] = type_bin(pos.type)
+    return add_mag_bin(pos, edges), n_cut
+
+
+def _part_counts(path: str, edges: list[float]) -> pd.DataFrame:
+    """Pass 1 on one pool part: rows per (stratum, pool)."""
+    df = add_mag_bin(pd.read_parquet(path, columns=["nobs_z_bin", "type_bin", "mag_r", "pool"]), edges)
+    return df[STRATUM + ["pool"]].value_counts().rename("n").reset_index()
+
+
+def _part_candidates(path: str, q: pd.DataFrame, seed: int, edges: list[float]) -> pd.DataFrame:
+    """Pass 2 on one pool part: the rows that may be selected."""
+    return candidate_filter(add_mag_bin(pd.read_parquet(path), edges), q, seed)
+
+
+def draw_sample(
+    client: Any,
+    pos: pd.DataFrame,
+    parts: list[str],
+    cfg: SampleConfig,
+    seed: int,
+    on_part: Callable[[], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two Dask passes over the pool parts (counts, then candidates) → (sample sorted by galaxy_id, quotas).
+
+    ``pos``: the positives from :func:`sampling_positives`; ``on_part`` is called once per finished part
+    and pass.
+    """
+    counts = []
+    for f in client.map(_part_counts, parts, edges=cfg.mag_r_edges, pure=False):
+        counts.append(f.result())
+        if on_part:
+            on_part()
+    pool_counts = pd.concat(counts).groupby(STRATUM + ["pool"], as_index=False).n.sum()
+    q = quotas(pos.groupby(STRATUM).size(), pool_counts, cfg.neg_per_pos, cfg.n1_fraction)
+    cands = []
+    for f in client.map(_part_candidates, parts, q=q, seed=seed, edges=cfg.mag_r_edges, pure=False):
+        cands.append(f.result())
+        if on_part:
+            on_part()
+    neg = select(pd.concat(cands, ignore_index=True), q)
+    neg = neg.assign(label=0, tier="", weight=1.0, positive_id="")
+    p = pos.assign(label=1, pool="positive", n2_category="")
+    p["ra"], p["dec"] = p.tractor_ra, p.tractor_dec
+    sample = pd.concat([p[COLUMNS], neg[COLUMNS]], ignore_index=True)
+    sample = sample.sort_values("galaxy_id", kind="stable").reset_index(drop=True)
+    for c in _INT64:
+        sample[c] = sample[c].astype(np.int64)
+    return sample, q
+
+
+def sample_counts(sample: pd.DataFrame, q: pd.DataFrame) -> dict[str, int]:
+    """Rows, positives by tier, negatives by pool, the quota shortfall, and positives/negatives per split."""
+    c = {
+        "rows": len(sample),
+        "positives": int(sample.label.sum()),
+        "tier_A": int((sample.tier == "A").sum()),
+        "tier_B": int((sample.tier == "B").sum()),
+        "N1": int((sample.pool == "N1").sum()),
+        "N2": int((sample.pool == "N2").sum()),
+        "shortfall": int(q.shortfall.sum()),
+    }
+    for s in ("train", "val", "test"):
+        c[f"{s}_pos"] = int(((sample.split == s) & (sample.label == 1)).sum())
+        c[f"{s}_neg"] = int(((sample.split == s) & (sample.label == 0)).sum())
+    return c
+
+
+def sample_gates(sample: pd.DataFrame, q: pd.DataFrame, cfg: SampleConfig) -> list[Gate]:
+    """Realised neg/pos ratio per stratum, shortfalls, the N1 fraction, and the split/identity invariants."""
+    gates = []
+    by = q.groupby(STRATUM).agg(
+        n_pos=("n_pos", "first"),
+        wanted=("wanted", "sum"),
+        taken=("taken", "sum"),
+        shortfall=("shortfall", "sum"),
+    )
+    realised = by.taken / by.n_pos.clip(lower=1)
+    ok_strata = by[by.shortfall == 0]
+    worst_dev = (
+        float((ok_strata.taken / ok_strata.wanted.clip(lower=1) - 1).abs().max()) if len(ok_strata) else 0.0
+    )
+    gates.append(
+        Gate(
+            name="ratio_per_stratum_max_rel_dev",
+            value=worst_dev,
+            warn=cfg.ratio_tolerance,
+            fail=3 * cfg.ratio_tolerance,
+            detail={_label(k): round(float(v), 2) for k, v in realised.items()},
+            message="strata without shortfall; realised neg/pos per stratum in detail",
+        )
+    )
+    short = by[by.shortfall > 0]
+    gates.append(
+        Gate.check(
+            "strata_shortfall",
+            short.empty,
+            value=int(by.shortfall.sum()),
+            warn_only=True,
+            message="; ".join(f"{_label(k)}: short {int(r.shortfall)}" for k, r in short.iterrows()),
+        )
+    )
+    n1n2 = q.pivot_table(index=STRATUM, columns="pool", values="taken", aggfunc="sum").fillna(0)
+    n1 = n1n2["N1"].sum() if "N1" in n1n2 else 0
+    frac_n1 = float(n1 / max(n1n2.values.sum(), 1))
+    gates.append(
+        Gate(
+            name="n1_fraction",
+            value=frac_n1,
+            lo=cfg.n1_fraction - 0.1,
+            hi=cfg.n1_fraction + 0.1,
+            soft=True,
+            message=f"target {cfg.n1_fraction}",
+        )
+    )
+    pos_ids = set(sample.galaxy_id[sample.label == 1])
+    neg_ids = set(sample.galaxy_id[sample.label == 0])
+    gates.append(
+        Gate.check("no_positive_negative_overlap", not (pos_ids & neg_ids), value=len(pos_ids & neg_ids))
+    )
+    gates.append(
+        Gate.check("no_cell_in_two_splits", bool((sample.groupby("healpix_128").split.nunique() <= 1).all()))
+    )
+    gates.append(Gate.check("unique_galaxy_id", not sample.galaxy_id.duplicated().any()))
+    gates.append(
+        Gate(name="positives_in_sample", value=int(sample.label.sum()), fail=0.5, higher_is_better=True)
+    )
+    return gates
+
+
+def _label(stratum: Hashable) -> str:
+    """A stratum key (nobs_z_bin, type_bin, mag_bin) as one label: ``"3-5|SER|19-20"``."""
+    return "|".join(cast(tuple[str, ...], stratum))

@@ -1,4 +1,5 @@
 """Bayesian binomial completeness: Beta posterior with a Jeffreys (default) or uniform prior."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -6,6 +6,7 @@
 
 Points outside the grid raise ValueError (no extrapolation). Insufficient cells are NaN and propagate.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,8 +15,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-COLUMNS = {"theta_e": "arcsec", "psf_fwhm": "arcsec", "depth": "mag", "n": "", "k": "", "c_mean": "", "c_lo68": "",
-           "c_hi68": "", "c_lo95": "", "c_hi95": "", "insufficient": ""}
+COLUMNS = {
+    "theta_e": "arcsec",
+    "psf_fwhm": "arcsec",
+    "depth": "mag",
+    "n": "",
+    "k": "",
+    "c_mean": "",
+    "c_lo68": "",
+    "c_hi68": "",
+    "c_lo95": "",
+    "c_hi95": "",
+    "insufficient": "",
+}
 
 
 @dataclass
@@ -42,7 +54,12 @@ class SelectionFunction:
     def _interp(self, col: str, theta_e, psf_fwhm, depth) -> np.ndarray:
         """Multilinear interpolation; corners with zero weight are ignored, so an insufficient (NaN) cell only
         affects points that actually use it."""
-        pts = np.column_stack([np.atleast_1d(np.asarray(a, float)).ravel() for a in np.broadcast_arrays(theta_e, psf_fwhm, depth)])
+        pts = np.column_stack(
+            [
+                np.atleast_1d(np.asarray(a, float)).ravel()
+                for a in np.broadcast_arrays(theta_e, psf_fwhm, depth)
+            ]
+        )
         axes = self.axes
         lo_idx, frac = [], []
         for d, (name, ax) in enumerate(zip(("theta_e", "psf_fwhm", "depth"), axes)):
@@ -73,7 +90,9 @@ class SelectionFunction:
         return self._interp("c_mean", theta_e, psf_fwhm, depth)
 
     def interval(self, theta_e, psf_fwhm, depth, level: int = 68) -> tuple[np.ndarray, np.ndarray]:
-        return self._interp(f"c_lo{level}", theta_e, psf_fwhm, depth), self._interp(f"c_hi{level}", theta_e, psf_fwhm, depth)
+        return self._interp(f"c_lo{level}", theta_e, psf_fwhm, depth), self._interp(
+            f"c_hi{level}", theta_e, psf_fwhm, depth
+        )
 
     # -- I/O -------------------------------------------------------------------------------------------------
     def write(self, fits_path: str | Path, parquet_path: str | Path | None = None) -> None:
@@ -98,7 +117,7 @@ class SelectionFunction:
             write_parquet_atomic(self.table, parquet_path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "SelectionFunction":
+    def load(cls, path: str | Path) -> SelectionFunction:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"no selection function at {p}")
@@ -108,7 +127,11 @@ class SelectionFunction:
         from astropy.table import Table
 
         with fits.open(p) as h:
-            meta = {k: h["SELECTION"].header[k] for k in h["SELECTION"].header if k.startswith(("GRID", "PRIOR", "MODEL", "THRESH", "OPPOINT", "INTERVAL", "NMIN"))}
+            meta = {
+                k: h["SELECTION"].header[k]
+                for k in h["SELECTION"].header
+                if k.startswith(("GRID", "PRIOR", "MODEL", "THRESH", "OPPOINT", "INTERVAL", "NMIN"))
+            }
             tab = Table.read(h["SELECTION"]).to_pandas()
         tab["insufficient"] = tab["insufficient"].astype(bool)
         return cls(tab, meta)

@@ -81,6 +81,9 @@ def build_sky(out: str | Path, cfg: SkyConfig, seed: int, workers: int = 2,
         if b not in todo and on_brick:
             on_brick(b.brickname)
     if todo:
+        from lensaudit.sky.render import require_sky_extra
+
+        require_sky_extra()  # one-sentence ConfigError before any worker starts, not an ImportError per brick
         if workers > 1 and len(todo) > 1:
             import multiprocessing as mp
 

@@ -3,21 +3,21 @@
 Each gate records the measured value and its threshold:
 - background MAD per band against the MAD its depth and PSF imply (±30%);
 - r-band MAD, rescaled to the real sample's median depth (24.4) and PSF (1.36″), against the MAD of the real
-  DR10 cutouts in shared/data (±30%);
+  DR10 cutouts packaged in lensaudit/data/dr10_reference (±30%);
 - star FWHM fitted on the images (Moffat with the brick's β) within 5% of the brick's PSF;
 - median g−r and r−z of red galaxies within 0.1 mag of the real Tractor sample with the same cut;
 - catalogued source density within a factor 2 of the real regions' median.
 """
 from __future__ import annotations
 
-import glob
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from lensaudit.data import reference_file, reference_names
 from lensaudit.gates import Gate
-from lensaudit.sky.model import PIX, reference_dir
+from lensaudit.sky.model import PIX
 from lensaudit.survey.bricks import brick_center
 from lensaudit.survey.coadds import CoaddReader, _wcs
 
@@ -33,8 +33,8 @@ def _mad(x: np.ndarray) -> float:
 
 def real_cutout_mad_r() -> float:
     vals = []
-    for f in sorted(glob.glob(str(reference_dir() / "cutouts" / "*.npz"))):
-        with np.load(f) as d:
+    for name in reference_names("cutouts", ".npz"):
+        with reference_file(name) as f, np.load(f) as d:
             c = d["cutout"][..., 1]
             vals.append(float(np.median(np.abs(c - np.median(c)))))
     return float(np.median(vals))
@@ -110,7 +110,8 @@ def check_sky(sky_dir: str | Path) -> list[Gate]:
     # red galaxies: the red-sequence cut on catalogued DEV/SER field galaxies (confusers are not red galaxies, and a
     # deflector's catalogue photometry is contaminated by its blue arcs)
     red = cat.TYPE.isin(["DEV", "SER"]) & r_.between(18, 21.5) & ((g - r_) > 1.0) & (kind == "galaxy").to_numpy()
-    lrg = pd.read_parquet(reference_dir() / "lrg_tractor_sample.parquet")
+    with reference_file("lrg_tractor_sample.parquet") as f:
+        lrg = pd.read_parquet(f)
     lrg = lrg[lrg.TYPE.isin(["DEV", "SER"]) & lrg.r_mag.between(18, 21.5) & ((lrg.g_mag - lrg.r_mag) > 1.0)]
     # compare at matched magnitude: the real sample is an LRG selection concentrated at r ≈ 21, and red
     # galaxies get redder in g−r with magnitude (redshift), so medians are differenced per 0.5-mag bin
@@ -127,7 +128,8 @@ def check_sky(sky_dir: str | Path) -> list[Gate]:
         gates.append(Gate(name=f"red_galaxy_median_{name}", value=d, lo=-0.1, hi=0.1,
                           message=f"ours − real at matched r ({int(red.sum())} vs {len(lrg)} galaxies)"))
     area = len(cond.brickname.unique()) * (reader.brick(brick_center(cond.brickname.iloc[0])).npix * PIX / 3600) ** 2
-    regions = pd.read_csv(reference_dir() / "regions_conditions.csv")
+    with reference_file("regions_conditions.csv") as f:
+        regions = pd.read_csv(f)
     real_dens = float((regions.total_n_gal / regions.total_area_deg2).median())
     ours = (cat.TYPE != "PSF").sum() / area
     gates.append(Gate(name="galaxy_density_vs_real", value=float(ours / real_dens), lo=0.5, hi=2.0,

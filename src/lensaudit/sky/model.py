@@ -1,6 +1,6 @@
 """What the synthetic sky contains: bricks, per-band conditions and objects, all drawn from real DR10 data.
 
-Calibration sources (``shared/data/dr10-reference``):
+Calibration sources (the packaged ``lensaudit/data/dr10_reference``, read through ``lensaudit.data``):
 - ``regions_conditions.csv``: r-band PSF FWHM, 5σ depth, E(B−V) and object density of 2,689 real regions;
 - ``bricks_conditions.csv``: per-band offsets of PSF and depth relative to r (g broader, z shallower);
 - ``lrg_tractor_sample.parquet``: real red-galaxy fluxes and colours (deflectors and red field galaxies);
@@ -10,30 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from lensaudit.data import reference_file
 from lensaudit.survey.bricks import Brick, brick_at, brick_center
 from lensaudit.utils import rng_for
 
-REFERENCE = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "dr10-reference"
 PIX = 0.262
 BANDS = "grz"
 CONFUSER_KINDS = ("ring", "spiral", "edge_on", "merger", "blue_clumpy")
-
-
-def reference_dir() -> Path:
-    """The real DR10 reference data (beside the checkout, or $LENSAUDIT_DR10_REFERENCE)."""
-    import os
-
-    p = Path(os.environ.get("LENSAUDIT_DR10_REFERENCE", REFERENCE))
-    if not (p / "regions_conditions.csv").is_file():
-        from lensaudit.errors import InputError
-
-        raise InputError(f"real DR10 reference data not found in {p}; set LENSAUDIT_DR10_REFERENCE")
-    return p
 
 
 @dataclass
@@ -44,12 +31,15 @@ class Reference:
 
     @classmethod
     def load(cls) -> "Reference":
-        d = reference_dir()
-        regions = pd.read_csv(d / "regions_conditions.csv")
+        with reference_file("regions_conditions.csv") as p:
+            regions = pd.read_csv(p)
         regions = regions[(regions.median_psf_r_arcsec > 0.6) & (regions.median_psfdepth_r > 22.0)].reset_index(drop=True)
-        lrg = pd.read_parquet(d / "lrg_tractor_sample.parquet")
+        with reference_file("lrg_tractor_sample.parquet") as p:
+            lrg = pd.read_parquet(p)
         lrg = lrg[(lrg.FLUX_G > 0) & (lrg.FLUX_R > 0) & (lrg.FLUX_Z > 0) & lrg.r_mag.between(16, 23)].reset_index(drop=True)
-        return cls(regions, pd.read_csv(d / "bricks_conditions.csv"), lrg)
+        with reference_file("bricks_conditions.csv") as p:
+            bricks = pd.read_csv(p)
+        return cls(regions, bricks, lrg)
 
     @cached_property
     def median_density_per_deg2(self) -> float:

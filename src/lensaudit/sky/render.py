@@ -15,11 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from lensaudit.errors import ConfigError
 from lensaudit.sky.model import BANDS, PIX, BrickConditions, SkyObject
 from lensaudit.survey.coadds import brick_wcs_header, _wcs
 from lensaudit.survey.sweeps import EXTINCTION, MASKBITS, mag_to_psfdepth
 from lensaudit.utils import rng_for
 
+SKY_EXTRA = ("galsim", "lenstronomy")  # optional dependencies: pip install 'lensaudit[sky]'
 NOISE_CORR_SIGMA_PIX = 0.45
 SATURATION_NMGY = 400.0
 ARC_STAMP = 91
@@ -35,9 +37,31 @@ class BrickRender:
     lenses: pd.DataFrame    # lenscat-format rows of catalogued lenses
 
 
-def moffat_kernel(fwhm: float, beta: float, size: int = 41) -> np.ndarray:
-    import galsim
+def _sky_extra_error(missing: str) -> ConfigError:
+    return ConfigError(f"the synthetic sky needs the [sky] extra ({missing} is not installed): "
+                       "pip install 'lensaudit[sky]'")
 
+
+def require_sky_extra() -> None:
+    """Raise ConfigError, in one sentence, unless galsim and lenstronomy are installed (imports neither)."""
+    import importlib.util
+
+    for name in SKY_EXTRA:
+        if importlib.util.find_spec(name) is None:
+            raise _sky_extra_error(name)
+
+
+def _galsim():
+    """galsim, imported where it is needed; ConfigError instead of an ImportError when the extra is missing."""
+    try:
+        import galsim
+    except ImportError as e:
+        raise _sky_extra_error(e.name or "galsim") from e
+    return galsim
+
+
+def moffat_kernel(fwhm: float, beta: float, size: int = 41) -> np.ndarray:
+    galsim = _galsim()
     k = galsim.Moffat(beta=beta, fwhm=fwhm).drawImage(nx=size, ny=size, scale=PIX).array.astype(np.float64)
     return k / k.sum()
 
@@ -61,7 +85,7 @@ def pixel_sigma(psfdepth_mag: float, fwhm: float, beta: float) -> float:
 
 def _profile(o: SkyObject, seed: int):
     """GalSim profile with unit flux for an object's catalogued light."""
-    import galsim
+    galsim = _galsim()
 
     gsp = galsim.GSParams(maximum_fft_size=16384, folding_threshold=5e-3)
     if o.tractor_type == "PSF" and o.kind in ("galaxy", "star"):
@@ -106,7 +130,7 @@ def _profile(o: SkyObject, seed: int):
 
 
 def _interp(fn, extent_arcsec: float, gsp):
-    import galsim
+    galsim = _galsim()
 
     scale = 0.05
     n = int(2 * extent_arcsec / scale) | 1
@@ -140,11 +164,14 @@ def _stamp_size(o: SkyObject, fwhm: float, flux_r: float) -> int:
 def render_lensed_source(o: SkyObject, band: str, kernel: np.ndarray, dx_pix: float, dy_pix: float, supersample: int = 3) -> np.ndarray:
     """The lensed arcs of a lens (nmgy/pixel, ARC_STAMP²) with lenstronomy: SIE + SHEAR, multi-Sersic source,
     pixelised Moffat PSF. (dx_pix, dy_pix) is the lens centre's sub-pixel offset from the stamp centre."""
-    from lenstronomy.Data.imaging_data import ImageData
-    from lenstronomy.Data.psf import PSF
-    from lenstronomy.ImSim.image_model import ImageModel
-    from lenstronomy.LensModel.lens_model import LensModel
-    from lenstronomy.LightModel.light_model import LightModel
+    try:
+        from lenstronomy.Data.imaging_data import ImageData
+        from lenstronomy.Data.psf import PSF
+        from lenstronomy.ImSim.image_model import ImageModel
+        from lenstronomy.LensModel.lens_model import LensModel
+        from lenstronomy.LightModel.light_model import LightModel
+    except ImportError as e:
+        raise _sky_extra_error(e.name or "lenstronomy") from e
 
     p = o.params
     n = ARC_STAMP
@@ -172,11 +199,11 @@ def render_lensed_source(o: SkyObject, band: str, kernel: np.ndarray, dx_pix: fl
 
 
 def render_brick(cond: BrickConditions, objs: list[SkyObject], npix: int, seed: int) -> BrickRender:
-    import galsim
     from scipy.ndimage import gaussian_filter
 
     from lensaudit.lensing.snr import arc_snr
 
+    galsim = _galsim()
     b = cond.brick
     wcs = _wcs(brick_wcs_header(b, npix))
     ra = np.array([o.ra for o in objs])

@@ -1,40 +1,55 @@
-"""Stage registry. Each stage is a module ``lensaudit.stages.<name>`` exposing:
+"""The stages: each module ``lensaudit.stages.<name>`` orchestrates one step and declares its contract
+(see :mod:`lensaudit.run.context`): ``NAME``, ``SECTIONS``, ``READS``, ``WRITES``, optionally
+``inputs(cfg) -> list[Path]`` (external files whose checksums enter the fingerprint), and
+``run(cfg_section, ctx: StageContext) -> Manifest``. Science lives in the domain packages below."""
 
-- ``NAME``: the stage name; ``SECTIONS``: the config sections whose values enter its fingerprint
-  (the first is passed to ``run``); ``DEPENDS``: upstream stages;
-- optional ``inputs(cfg: RunConfig) -> list[Path]``: external files whose checksums enter the fingerprint;
-- ``run(cfg_section, ctx: RunContext) -> Manifest``: orchestration only, the science lives below.
-"""
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from types import ModuleType
 
 from lensaudit.config import RunConfig
 from lensaudit.errors import ConfigError
+from lensaudit.run import STAGE_ORDER
+from lensaudit.stages import (
+    catalog,
+    cutouts,
+    evaluate,
+    failures,
+    inject,
+    positives,
+    report,
+    sample,
+    selection,
+    sky,
+    train,
+)
 
-STAGE_ORDER = ["sky", "positives", "catalog", "sample", "cutouts", "train", "evaluate",
-               "inject", "selection", "failures", "report"]
-
-
-def available(name: str) -> bool:
-    mod = f"lensaudit.stages.{name}"
-    return mod in sys.modules or importlib.util.find_spec(mod) is not None
+STAGES: dict[str, ModuleType] = {
+    m.NAME: m
+    for m in (sky, positives, catalog, sample, cutouts, train, evaluate, inject, selection, failures, report)
+}
+assert tuple(STAGES) == STAGE_ORDER
 
 
 def get_stage(name: str) -> ModuleType:
-    if name not in STAGE_ORDER:
+    """The stage module called ``name``; ConfigError for an unknown name."""
+    if name not in STAGES:
         raise ConfigError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_ORDER)}")
-    if not available(name):
-        raise ConfigError(f"stage {name!r} is not implemented in this version")
-    return importlib.import_module(f"lensaudit.stages.{name}")
+    return STAGES[name]
 
 
-def pipeline_stages(cfg: RunConfig) -> list[str]:
-    """The stages `run`/`demo` execute, in order: all implemented ones; `sky` only for synthetic data."""
-    names = [s for s in STAGE_ORDER if available(s)]
-    if cfg.data.source != "synthetic":
-        names = [s for s in names if s != "sky"]
-    return names
+def pipeline_stages(cfg: RunConfig) -> list[ModuleType]:
+    """The stages `run`/`demo` execute, in order; `sky` only for synthetic data."""
+    return [m for n, m in STAGES.items() if n != "sky" or cfg.data.source == "synthetic"]
+
+
+def contracts_markdown() -> str:
+    """The table of every stage's declared config, reads and writes (for ``lensaudit stages`` and the docs)."""
+    from lensaudit.run import ARTIFACTS
+
+    lines = ["| stage | config it reads | artifacts it reads | artifacts it writes |", "|---|---|---|---|"]
+    for name, mod in STAGES.items():
+        reads = ", ".join(f"`{r}`" for r in mod.READS) or "—"
+        writes = ", ".join(f"`{w}` ({ARTIFACTS[name][w]})" for w in mod.WRITES)
+        lines.append(f"| {name} | {', '.join(mod.SECTIONS)} | {reads} | {writes} |")
+    return "\n".join(lines) + "\n"

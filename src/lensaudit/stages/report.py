@@ -1,32 +1,61 @@
-"""report: one self-contained HTML page (report/index.html) from every stage's manifest and artifacts."""
+"""report: one self-contained HTML page (report/index.html) from every stage's manifest and artifacts.
+
+Every stage is an optional upstream: the report renders whatever completed and lists the rest as missing
+(the ``all_stages_reported`` gate warns). READS names every artifact the page embeds; for the stages whose
+artifacts it does not embed (sky, positives, catalog, cutouts) it names one, so that their manifests are
+readable through ``ctx.manifest`` and their fingerprints chain into the report's (it reruns when any changes).
+"""
+
 from __future__ import annotations
 
-from pathlib import Path
-
-from lensaudit.config import ReportConfig, RunConfig, dump_config
+from lensaudit.config import ReportConfig, dump_config
 from lensaudit.gates import Gate
-from lensaudit.pipeline import Manifest, RunContext
-from lensaudit.report.html import build
-from lensaudit.stages import STAGE_ORDER
+from lensaudit.report.html import SECTIONS as PAGE_SECTIONS
+from lensaudit.report.html import UPSTREAM, build
+from lensaudit.run import Manifest, StageContext
 from lensaudit.utils import atomic_write_bytes
 
 NAME = "report"
 SECTIONS = ("report",)
-DEPENDS: tuple[str, ...] = ()
+READS = (
+    "?sky.check",
+    "?positives.positives",
+    "?catalog.pool",
+    "?sample.sample",
+    "?cutouts.index",
+    "?train.curves",
+    "?evaluate.metrics",
+    "?evaluate.roc",
+    "?evaluate.reliability",
+    "?evaluate.scores_by_category",
+    "?evaluate.stratified_plot",
+    "?evaluate.gallery_top_negatives",
+    "?evaluate.gallery_lowest_tier_A",
+    "?inject.realism",
+    "?inject.realism_panel",
+    "?selection.robustness",
+    "?selection.closure",
+    "?selection.heatmaps",
+    "?selection.marginals",
+    "?selection.variants",
+    "?selection.closure_plot",
+    "?failures.summary",
+    "?failures.galleries",
+)
+WRITES = ("html", "skymap")
 
 
-def inputs(cfg: RunConfig) -> list[Path]:
-    """Every existing upstream manifest: the report reruns whenever any stage changes."""
-    run = Path(cfg.run.run_dir)
-    return [run / s / "_stage.json" for s in STAGE_ORDER if s != "report" and (run / s / "_stage.json").is_file()]
-
-
-def run(cfg: ReportConfig, ctx: RunContext) -> Manifest:
-    out = ctx.stage_dir(NAME)
-    html = build(ctx.run_dir, dump_config(ctx.config), cfg.title)
-    atomic_write_bytes(out / "index.html", html.encode())
-    missing = [s for s in STAGE_ORDER if s != "report" and not (ctx.run_dir / s / "_stage.json").is_file()]
-    return Manifest(counts={"bytes": len(html), "sections": 10},
-                    gates=[Gate.check("all_stages_reported", not missing, value=len(missing), warn_only=True,
-                                      message=f"missing: {', '.join(missing)}" if missing else "")],
-                    outputs=["index.html"])
+def run(cfg: ReportConfig, ctx: StageContext) -> Manifest:
+    """Render the page from the completed stages; warn (never fail) when some stage is missing."""
+    manifests = {s: m for s in UPSTREAM if (m := ctx.recorded(s)) is not None}
+    html = build(ctx.artifact, manifests, dump_config(ctx.config.full()), cfg.title, ctx.output("skymap"))
+    atomic_write_bytes(ctx.output("html"), html.encode())
+    missing = [s for s in UPSTREAM if s not in manifests]
+    gate = Gate.check(
+        "all_stages_reported",
+        not missing,
+        value=len(missing),
+        warn_only=True,
+        message=f"missing: {', '.join(missing)}" if missing else "",
+    )
+    return Manifest(counts={"bytes": len(html), "sections": len(PAGE_SECTIONS)}, gates=[gate])

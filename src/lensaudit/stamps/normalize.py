@@ -31,8 +31,35 @@ class Normalizer:
             x = 4.0 * np.arcsinh(x / 4.0)
         return x.astype(np.float32)
 
+    def prepare(self, img: np.ndarray, crop: int | None = None) -> np.ndarray:
+        """The one preprocessing path of training and scoring: normalise, fill masked pixels
+        (:func:`fill_nan`), and centre-crop to ``crop`` (training crops after augmenting, so passes None).
+
+        >>> Normalizer([1.0, 1.0, 1.0]).prepare(np.ones((2, 3, 64, 64), np.float32), crop=48).shape
+        (2, 3, 48, 48)
+        """
+        x = fill_nan(self(np.asarray(img, np.float32)))
+        return x if crop is None else np.ascontiguousarray(center_crop(x, crop))
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def fill_nan(x: np.ndarray, central_radius: float = 8.0) -> np.ndarray:
+    """Masked (NaN/inf) pixels → 0 (the normalised background), except in stamps with a non-finite pixel in the
+    centre, which stay NaN so that training stops on them with their ids and scoring gives NaN (the quality
+    gates should have excluded them)."""
+    central = (~np.isfinite(x[..., radius_map(x.shape[-1]) < central_radius])).any(axis=(-2, -1))
+    y = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    y[central] = x[central]
+    return y
+
+
+def center_crop(x: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` × ``size`` pixels of (…, S, S)."""
+    s = x.shape[-1]
+    a = (s - size) // 2
+    return x[..., a:a + size, a:a + size]
 
 
 def fit_normalizer(images: np.ndarray, asinh: bool = False) -> Normalizer:

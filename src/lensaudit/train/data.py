@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lensaudit.stamps.normalize import Normalizer
+from lensaudit.stamps.labelled import labelled_stamps
+from lensaudit.stamps.normalize import Normalizer, center_crop
 from lensaudit.utils import stable_seed
 
 
@@ -29,16 +30,9 @@ class TrainTable:
 
 def load_table(sample: pd.DataFrame, stamps: pd.DataFrame) -> TrainTable:
     """Join on galaxy_id; keep stamps that passed the quality gates."""
-    s = stamps[stamps.quality_ok][["row", "galaxy_id"]].merge(sample, on="galaxy_id", how="inner", validate="one_to_one")
-    s = s.sort_values("row")
+    s = labelled_stamps(sample, stamps)
     return TrainTable(s.row.to_numpy(np.int64), s.label.to_numpy(np.float32), s.weight.to_numpy(np.float32),
                       s.tier.astype(str).to_numpy(), s.galaxy_id.astype(str).to_numpy(), s.split.astype(str).to_numpy())
-
-
-def center_crop(x: np.ndarray, size: int) -> np.ndarray:
-    s = x.shape[-1]
-    a = (s - size) // 2
-    return x[..., a:a + size, a:a + size]
 
 
 def augment(x: np.ndarray, seed: int, max_shift: int, noise_frac: float) -> np.ndarray:
@@ -59,17 +53,6 @@ def augment(x: np.ndarray, seed: int, max_shift: int, noise_frac: float) -> np.n
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def fill_nan(x: np.ndarray, central_radius: float = 8.0) -> np.ndarray:
-    """Masked (NaN) pixels → 0 (the normalised background), except in stamps with NaN in the centre, which stay
-    NaN so that training stops on them with their ids (the quality gates should have excluded them)."""
-    from lensaudit.stamps.quality import radius_map
-
-    central = (~np.isfinite(x[..., radius_map(x.shape[-1]) < central_radius])).any(axis=(-2, -1))
-    y = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
-    y[central] = x[central]
-    return y
-
-
 class StampData(torch.utils.data.Dataset):
     """Normalised, cropped (and optionally augmented) stamps; images are loaded once (float32 in memory) or
     read per item from the store when ``cache=False``."""
@@ -82,7 +65,7 @@ class StampData(torch.utils.data.Dataset):
         self.cache = None
         if cache:
             img, _, _ = store.read(table.rows[self.idx])
-            self.cache = fill_nan(norm(img))
+            self.cache = norm.prepare(img)
 
     def __len__(self) -> int:
         return len(self.idx)
@@ -90,7 +73,7 @@ class StampData(torch.utils.data.Dataset):
     def image(self, i: int) -> np.ndarray:
         if self.cache is not None:
             return self.cache[i]
-        return fill_nan(self.norm(self.store.read_image(int(self.t.rows[self.idx[i]]))[None]))[0]
+        return self.norm.prepare(self.store.read_image(int(self.t.rows[self.idx[i]]))[None])[0]
 
     def __getitem__(self, i: int):
         x = self.image(i)

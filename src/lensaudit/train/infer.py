@@ -1,16 +1,19 @@
-"""The frozen finder: ``load_frozen(train_dir)`` → scores, logits and penultimate features for stamps in
-nanomaggies, with the stored normalisation and crop applied; ``sha256`` identifies the checkpoint."""
+"""The frozen finder: ``load_frozen(best=…, card=…)`` (or ``load_frozen(train_dir)``) → scores, logits and
+penultimate features for stamps in nanomaggies, with the stored normalisation and crop applied; ``sha256``
+identifies the checkpoint."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from lensaudit.errors import InputError
+from lensaudit.run.artifacts import relpath
 from lensaudit.stamps.normalize import Normalizer
-from lensaudit.train.data import center_crop
 from lensaudit.train.models import create_model, penultimate
 from lensaudit.utils import sha256_file
 
@@ -22,15 +25,21 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 class FrozenModel:
-    def __init__(self, train_dir: str | Path, device: str = "auto", batch_size: int = 256):
-        d = Path(train_dir)
-        card, best = d / "model_card.json", d / "best.pt"
+    """The frozen checkpoint ``best`` (``best.pt``) with its model card ``card`` (``model_card.json``:
+    architecture, normalisation, crop and the sha256 recorded when the checkpoint was frozen, checked
+    here)."""
+
+    def __init__(self, best: str | Path, card: str | Path, device: str = "auto", batch_size: int = 256):
+        best, card = Path(best), Path(card)
         if not card.is_file() or not best.is_file():
-            raise InputError(f"no frozen model in {d} (model_card.json and best.pt expected); run `lensaudit train`")
+            raise InputError(f"no frozen model: {best} and {card} expected; run `lensaudit train`")
         self.card = json.loads(card.read_text())
         self.sha256 = sha256_file(best)
         if self.card.get("frozen_sha256") not in (None, self.sha256):
-            raise InputError(f"{best} changed after it was frozen (sha256 {self.sha256[:12]} ≠ card {self.card['frozen_sha256'][:12]})")
+            frozen = self.card["frozen_sha256"]
+            raise InputError(
+                f"{best} changed after it was frozen (sha256 {self.sha256[:12]} ≠ card {frozen[:12]})"
+            )
         self.device = pick_device(device)
         self.model = create_model(self.card["arch"], self.card["stem"]).to(self.device)
         self.model.load_state_dict(torch.load(best, map_location=self.device, weights_only=True))
@@ -40,8 +49,7 @@ class FrozenModel:
         self.batch_size = batch_size
 
     def _prep(self, images: np.ndarray) -> torch.Tensor:
-        x = self.norm(np.asarray(images, np.float32))
-        return torch.from_numpy(np.ascontiguousarray(center_crop(np.nan_to_num(x), self.crop)))
+        return torch.from_numpy(self.norm.prepare(images, self.crop))
 
     @torch.no_grad()
     def _run(self, images: np.ndarray, fn) -> np.ndarray:
@@ -58,12 +66,47 @@ class FrozenModel:
 
     def score(self, images: np.ndarray) -> np.ndarray:
         """(N,) probabilities."""
-        return 1.0 / (1.0 + np.exp(-self.logits(images)))
+        return sigmoid(self.logits(images))
+
+    def score_rows(self, store: Any, rows: np.ndarray, on_batch: Callable[[int], None] | None = None,
+                   chunk: int = 256) -> np.ndarray:
+        """(N,) logits of the stamps at ``rows`` of a :class:`~lensaudit.stamps.store.StampStore`, read and scored
+        ``chunk`` rows at a time (``on_batch(n)`` after each, for a progress bar). The one scoring path of
+        evaluate, selection, failures and hard-negative mining."""
+        rows = np.asarray(rows)
+        out = []
+        for a in range(0, len(rows), chunk):
+            img = store.read(rows[a:a + chunk])[0]
+            out.append(self.logits(img))
+            if on_batch is not None:
+                on_batch(len(img))
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """(N, D) penultimate-layer features."""
         return self._run(images, lambda x: penultimate(self.model, x))
 
 
-def load_frozen(train_dir: str | Path, device: str = "auto") -> FrozenModel:
-    return FrozenModel(train_dir, device)
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Scores from logits (the same float expression everywhere, so scores repeat bit for bit)."""
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def load_frozen(
+    train_dir: str | Path | None = None,
+    device: str = "auto",
+    *,
+    best: str | Path | None = None,
+    card: str | Path | None = None,
+) -> FrozenModel:
+    """The frozen finder, from the explicit checkpoint and model-card paths (``best``, ``card``: what a stage
+    gets from ``ctx.artifact("train", "best")`` and ``ctx.artifact("train", "model_card")``) or, when they are
+    not given, from the train stage's directory ``train_dir`` holding both under their registered names.
+    InputError when a file is missing or the checkpoint changed after it was frozen (sha256 ≠ the card's)."""
+    if best is None or card is None:
+        if train_dir is None:
+            raise TypeError("load_frozen needs train_dir or both best= and card=")
+        d = Path(train_dir)
+        best = d / relpath("train", "best") if best is None else best
+        card = d / relpath("train", "model_card") if card is None else card
+    return FrozenModel(best, card, device)

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from lensaudit.cli.common import console, guard, status_colour
+
 app = typer.Typer(no_args_is_help=True, help="The synthetic DR10 sky: build it, serve its cutout API, check its realism.")
-console = Console(stderr=True)
 
 
 @app.command()
@@ -18,7 +18,6 @@ def make(out: Annotated[Path, typer.Option("--out", help="Sky directory to write
          config: Annotated[Optional[Path], typer.Option("--config", help="YAML config (its `sky:` section and run.seed).")] = None,
          set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override section.key=value.")] = None) -> None:
     """Write a synthetic sky (sweeps, coadds, survey-bricks, truth, lenses.csv) to OUT."""
-    from lensaudit.cli import _guard
     from lensaudit.config import load_config
     from lensaudit.sky.build import build_sky, plan
 
@@ -29,7 +28,7 @@ def make(out: Annotated[Path, typer.Option("--out", help="Sky directory to write
             counts = build_sky(out, cfg.sky, cfg.run.seed, workers=cfg.sky.workers)
         console.print(counts)
 
-    _guard(go)
+    guard(go)
 
 
 @app.command()
@@ -59,7 +58,6 @@ def serve(sky: Annotated[Path, typer.Option("--sky", help="Sky directory (with c
 @app.command()
 def check(sky: Annotated[Path, typer.Option("--sky", help="Sky directory.")]) -> None:
     """Realism report: each gate with its measured value and threshold (also written to SKY/sky_check.json)."""
-    from lensaudit.cli import _guard
     from lensaudit.sky.check import check_sky
     from lensaudit.utils import atomic_write_json
 
@@ -69,12 +67,11 @@ def check(sky: Annotated[Path, typer.Option("--sky", help="Sky directory.")]) ->
         t = Table(title=f"sky check: {sky}")
         for c in ("gate", "value", "threshold", "status", "note"):
             t.add_column(c)
-        colour = {"pass": "green", "warn": "yellow", "fail": "red"}
         for g in gates:
             thr = f"[{g.lo}, {g.hi}]" if g.lo is not None or g.hi is not None else f"warn {g.warn} fail {g.fail}"
-            t.add_row(g.name, f"{g.value:.4g}", thr, f"[{colour[g.status]}]{g.status}[/]", g.message)
+            t.add_row(g.name, f"{g.value:.4g}", thr, f"[{status_colour(g.status)}]{g.status}[/]", g.message)
         console.print(t)
         if any(g.status == "fail" for g in gates):
             raise typer.Exit(4)
 
-    _guard(go)
+    guard(go)

@@ -1,0 +1,250 @@
+"""Injections: the plan (hosts per grid cell and prior variant), the source prior, the rendering of one batch
+and the resumable batch loop that fills ``inject/stamps.zarr``.
+
+Batches are fixed by the config (deterministic per seed, cell, index and batch size): batch ``k`` covers
+plan rows ``[k·batch_size, (k+1)·batch_size)`` and draws from ``stable_seed(seed, "inject", k)``, so a
+restarted run renders the same stamps. Each finished batch is written whole to the store, then recorded in a
+:class:`~lensaudit.run.shards.ShardLog` (key ``f"{k:05d}"``, the batch's record table) — a restart skips it.
+
+Prior variants for the sensitivity run: ``main`` (the configured prior), ``bright`` and ``faint`` (the source
+magnitude range shifted by ∓0.75 mag), and ``morphology`` (the other source model, Sersic ↔ clumpy: the
+morphology bracket), each with half the injections per cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lensaudit.config import InjectConfig
+from lensaudit.gates import Gate
+from lensaudit.lensing import inject as inject_arcs
+from lensaudit.lensing import sample_systems
+from lensaudit.run.shards import ShardLog
+from lensaudit.selection.degrade import degrade
+from lensaudit.selection.grid import grid_of
+from lensaudit.selection.hosts import assign_hosts, host_pool
+from lensaudit.selection.realism import measured_arc
+from lensaudit.stamps.store import StampStore
+from lensaudit.utils import stable_seed
+
+#: source r-magnitude shift (mag) of each prior variant
+VARIANTS = {"main": 0.0, "bright": -0.75, "faint": 0.75, "morphology": 0.0}
+OTHER_MODEL = {"sersic": "clumpy", "clumpy": "sersic"}
+N_NOISE_BATCHES = 4  # the noise realism gate uses every pixel of the first batches
+
+#: (residual = stamp − host − noiseless arc, added σ, stamp), each (N, B, S, S) nanomaggies
+NoiseTerms = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def wanted(v: str, cfg: InjectConfig, prior_variants: int) -> bool:
+    """Whether variant ``v`` is injected: ``main`` always, ``morphology`` with the bracket,
+    ``bright``/``faint`` when ``selection.prior_variants`` > 0."""
+    return (
+        v == "main"
+        or (v == "morphology" and cfg.morphology_bracket)
+        or (v in ("bright", "faint") and prior_variants > 0)
+    )
+
+
+def prior(cfg: InjectConfig, shift: float = 0.0) -> dict:
+    """The source/lens prior ranges for :func:`lensaudit.lensing.sample_systems`, the source r magnitude
+    shifted by ``shift`` mag."""
+    return {
+        "src_mag_r": (cfg.src_mag_r_range[0] + shift, cfg.src_mag_r_range[1] + shift),
+        "magnification": cfg.magnification_range,
+        "src_reff": cfg.src_reff_arcsec_range,
+        "src_n": cfg.src_n_range,
+        "src_q": cfg.src_q_range,
+        "lens_q": cfg.lens_q_range,
+        "shear_max": cfg.shear_max,
+    }
+
+
+def plan(
+    cfg: InjectConfig, sample: pd.DataFrame, stamps: pd.DataFrame, seed: int, prior_variants: int
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(grid cells, one plan row per injection — hosts chosen per variant and cell —, host-pool info).
+
+    ``sample`` is ``sample.parquet``, ``stamps`` the cutouts index ``stamps.parquet``; the plan is empty when
+    no host matches any cell."""
+    grid, _ = grid_of(cfg)
+    hosts, host_info = host_pool(sample, stamps, cfg.host_match)
+    parts = [
+        assign_hosts(
+            grid,
+            hosts,
+            cfg.n_per_cell if v == "main" else max(1, cfg.n_per_cell // 2),
+            cfg.psf_match_tol_arcsec,
+            cfg.depth_match_tol_mag,
+            cfg.allow_degradation,
+            seed,
+            v,
+        )
+        for v in VARIANTS
+        if wanted(v, cfg, prior_variants)
+    ]
+    plan_df = (
+        pd.concat([p for p in parts if len(p)], ignore_index=True)
+        if any(len(p) for p in parts)
+        else pd.DataFrame()
+    )
+    return grid, plan_df, host_info
+
+
+def render_batch(
+    cfg: InjectConfig, b: pd.DataFrame, store: StampStore, seed: int, k: int
+) -> tuple[np.ndarray, np.ndarray, dict, pd.DataFrame, np.ndarray]:
+    """Render batch ``k`` (plan rows ``b``) into its hosts from ``store`` (degraded where the plan says so).
+
+    Returns (stamps, invvar, injection info, the batch's record table, the host images as read/degraded)."""
+    img, iv, _ = store.read(b.host_row.to_numpy())
+    rng = np.random.default_rng(stable_seed(seed, "inject", k))
+    for i, r in enumerate(b.itertuples()):
+        if r.degraded:
+            img[i], iv[i] = degrade(
+                img[i], iv[i], r.host_psf_r, r.host_depth_r, r.psf_cell, r.depth_cell, rng
+            )
+    scale = (b.psf_cell / b.host_psf_r).to_numpy()  # degraded hosts: all bands broadened alike
+    psf = {
+        "g": b.host_psf_g.to_numpy() * np.where(b.degraded, scale, 1),
+        "r": np.where(b.degraded, b.psf_cell, b.host_psf_r),
+        "z": b.host_psf_z.to_numpy() * np.where(b.degraded, scale, 1),
+    }
+    shift = b.variant.map(VARIANTS).to_numpy()
+    models = np.where(b.variant.to_numpy() == "morphology", OTHER_MODEL[cfg.source_model], cfg.source_model)
+    systems = sample_systems(len(b), b.theta_e.to_numpy(), prior(cfg), rng, psf, 3.5, models)
+    for band in "grz":
+        systems.src_mag[band] = systems.src_mag[band] + np.asarray(shift)
+    stamps, info = inject_arcs(
+        img, iv, systems, rng=rng, noise_model=cfg.noise_model, supersample=cfg.supersample
+    )
+    rec = b.assign(
+        source_model=models,
+        src_mag_r=systems.src_mag["r"].numpy(),
+        src_reff=systems.src_reff.numpy(),
+        src_n=systems.src_n.numpy(),
+        magnification=info["magnification"],
+        arc_snr=info["arc_snr"],
+        psf_r=psf["r"],
+    )
+    return stamps, iv, info, rec, img
+
+
+def measured_record(rec: pd.DataFrame, stamps: np.ndarray, info: dict) -> pd.DataFrame:
+    """The batch record with the measured arc (annulus SNR, colours) and the true arc colours (mag)."""
+    m = measured_arc(stamps)
+    arc = info["noiseless_arc"]
+    return rec.assign(
+        meas_snr=m["snr"],
+        meas_g_r=m["g_r"],
+        meas_r_z=m["r_z"],
+        arc_g_r=-2.5 * np.log10(arc[:, 0].sum((1, 2)) / arc[:, 1].sum((1, 2))),
+        arc_r_z=-2.5 * np.log10(arc[:, 1].sum((1, 2)) / arc[:, 2].sum((1, 2))),
+    )
+
+
+def noise_terms(stamps: np.ndarray, info: dict, host_img: np.ndarray) -> NoiseTerms:
+    """(residual = stamp − host − noiseless arc, added σ, stamp) for the noise realism gate."""
+    return stamps - host_img - info["noiseless_arc"], info["added_noise_sigma"], stamps
+
+
+def inject_all(
+    cfg: InjectConfig,
+    pl: pd.DataFrame,
+    hosts: StampStore,
+    store_path: Path,
+    shards: ShardLog,
+    seed: int,
+    advance: Callable[[int], Any] | None = None,
+) -> tuple[pd.DataFrame, NoiseTerms | None, StampStore]:
+    """Render every batch of the plan into the store at ``store_path`` (created, or reopened on a restart),
+    skipping batches recorded in ``shards``. ``advance(n)`` after each batch (a progress bar).
+
+    Returns (the injections table — the batches' records in order, with ``row`` = store row —, the noise
+    terms of the first :data:`N_NOISE_BATCHES` batches, the output store). Batches recorded before a restart
+    are re-rendered for the noise terms (deterministic)."""
+    bs = cfg.batch_size
+    resumed = (store_path / "zarr.json").is_file()
+    out = (
+        StampStore.open(store_path, mode="r+")
+        if resumed
+        else StampStore.create(store_path, len(pl), shard_size=bs)
+    )
+    noise: dict[int, NoiseTerms] = {}
+    for k, a in enumerate(range(0, len(pl), bs)):
+        if shards.done(f"{k:05d}"):
+            if advance is not None:
+                advance(min(bs, len(pl) - a))
+            continue
+        stamps, iv, info, rec, host_img = render_batch(cfg, pl.iloc[a : a + bs], hosts, seed, k)
+        out.write(a, stamps, iv, np.zeros(stamps.shape[:1] + stamps.shape[2:], np.int32))
+        rec = measured_record(rec, stamps, info)
+        shards.record(f"{k:05d}", rec, {"start": a, "rows": len(rec)})
+        if k < N_NOISE_BATCHES:
+            noise[k] = noise_terms(stamps, info, host_img)
+        if advance is not None:
+            advance(len(rec))
+    for k, a in enumerate(range(0, min(len(pl), N_NOISE_BATCHES * bs), bs)):
+        if k not in noise:  # resumed run: these batches were written before the restart; redo them
+            stamps, _, info, _, host_img = render_batch(cfg, pl.iloc[a : a + bs], hosts, seed, k)
+            noise[k] = noise_terms(stamps, info, host_img)
+    terms = tuple(np.concatenate([noise[k][j] for k in sorted(noise)]) for j in range(3)) if noise else None
+    inj = shards.table()
+    inj.insert(0, "row", np.arange(len(inj)))
+    return inj, terms, out  # type: ignore[return-value]
+
+
+def no_hosts_gate(host_info: dict) -> Gate:
+    """The failing gate of an empty plan."""
+    return Gate.check("hosts_available", False, message=f"no N1 test hosts match any cell ({host_info})")
+
+
+def coverage_gates(grid: pd.DataFrame, inj: pd.DataFrame, host_info: dict) -> list[Gate]:
+    """Grid coverage (fraction of cells with main-prior injections) and host-pool size (non-blocking)."""
+    n_cells = len(grid)
+    filled = inj[inj.variant == "main"].cell.nunique()
+    w = host_info.get("window", {})
+    window = (
+        f": types {w['types']}, r {w['mag_r'][0]:.2f}–{w['mag_r'][1]:.2f}, "
+        f"g−r {w['g_r'][0]:.2f}–{w['g_r'][1]:.2f})"
+        if "window" in host_info
+        else ")"
+    )
+    return [
+        Gate(
+            name="cells_with_hosts",
+            value=filled / n_cells,
+            warn=0.95,
+            fail=0.5,
+            higher_is_better=True,
+            blocking=False,
+            message=f"{filled}/{n_cells} cells; degraded hosts in {inj[inj.degraded].cell.nunique()} "
+            "(predecessor: 43% empty)",
+        ),
+        Gate(
+            name="host_pool_size",
+            value=host_info["hosts"],
+            warn=50,
+            fail=10,
+            higher_is_better=True,
+            blocking=False,
+            message=f"{host_info['hosts']} of {host_info['n1_test']} N1 test negatives "
+            f"({host_info['match']} hosts" + window,
+        ),
+    ]
+
+
+def counts(grid: pd.DataFrame, inj: pd.DataFrame, host_info: dict) -> dict[str, int]:
+    """The inject manifest's counts."""
+    return {
+        "injections": len(inj),
+        "cells": len(grid),
+        "cells_filled": int(inj[inj.variant == "main"].cell.nunique()),
+        "degraded_injections": int(inj.degraded.sum()),
+        "host_pool": int(host_info["hosts"]),
+    }

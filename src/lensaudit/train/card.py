@@ -1,0 +1,74 @@
+"""The model card (what the frozen checkpoint is, and what it was trained on) and the training verdict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lensaudit.config import TrainConfig
+from lensaudit.gates import Gate
+from lensaudit.run import git_commit
+from lensaudit.train.loop import FitResult, TrainData
+from lensaudit.utils import sha256_file
+
+
+def model_card(
+    cfg: TrainConfig,
+    data: TrainData,
+    res: FitResult,
+    best: Path,
+    sample: Path,
+    index: Path,
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """``model_card.json``: architecture, normalisation and crop (what inference needs), the training
+    config and outcome, the sha256 of the inputs (``sample``: sample.parquet, ``index``: stamps.parquet) and
+    of the frozen checkpoint ``best``, the code commit, seed and device."""
+    return {
+        "arch": cfg.arch,
+        "stem": cfg.stem,
+        "crop_pix": cfg.crop_pix,
+        "normalization": data.norm.to_dict(),
+        "config": cfg.model_dump(mode="json"),
+        "pos_weight": data.pos_weight,
+        "best_epoch": res.best_epoch,
+        "best_val_auc": res.best_auc,
+        "stopped": res.stopped,
+        "n_train": len(data.train),
+        "n_val": len(data.val),
+        "data": {"sample_sha256": sha256_file(sample), "stamps_index_sha256": sha256_file(index)},
+        "git_commit": git_commit(),
+        "seed": seed,
+        "device": str(device),
+        "frozen_sha256": sha256_file(best),
+    }
+
+
+def train_counts(data: TrainData, res: FitResult) -> dict[str, int]:
+    return {
+        "train": len(data.train),
+        "val": len(data.val),
+        "train_pos": data.n_pos,
+        "epochs": res.epochs_run,
+        "best_epoch": res.best_epoch,
+    }
+
+
+def train_gates(data: TrainData, res: FitResult) -> list[Gate]:
+    """The best validation AUC (warn < 0.75, fail < 0.55), and a validation split holding both classes."""
+    val_y = data.val.t.label[data.val.idx]
+    return [
+        Gate(
+            name="best_val_auc",
+            value=res.best_auc,
+            warn=0.75,
+            fail=0.55,
+            higher_is_better=True,
+            message=f"epoch {res.best_epoch}; {res.stopped}",
+        ),
+        Gate.check("val_has_both_classes", len(np.unique(val_y)) == 2, value=int(val_y.sum())),
+    ]
