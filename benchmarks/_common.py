@@ -1,4 +1,5 @@
 """Helpers shared by the benchmarks: peak memory and result files."""
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,7 @@ class PeakRSS:
                 rss = p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
             except psutil.Error:
                 rss = 0
-            self.peak = max(self.peak, rss / 2 ** 20)
+            self.peak = max(self.peak, rss / 2**20)
             time.sleep(0.05)
 
     def __exit__(self, *exc):

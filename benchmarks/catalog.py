@@ -5,6 +5,7 @@ single-process pandas reference doing the same work in the same run. Reports row
 
     .venv/bin/python benchmarks/catalog.py [--rows 5000000] [--parts 20] [--workers 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,6 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import PeakRSS, save  # noqa: E402
-
 from lensaudit.catalog.columns import SWEEP_READ  # noqa: E402
 from lensaudit.catalog.pool import build_partition  # noqa: E402
 from lensaudit.catalog.spatial import ExclusionIndex  # noqa: E402
@@ -58,7 +58,9 @@ def make_part(path: Path, n: int, seed: int) -> None:
 
 
 def work(path: str, cfg: CatalogConfig, excl, pos_ra, pos_dec) -> int:
-    res = build_partition(pd.read_parquet(path), cfg, 1, excl, pos_ra, pos_dec, {"sweep_file": Path(path).name})
+    res = build_partition(
+        pd.read_parquet(path), cfg, 1, excl, pos_ra, pos_dec, {"sweep_file": Path(path).name}
+    )
     return len(res.pool)
 
 
@@ -85,7 +87,9 @@ def main() -> int:
     from dask.distributed import Client, LocalCluster
 
     with PeakRSS() as mem_dask:
-        cluster = LocalCluster(n_workers=a.workers, threads_per_worker=1, memory_limit="2GB", dashboard_address=None)
+        cluster = LocalCluster(
+            n_workers=a.workers, threads_per_worker=1, memory_limit="2GB", dashboard_address=None
+        )
         client = Client(cluster)
         t0 = time.perf_counter()
         ex = client.scatter(excl, broadcast=True)
@@ -94,10 +98,23 @@ def main() -> int:
         client.close()
         cluster.close()
     assert n_dask == n_ref
-    save("catalog", {"rows": a.rows, "parts": a.parts, "workers": a.workers, "pool_rows": n_ref,
-                     "pandas_s": round(t_ref, 1), "pandas_rows_per_s": round(a.rows / t_ref), "pandas_peak_mib": round(mem_ref.peak),
-                     "dask_s": round(t_dask, 1), "dask_rows_per_s": round(a.rows / t_dask), "dask_peak_mib_incl_workers": round(mem_dask.peak),
-                     "dask_over_pandas_wall": round(t_dask / t_ref, 2), "target_ratio": 2.5})
+    save(
+        "catalog",
+        {
+            "rows": a.rows,
+            "parts": a.parts,
+            "workers": a.workers,
+            "pool_rows": n_ref,
+            "pandas_s": round(t_ref, 1),
+            "pandas_rows_per_s": round(a.rows / t_ref),
+            "pandas_peak_mib": round(mem_ref.peak),
+            "dask_s": round(t_dask, 1),
+            "dask_rows_per_s": round(a.rows / t_dask),
+            "dask_peak_mib_incl_workers": round(mem_dask.peak),
+            "dask_over_pandas_wall": round(t_dask / t_ref, 2),
+            "target_ratio": 2.5,
+        },
+    )
     return 0
 
 

@@ -6,6 +6,7 @@
 
     .venv/bin/python benchmarks/cutouts.py [--n 600]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import save  # noqa: E402
-
 from lensaudit.config import SkyConfig  # noqa: E402
 from lensaudit.sky.build import build_sky  # noqa: E402
 from lensaudit.sky.server import serve  # noqa: E402
@@ -88,7 +88,12 @@ def main() -> int:
         service_rate = m / (time.perf_counter() - t0)
     n = len(stamps)
     store = StampStore.create(tmp / "s.zarr", n, shard_size=256)
-    store.write(0, np.stack([s[0] for s in stamps]), np.stack([s[1] for s in stamps]), np.stack([s[2] for s in stamps]))
+    store.write(
+        0,
+        np.stack([s[0] for s in stamps]),
+        np.stack([s[1] for s in stamps]),
+        np.stack([s[2] for s in stamps]),
+    )
     files = []
     for i, s in enumerate(stamps):
         f = tmp / "npz" / f"{i}.npz"
@@ -98,10 +103,22 @@ def main() -> int:
     order = np.random.default_rng(0).permutation(n)
     zr0, nr0 = rate(ZarrSet(tmp / "s.zarr", n), order, 0), rate(NpzSet(files), order, 0)
     zr2, nr2 = rate(ZarrSet(tmp / "s.zarr", n), order, 2), rate(NpzSet(files), order, 2)
-    save("cutouts", {"stamps": n, "coadds_stamps_per_s": round(coadds_rate, 1), "service_stamps_per_s": round(service_rate, 1),
-                     "service_all_ok": all(r.ok for r in res), "store_read_per_s_1proc": round(zr0), "npz_read_per_s_1proc": round(nr0),
-                     "store_read_per_s_2workers": round(zr2), "npz_read_per_s_2workers": round(nr2),
-                     "ratio_1proc": round(zr0 / nr0, 2), "ratio_2workers": round(zr2 / nr2, 2), "target_ratio": 5})
+    save(
+        "cutouts",
+        {
+            "stamps": n,
+            "coadds_stamps_per_s": round(coadds_rate, 1),
+            "service_stamps_per_s": round(service_rate, 1),
+            "service_all_ok": all(r.ok for r in res),
+            "store_read_per_s_1proc": round(zr0),
+            "npz_read_per_s_1proc": round(nr0),
+            "store_read_per_s_2workers": round(zr2),
+            "npz_read_per_s_2workers": round(nr2),
+            "ratio_1proc": round(zr0 / nr0, 2),
+            "ratio_2workers": round(zr2 / nr2, 2),
+            "target_ratio": 5,
+        },
+    )
     return 0
 
 

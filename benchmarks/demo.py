@@ -5,6 +5,7 @@ Writes benchmarks/results/demo.json and prints a table. Budget: ≤ 15 minutes o
 
     .venv/bin/python benchmarks/demo.py [--run-dir runs/bench-demo] [--keep]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,18 +40,35 @@ def main() -> int:
     stages = {}
     for m in sorted(run_dir.glob("*/_stage.json")):
         d = json.loads(m.read_text())
-        stages[d["stage"]] = {"wall_s": d["wall_s"], "gate_status": d.get("gate_status"), "status": d["status"]}
-    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-              "first_run_s": round(t_first, 1), "first_rc": first.returncode,
-              "second_run_s": round(t_second, 1), "second_rc": second.returncode,
-              "budget_s": 900, "within_budget": t_first <= 900, "stages": stages}
+        stages[d["stage"]] = {
+            "wall_s": d["wall_s"],
+            "gate_status": d.get("gate_status"),
+            "status": d["status"],
+        }
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "first_run_s": round(t_first, 1),
+        "first_rc": first.returncode,
+        "second_run_s": round(t_second, 1),
+        "second_rc": second.returncode,
+        "budget_s": 900,
+        "within_budget": t_first <= 900,
+        "stages": stages,
+    }
     out = REPO / "benchmarks" / "results" / "demo.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'stage':<12}{'wall s':>9}  gates")
     for name, s in stages.items():
         print(f"{name:<12}{s['wall_s']:>9.1f}  {s['gate_status']}")
-    print(f"demo first run: {t_first:.1f} s (budget 900 s, rc={first.returncode}); second run (no-op): {t_second:.1f} s")
+    print(
+        f"demo first run: {t_first:.1f} s (budget 900 s, rc={first.returncode}); "
+        f"second run (no-op): {t_second:.1f} s"
+    )
     if not args.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
     return 0 if first.returncode == 0 and second.returncode == 0 else 1

@@ -1,7 +1,8 @@
 """Demo-sky build time and peak memory (target: under 3 minutes on 2 cores).
 
-    .venv/bin/python benchmarks/sky.py
+.venv/bin/python benchmarks/sky.py
 """
+
 from __future__ import annotations
 
 import shutil
@@ -12,7 +13,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import PeakRSS, save  # noqa: E402
-
 from lensaudit.config import load_config  # noqa: E402
 from lensaudit.sky.build import build_sky  # noqa: E402
 

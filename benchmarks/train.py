@@ -8,10 +8,12 @@ after warm-up steps, timed steps with the batch copied from the host each step (
 batches already on the device; inference (eval, no_grad, bf16 autocast) at ``--infer-batch``; all four
 crop/stem pairs; and the same steps on this machine's CPU as the reference (``--ref-cpu``):
 
-    python3 benchmarks/train.py --device cuda --n 512 --batch 256 --steps 20 --warmup 5 --infer-batch 1024 --ref-cpu
+    python3 benchmarks/train.py --device cuda --n 512 --batch 256 --steps 20 --warmup 5 --infer-batch 1024
+    --ref-cpu
 
 Results go to results/train_cpu.json, or results/train_gpu.json for a CUDA device (``--out-name`` overrides).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +29,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import save  # noqa: E402
-
 from lensaudit.stamps.normalize import Normalizer  # noqa: E402
 from lensaudit.stamps.store import StampStore  # noqa: E402
 from lensaudit.train.data import StampData, load_table  # noqa: E402
@@ -51,7 +52,8 @@ def _model(stem: str, dev: torch.device, amp: bool):
 
 
 def train_steps(model, opt, batches, steps: int, dev: torch.device, amp: bool) -> float:
-    """Images/s over ``steps`` training steps cycling through ``batches`` (the fit() step: copy, autocast, BCE, AdamW)."""
+    """Images/s over ``steps`` training steps cycling through ``batches`` (the fit() step: copy, autocast,
+    BCE, AdamW)."""
     y = torch.ones(max(len(x) for x in batches), device=dev)
     model.train()
     seen = 0
@@ -74,7 +76,8 @@ def train_steps(model, opt, batches, steps: int, dev: torch.device, amp: bool) -
 
 @torch.no_grad()
 def infer_steps(model, x, steps: int, dev: torch.device, amp: bool) -> float:
-    """Images/s of eval-mode forward passes on batch x (as FrozenModel does: autocast, logits back as float)."""
+    """Images/s of eval-mode forward passes on batch x (as FrozenModel does: autocast, logits back as
+    float)."""
     model.eval()
     _sync(dev)
     t0 = time.perf_counter()
@@ -94,19 +97,40 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--combos", choices=["cpu", "all"], default=None,
-                    help="crop/stem pairs: cpu = 64 small, 64 standard, 101 standard; all adds 101 small (default all on CUDA)")
-    ap.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                    help="bf16 autocast + channels_last, as the training loop uses on CUDA (default on for CUDA only)")
-    ap.add_argument("--steps", type=int, default=None, help="timed training steps (default: one pass over the n stamps)")
+    ap.add_argument(
+        "--combos",
+        choices=["cpu", "all"],
+        default=None,
+        help=(
+            "crop/stem pairs: cpu = 64 small, 64 standard, 101 standard; all adds 101 small (default all on "
+            "CUDA)"
+        ),
+    )
+    ap.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 autocast + channels_last, as the training loop uses on CUDA (default on for CUDA only)",
+    )
+    ap.add_argument(
+        "--steps", type=int, default=None, help="timed training steps (default: one pass over the n stamps)"
+    )
     ap.add_argument("--warmup", type=int, default=0, help="untimed training steps first")
-    ap.add_argument("--infer-batch", type=int, default=0, help="also time inference at this batch size (0 = no)")
+    ap.add_argument(
+        "--infer-batch", type=int, default=0, help="also time inference at this batch size (0 = no)"
+    )
     ap.add_argument("--infer-steps", type=int, default=20)
-    ap.add_argument("--ref-cpu", action="store_true", help="also time the same training steps on this machine's CPU")
-    ap.add_argument("--ref-steps", type=int, default=2, help="timed CPU reference steps (after one warm-up step)")
+    ap.add_argument(
+        "--ref-cpu", action="store_true", help="also time the same training steps on this machine's CPU"
+    )
+    ap.add_argument(
+        "--ref-steps", type=int, default=2, help="timed CPU reference steps (after one warm-up step)"
+    )
     ap.add_argument("--ref-batch", type=int, default=64)
     ap.add_argument("--cudnn-benchmark", action="store_true")
-    ap.add_argument("--out-name", default=None, help="result name under results/ (default train_cpu or train_gpu)")
+    ap.add_argument(
+        "--out-name", default=None, help="result name under results/ (default train_cpu or train_gpu)"
+    )
     a = ap.parse_args()
     dev = torch.device(a.device)
     cuda = dev.type == "cuda"
@@ -119,18 +143,33 @@ def main() -> int:
     store = StampStore.create(tmp / "s.zarr", a.n, shard_size=256)
     store.write(0, img, np.ones_like(img), np.zeros((a.n, 101, 101)))
     ids = [f"b_{i}" for i in range(a.n)]
-    t = load_table(pd.DataFrame({"galaxy_id": ids, "label": rng.integers(0, 2, a.n), "weight": 1.0, "tier": "", "split": "train"}),
-                   pd.DataFrame({"row": np.arange(a.n), "galaxy_id": ids, "quality_ok": True}))
+    t = load_table(
+        pd.DataFrame(
+            {"galaxy_id": ids, "label": rng.integers(0, 2, a.n), "weight": 1.0, "tier": "", "split": "train"}
+        ),
+        pd.DataFrame({"row": np.arange(a.n), "galaxy_id": ids, "quality_ok": True}),
+    )
     res = {"device": str(dev), "n": a.n, "batch": a.batch}
     if cuda or a.amp is not None or a.steps or a.warmup or a.infer_batch or a.ref_cpu:
-        res.update({"device_name": torch.cuda.get_device_name(dev) if cuda else platform.processor() or platform.machine(),
-                    "torch_version": torch.__version__, "cuda_version": torch.version.cuda if cuda else None,
-                    "amp_bf16_channels_last": amp, "cudnn_benchmark": a.cudnn_benchmark, "warmup_steps": a.warmup,
-                    "torch_threads": torch.get_num_threads()})
+        res.update(
+            {
+                "device_name": torch.cuda.get_device_name(dev)
+                if cuda
+                else platform.processor() or platform.machine(),
+                "torch_version": torch.__version__,
+                "cuda_version": torch.version.cuda if cuda else None,
+                "amp_bf16_channels_last": amp,
+                "cudnn_benchmark": a.cudnn_benchmark,
+                "warmup_steps": a.warmup,
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
     for crop, stem in combos:
         ds = StampData(store, t, np.arange(a.n), Normalizer([0.003] * 3), crop, True, 0)
         t0 = time.perf_counter()
-        batches = [torch.stack([ds[i][0] for i in range(s, min(s + a.batch, a.n))]) for s in range(0, a.n, a.batch)]
+        batches = [
+            torch.stack([ds[i][0] for i in range(s, min(s + a.batch, a.n))]) for s in range(0, a.n, a.batch)
+        ]
         loader = a.n / (time.perf_counter() - t0)
         key = f"crop{crop}_{stem}"
         model, opt = _model(stem, dev, amp)
@@ -144,9 +183,11 @@ def main() -> int:
         res[f"{key}_loader_img_per_s"] = round(loader, 1)
         res[f"{key}_epoch_s_for_520k"] = round(520_000 / train_rate, 1)
         if cuda:
-            res[f"{key}_train_cuda_peak_mib"] = round(torch.cuda.max_memory_allocated(dev) / 2 ** 20, 1)
+            res[f"{key}_train_cuda_peak_mib"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
             on_dev = [x.to(dev) for x in batches]  # the model alone, without the host-to-device copy
-            res[f"{key}_train_img_per_s_resident"] = round(train_steps(model, opt, on_dev, steps, dev, amp), 1)
+            res[f"{key}_train_img_per_s_resident"] = round(
+                train_steps(model, opt, on_dev, steps, dev, amp), 1
+            )
             del on_dev
         if a.infer_batch:
             xb = torch.cat(batches)
@@ -154,14 +195,18 @@ def main() -> int:
             infer_steps(model, xb, 3, dev, amp)
             res[f"{key}_infer_img_per_s"] = round(infer_steps(model, xb, a.infer_steps, dev, amp), 1)
             if cuda:
-                res[f"{key}_infer_img_per_s_resident"] = round(infer_steps(model, xb.to(dev), a.infer_steps, dev, amp), 1)
+                res[f"{key}_infer_img_per_s_resident"] = round(
+                    infer_steps(model, xb.to(dev), a.infer_steps, dev, amp), 1
+                )
             del xb
         if a.ref_cpu:
             cpu = torch.device("cpu")
             rb = [torch.cat(batches)[: a.ref_batch]]
             m_cpu, o_cpu = _model(stem, cpu, False)
             train_steps(m_cpu, o_cpu, rb, 1, cpu, False)
-            res[f"{key}_cpu_ref_train_img_per_s"] = round(train_steps(m_cpu, o_cpu, rb, a.ref_steps, cpu, False), 1)
+            res[f"{key}_cpu_ref_train_img_per_s"] = round(
+                train_steps(m_cpu, o_cpu, rb, a.ref_steps, cpu, False), 1
+            )
             res[f"{key}_cpu_ref_batch"] = len(rb[0])
             del m_cpu, o_cpu
         del model, opt

@@ -1,4 +1,5 @@
 """Fixtures shared by the whole suite (owned by the foundation; areas keep their own conftest.py)."""
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,15 @@ def _torch_threads():
     yield
 
 
-TINY_SKY = {"n_bricks": 2, "brick_pixels": 800, "lenses_per_brick": 8, "unknown_lenses_per_brick": 1,
-            "confusers_per_brick": 15, "workers": 1, "defect_frac": 0.5}
+TINY_SKY = {
+    "n_bricks": 2,
+    "brick_pixels": 800,
+    "lenses_per_brick": 8,
+    "unknown_lenses_per_brick": 1,
+    "confusers_per_brick": 15,
+    "workers": 1,
+    "defect_frac": 0.5,
+}
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,18 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "lensaudit"
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 BASE = {"run", "config", "errors", "utils", "gates", "engine", "data", "__init__"}
-DOMAIN = {"catalog", "sky", "survey", "stamps", "train", "audit", "lensing", "selection", "report", "validation"}
+DOMAIN = {
+    "catalog",
+    "sky",
+    "survey",
+    "stamps",
+    "train",
+    "audit",
+    "lensing",
+    "selection",
+    "report",
+    "validation",
+}
 LAYER = {**dict.fromkeys(BASE, 0), **dict.fromkeys(DOMAIN, 1), "stages": 2, "cli": 3}
 
 
@@ -39,7 +50,9 @@ def _imports(path: Path, module: str) -> list[str]:
             found += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative import: resolve against the package
-                base = module.split(".")[: -node.level] if not path.name == "__init__.py" else module.split(".")
+                base = (
+                    module.split(".")[: -node.level] if not path.name == "__init__.py" else module.split(".")
+                )
                 found.append(".".join(base + ([node.module] if node.module else [])))
             elif node.module:
                 found.append(node.module)
@@ -83,7 +96,12 @@ def test_stages_touch_files_only_through_the_contract():
         if _room(module) != "stages":
             continue
         text = path.read_text()
-        for pattern in (r"\.run_dir\b", r"stage_dir\(", r"\.require\(", r'/ "[^"]+\.(parquet|json|png|zarr|fits)"'):
+        for pattern in (
+            r"\.run_dir\b",
+            r"stage_dir\(",
+            r"\.require\(",
+            r'/ "[^"]+\.(parquet|json|png|zarr|fits)"',
+        ):
             if re.search(pattern, text):
                 bad.append(f"{module}: {pattern}")
     assert not bad, "\n".join(bad)

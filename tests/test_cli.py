@@ -1,4 +1,5 @@
 """The CLI end to end for the foundation: positives stage, 'up to date', clear errors."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -36,10 +37,12 @@ def test_positives_stage_on_real_lenscat_then_up_to_date(tmp_path):
 
 def test_malformed_rows_are_reported_not_silent(tmp_path):
     csv = tmp_path / "l.csv"
-    csv.write_text("name,RA [deg],DEC [deg],zlens,type,grading,ref\n"
-                   "X1,10.0,5.0,0.3?,galaxy,confident,Huang et al. (2020)\n"
-                   "X2,,5.0,-,galaxy,probable,Huang et al. (2020)\n"
-                   "X3,11.0,6.0,0.49 | 0.49,galaxy,probable,Storfer et al. (2022)\n")
+    csv.write_text(
+        "name,RA [deg],DEC [deg],zlens,type,grading,ref\n"
+        "X1,10.0,5.0,0.3?,galaxy,confident,Huang et al. (2020)\n"
+        "X2,,5.0,-,galaxy,probable,Huang et al. (2020)\n"
+        "X3,11.0,6.0,0.49 | 0.49,galaxy,probable,Storfer et al. (2022)\n"
+    )
     r = runner.invoke(app, ["positives", _write_cfg(tmp_path, str(csv))])
     assert r.exit_code == 0, r.output
     bad = (tmp_path / "run" / "positives" / "malformed_rows.txt").read_text()

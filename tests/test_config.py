@@ -52,8 +52,12 @@ def test_operating_point_is_checked_when_the_config_loads():
 
 
 def test_overrides_are_typed_and_run_dir_wins(tmp_path):
-    c = load_config(None, ["train.lr=3e-4", "catalog.types=[DEV, SER]", "train.augment=false"], run_dir=tmp_path)
-    assert c.train.lr == pytest.approx(3e-4) and c.catalog.types == ["DEV", "SER"] and c.train.augment is False
+    c = load_config(
+        None, ["train.lr=3e-4", "catalog.types=[DEV, SER]", "train.augment=false"], run_dir=tmp_path
+    )
+    assert (
+        c.train.lr == pytest.approx(3e-4) and c.catalog.types == ["DEV", "SER"] and c.train.augment is False
+    )
     assert c.run_dir == tmp_path
     assert c.sky_dir == tmp_path / "sky"
 

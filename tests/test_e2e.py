@@ -1,5 +1,6 @@
 """End to end: the whole pipeline (`lensaudit demo`) on a small synthetic sky, a second run that is a no-op,
 and the HTML report checked in a real headless Chromium."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,20 @@ from lensaudit.cli import app
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["sky.n_bricks=4", "sky.brick_pixels=1400", "sky.lenses_per_brick=20", "train.epochs=5", "train.min_epochs=3",
-         "inject.n_per_cell=12", "inject.theta_e_grid=[1.0, 3.0, 1.0]", "inject.psf_grid=[1.0, 1.6, 0.6]",
-         "inject.depth_grid=[24.0, 24.5, 0.5]", "selection.n_min=6", "catalog.nside=4096", "catalog.split_tolerance=0.15"]
+SMALL = [
+    "sky.n_bricks=4",
+    "sky.brick_pixels=1400",
+    "sky.lenses_per_brick=20",
+    "train.epochs=5",
+    "train.min_epochs=3",
+    "inject.n_per_cell=12",
+    "inject.theta_e_grid=[1.0, 3.0, 1.0]",
+    "inject.psf_grid=[1.0, 1.6, 0.6]",
+    "inject.depth_grid=[24.0, 24.5, 0.5]",
+    "selection.n_min=6",
+    "catalog.nside=4096",
+    "catalog.split_tolerance=0.15",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +43,19 @@ def demo_run(tmp_path_factory):
 
 def test_every_stage_ran_and_wrote_gates(demo_run):
     run, _, out = demo_run
-    for stage in ("sky", "positives", "catalog", "sample", "cutouts", "train", "evaluate", "inject", "selection", "failures", "report"):
+    for stage in (
+        "sky",
+        "positives",
+        "catalog",
+        "sample",
+        "cutouts",
+        "train",
+        "evaluate",
+        "inject",
+        "selection",
+        "failures",
+        "report",
+    ):
         m = json.loads((run / stage / "_stage.json").read_text())
         assert m["status"] == "complete" and m["gates"], stage
     train = json.loads((run / "train" / "_stage.json").read_text())
@@ -55,16 +79,39 @@ def test_report_in_headless_chromium(demo_run, tmp_path):
 
     errors = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu",
-                                    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto((run / "report" / "index.html").as_uri())
-        for sid in ("summary", "gates", "data", "training", "audit", "realism", "selection", "closure", "failures", "limitations"):
+        for sid in (
+            "summary",
+            "gates",
+            "data",
+            "training",
+            "audit",
+            "realism",
+            "selection",
+            "closure",
+            "failures",
+            "limitations",
+        ):
             assert page.locator(f"section#{sid} h2").count() == 1, sid
         n_img = page.locator("figure img").count()
-        loaded = page.evaluate("Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length")
+        loaded = page.evaluate(
+            "Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length"
+        )
         assert n_img >= 10 and loaded == n_img
         assert page.locator("table.gates tr").count() > 20
         shot = tmp_path / "report.png"
@@ -78,8 +125,18 @@ def test_mine_negatives_exports_train_split_negatives(demo_run):
     import pandas as pd
 
     run, _, _ = demo_run
-    r = CliRunner().invoke(app, ["mine-negatives", str(REPO / "configs" / "demo.yaml"), "--run-dir", str(run), "--top-k", "5",
-                                 *sum((["--set", s] for s in SMALL), [])])
+    r = CliRunner().invoke(
+        app,
+        [
+            "mine-negatives",
+            str(REPO / "configs" / "demo.yaml"),
+            "--run-dir",
+            str(run),
+            "--top-k",
+            "5",
+            *sum((["--set", s] for s in SMALL), []),
+        ],
+    )
     assert r.exit_code == 0, r.output[-2000:]
     mined = pd.read_parquet(run / "evaluate" / "mined_negatives.parquet")
     assert len(mined) == 5 and (mined.split == "train").all() and mined.score.is_monotonic_decreasing

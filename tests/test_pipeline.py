@@ -1,4 +1,5 @@
 """The stage runner: manifests, skip-if-done, resume after a kill, fingerprint chaining, gates."""
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,12 @@ def toy_stages():
             log.record(key, summary={"i": i})
         return Manifest(counts={"shards": 3, "reused": len(done)})
 
-    mods = {"positives": make("positives", ("positives",), (), ("positives",), run_a),
-            "catalog": make("catalog", ("catalog", "positives.tier_a_weight"), ("positives.positives",), ("parts",), run_b)}
+    mods = {
+        "positives": make("positives", ("positives",), (), ("positives",), run_a),
+        "catalog": make(
+            "catalog", ("catalog", "positives.tier_a_weight"), ("positives.positives",), ("parts",), run_b
+        ),
+    }
     return calls, mods
 
 
@@ -59,7 +64,17 @@ def test_skip_if_done_and_manifest_content(tmp_path, toy_stages):
     m2 = run_stage(mods["positives"], ctx)
     assert toy_stages["positives"] == 1 and m2.fingerprint == m1.fingerprint
     d = json.loads((tmp_path / "positives" / "_stage.json").read_text())
-    for key in ("config_hash", "inputs", "version", "git_commit", "seed", "counts", "gates", "wall_s", "fingerprint"):
+    for key in (
+        "config_hash",
+        "inputs",
+        "version",
+        "git_commit",
+        "seed",
+        "counts",
+        "gates",
+        "wall_s",
+        "fingerprint",
+    ):
         assert key in d
     assert d["gates"][0]["status"] == "pass" and d["status"] == "complete"
 
@@ -105,8 +120,16 @@ def test_changed_config_after_kill_clears_partial_work(tmp_path, toy_stages):
 def test_blocking_fail_gate_raises_and_marks_manifest(tmp_path, monkeypatch, toy_stages):
     _, mods = toy_stages
     mod = mods["positives"]
-    monkeypatch.setattr(mod, "run", lambda cfg, ctx: Manifest(gates=[Gate(name="n2_fraction", value=0.0, lo=0.02, hi=0.6),
-                                                                     Gate(name="soft", value=0.9, fail=0.5, blocking=False)]))
+    monkeypatch.setattr(
+        mod,
+        "run",
+        lambda cfg, ctx: Manifest(
+            gates=[
+                Gate(name="n2_fraction", value=0.0, lo=0.02, hi=0.6),
+                Gate(name="soft", value=0.9, fail=0.5, blocking=False),
+            ]
+        ),
+    )
     with pytest.raises(GateFailed, match="n2_fraction=0"):
         run_stage(mods["positives"], _ctx(tmp_path))
     m = Manifest.load(tmp_path / "positives" / "_stage.json")
@@ -114,8 +137,14 @@ def test_blocking_fail_gate_raises_and_marks_manifest(tmp_path, monkeypatch, toy
 
 
 def test_gate_semantics():
-    assert Gate(name="auc", value=0.65, ci=(0.58, 0.72), warn=0.60, fail=0.70, use_ci_bound=True).status == "pass"
-    assert Gate(name="auc", value=0.75, ci=(0.66, 0.84), warn=0.60, fail=0.70, use_ci_bound=True).status == "warn"
+    assert (
+        Gate(name="auc", value=0.65, ci=(0.58, 0.72), warn=0.60, fail=0.70, use_ci_bound=True).status
+        == "pass"
+    )
+    assert (
+        Gate(name="auc", value=0.75, ci=(0.66, 0.84), warn=0.60, fail=0.70, use_ci_bound=True).status
+        == "warn"
+    )
     assert Gate(name="rate", value=0.95, warn=0.9, fail=0.8, higher_is_better=True).status == "pass"
     assert Gate(name="rate", value=0.7, warn=0.9, fail=0.8, higher_is_better=True).status == "fail"
     assert Gate(name="r", value=1.05, lo=0.9, hi=1.1).status == "pass"
@@ -132,13 +161,16 @@ def _bad_stage(body, reads=(), writes=("positives",), sections=("positives",)):
     return mod
 
 
-@pytest.mark.parametrize("body, what", [
-    (lambda cfg, ctx: ctx.artifact("sample", "sample"), "sample.sample"),
-    (lambda cfg, ctx: ctx.output("duplicates"), "duplicates"),
-    (lambda cfg, ctx: ctx.config.train, "train"),
-    (lambda cfg, ctx: ctx.config.sky_dir, "sky_dir"),
-    (lambda cfg, ctx: ctx.manifest("train"), "train"),
-])
+@pytest.mark.parametrize(
+    "body, what",
+    [
+        (lambda cfg, ctx: ctx.artifact("sample", "sample"), "sample.sample"),
+        (lambda cfg, ctx: ctx.output("duplicates"), "duplicates"),
+        (lambda cfg, ctx: ctx.config.train, "train"),
+        (lambda cfg, ctx: ctx.config.sky_dir, "sky_dir"),
+        (lambda cfg, ctx: ctx.manifest("train"), "train"),
+    ],
+)
 def test_undeclared_reads_and_writes_raise(tmp_path, body, what):
     with pytest.raises(ContractError, match=what) as e:
         run_stage(_bad_stage(body), _ctx(tmp_path))
@@ -151,7 +183,7 @@ def test_declared_key_is_visible_and_others_are_not(tmp_path):
     def body(cfg, ctx):
         seen["w"] = ctx.config.positives.tier_a_weight
         with pytest.raises(ContractError, match="positives.tier_b_weight"):
-            ctx.config.positives.tier_b_weight
+            _ = ctx.config.positives.tier_b_weight
         return Manifest()
 
     run_stage(_bad_stage(body, sections=("catalog", "positives.tier_a_weight")), _ctx(tmp_path))

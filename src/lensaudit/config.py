@@ -4,6 +4,7 @@ Every default encodes a documented decision; the comment beside it names the dec
 Unknown keys and out-of-range values raise ``ConfigError`` naming the field and the allowed range.
 Paths may contain ``{run_dir}``; it is substituted when the config is resolved.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,19 +28,36 @@ class RunSection(Section):
     """Where the run lives and how it is seeded."""
 
     run_dir: str = Field("runs/demo", description="Run directory: one per run; every stage writes below it.")
-    seed: int = Field(42, ge=0, description="Master seed; every random draw derives from (seed, object id, purpose).")
+    seed: int = Field(
+        42, ge=0, description="Master seed; every random draw derives from (seed, object id, purpose)."
+    )
     name: str = Field("lensaudit", description="Human-readable run name, shown in the report.")
 
 
 class EngineConfig(Section):
     """Dask cluster for catalog and image stages."""
 
-    kind: Literal["local", "address", "slurm"] = Field("local", description="local = distributed.LocalCluster (default, tests); address = existing scheduler; slurm = dask_jobqueue.SLURMCluster.")
-    n_workers: int = Field(2, ge=1, le=4096, description="LocalCluster workers (2 = this project's reference laptop).")
+    kind: Literal["local", "address", "slurm"] = Field(
+        "local",
+        description=(
+            "local = distributed.LocalCluster (default, tests); address = existing scheduler; slurm "
+            "= dask_jobqueue.SLURMCluster."
+        ),
+    )
+    n_workers: int = Field(
+        2, ge=1, le=4096, description="LocalCluster workers (2 = this project's reference laptop)."
+    )
     threads_per_worker: int = Field(1, ge=1, le=256, description="Threads per LocalCluster worker.")
     memory_limit: str = Field("4GB", description="Memory limit per worker (dask syntax).")
-    address: str | None = Field(None, description="Scheduler address for kind=address, e.g. tcp://10.0.0.1:8786.")
-    slurm: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for dask_jobqueue.SLURMCluster (queue, account, cores, memory, walltime, ...).")
+    address: str | None = Field(
+        None, description="Scheduler address for kind=address, e.g. tcp://10.0.0.1:8786."
+    )
+    slurm: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Keyword arguments for dask_jobqueue.SLURMCluster (queue, account, cores, memory, walltime, ...)."
+        ),
+    )
     slurm_jobs: int = Field(4, ge=1, description="Number of SLURM jobs to scale to.")
     partitions_per_file: int = Field(1, ge=1, le=1024, description="Dask partitions per sweep file.")
 
@@ -47,11 +65,28 @@ class EngineConfig(Section):
 class DataConfig(Section):
     """Where the survey data come from: the synthetic sky or real DR10."""
 
-    source: Literal["synthetic", "dr10"] = Field("synthetic", description="synthetic = build/use the built-in DR10-like sky under sky_dir; dr10 = real files/URLs below.")
-    sky_dir: str = Field("{run_dir}/sky", description="Synthetic sky directory (built by the sky stage when missing).")
-    sweeps: str | None = Field(None, description="Sweep FITS: a directory, a glob, or an fsspec URL. Default for synthetic: {sky_dir}/sweep.")
-    coadd_dir: str | None = Field(None, description="Coadd root (…/dr10/south/coadd). Default for synthetic: {sky_dir}/coadd.")
-    cutout_url: str = Field("https://www.legacysurvey.org/viewer/cutout.fits", description="Cutout service endpoint (the synthetic sky serves the same API on 127.0.0.1).")
+    source: Literal["synthetic", "dr10"] = Field(
+        "synthetic",
+        description=(
+            "synthetic = build/use the built-in DR10-like sky under sky_dir; dr10 = real files/URLs below."
+        ),
+    )
+    sky_dir: str = Field(
+        "{run_dir}/sky", description="Synthetic sky directory (built by the sky stage when missing)."
+    )
+    sweeps: str | None = Field(
+        None,
+        description=(
+            "Sweep FITS: a directory, a glob, or an fsspec URL. Default for synthetic: {sky_dir}/sweep."
+        ),
+    )
+    coadd_dir: str | None = Field(
+        None, description="Coadd root (…/dr10/south/coadd). Default for synthetic: {sky_dir}/coadd."
+    )
+    cutout_url: str = Field(
+        "https://www.legacysurvey.org/viewer/cutout.fits",
+        description="Cutout service endpoint (the synthetic sky serves the same API on 127.0.0.1).",
+    )
     layer: str = Field("ls-dr10", description="Cutout service layer.")
 
 
@@ -59,54 +94,160 @@ class SkyConfig(Section):
     """The synthetic DR10-like sky (demo and tests)."""
 
     n_bricks: int = Field(12, ge=1, le=2000, description="Number of real DR10 bricks rendered.")
-    frac_bricks_on_lenses: float = Field(0.67, ge=0.0, le=1.0, description="Fraction of bricks chosen around real lenscat positives (Dec < 32°); the rest random.")
-    brick_pixels: int = Field(2000, ge=200, le=3600, description="Rendered pixels per brick side (real: 3600); smaller for speed, WCS still centred on the true brick centre.")
-    lens_dec_max: float = Field(32.0, description="Bricks around positives are drawn only below this Dec (DR10 south).")
+    frac_bricks_on_lenses: float = Field(
+        0.67,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of bricks chosen around real lenscat positives (Dec < 32°); the rest random.",
+    )
+    brick_pixels: int = Field(
+        2000,
+        ge=200,
+        le=3600,
+        description=(
+            "Rendered pixels per brick side (real: 3600); smaller for speed, WCS still centred on "
+            "the true brick centre."
+        ),
+    )
+    lens_dec_max: float = Field(
+        32.0, description="Bricks around positives are drawn only below this Dec (DR10 south)."
+    )
     moffat_beta_range: tuple[float, float] = Field((2.5, 4.5), description="Per-brick Moffat β range.")
     theta_e_range_arcsec: tuple[float, float] = Field((0.6, 3.0), description="θE range of rendered lenses.")
-    defect_frac: float = Field(0.3, ge=0.0, le=1.0, description="Fraction of bricks with a zero-coverage strip near an edge and a NaN patch.")
-    lenses_per_brick: int = Field(14, ge=0, le=500, description="Catalogued lenses per brick of median galaxy density, written to lenses.csv: real lenscat positives in the area first, then simulated ones, scaled with the brick's galaxy density (demo density ≫ real, for training statistics).")
-    unknown_lenses_per_brick: int = Field(2, ge=0, le=100, description="Lenses not in lenses.csv (truth only): unknown lenses among the negatives, as in real data.")
-    confusers_per_brick: int = Field(30, ge=0, le=5000, description="Lens-like confusers (rings, spirals, edge-on, mergers, blue clumpy) per brick.")
+    defect_frac: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of bricks with a zero-coverage strip near an edge and a NaN patch.",
+    )
+    lenses_per_brick: int = Field(
+        14,
+        ge=0,
+        le=500,
+        description=(
+            "Catalogued lenses per brick of median galaxy density, written to lenses.csv: real "
+            "lenscat positives in the area first, then simulated ones, scaled with the brick's "
+            "galaxy density (demo density ≫ real, for training statistics)."
+        ),
+    )
+    unknown_lenses_per_brick: int = Field(
+        2,
+        ge=0,
+        le=100,
+        description=(
+            "Lenses not in lenses.csv (truth only): unknown lenses among the negatives, as in real data."
+        ),
+    )
+    confusers_per_brick: int = Field(
+        30,
+        ge=0,
+        le=5000,
+        description="Lens-like confusers (rings, spirals, edge-on, mergers, blue clumpy) per brick.",
+    )
     workers: int = Field(2, ge=1, le=256, description="Processes rendering bricks in parallel.")
-    seed_offset: int = Field(0, ge=0, description="Added to the run seed for the sky (to make independent skies).")
+    seed_offset: int = Field(
+        0, ge=0, description="Added to the run seed for the sky (to make independent skies)."
+    )
 
 
 class PositivesConfig(Section):
     """Known lenses: lenscat (+ optional extra CSVs and the DESI DR1 SL VAC)."""
 
-    lenscat: str = Field("packaged", description="'packaged' = the CSV shipped in the lenscat wheel (no download); or a path to a lenscat-format CSV.")
-    extra_csv: list[str] = Field(default_factory=list, description="Extra catalogues in lenscat column format (e.g. the predecessor's desi_candidates.csv, or the synthetic sky's lenses.csv).")
-    desi_sl_vac: str | None = Field(None, description="Path to desi-sl-vac-v1.fits (independent validation set), if available.")
-    ref_patterns: list[str] = Field(default_factory=lambda: [r"Huang et al\.", r"Storfer et al\."], description="Regex patterns on `ref` selecting the DESI Legacy Surveys searches (decision: Huang 2020/2021, Storfer 2022).")
-    lens_types: list[Literal["galaxy", "group", "cluster"]] = Field(default_factory=lambda: ["galaxy"], description="Galaxy-scale lenses only (decision: clusters/groups are a different selection).")
-    tier_a_weight: float = Field(1.0, ge=0.0, le=10.0, description="Tier-A (confident) sample weight.")  # decision: Tier-A weight 1.0
-    tier_b_weight: float = Field(0.5, ge=0.0, le=10.0, description="Tier-B (probable) sample weight.")  # decision: Tier-B weight 0.5 (label noise)
-    duplicate_radius_arcsec: float = Field(1.0, gt=0.0, le=30.0, description="Entries closer than this are merged (best tier kept).")
-    footprint_dec_max: float = Field(32.0, ge=-90.0, le=90.0, description="DR10 south footprint: Dec < 32° (positives beyond are marked, not dropped).")
+    lenscat: str = Field(
+        "packaged",
+        description=(
+            "'packaged' = the CSV shipped in the lenscat wheel (no download); or a path to a "
+            "lenscat-format CSV."
+        ),
+    )
+    extra_csv: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Extra catalogues in lenscat column format (e.g. the predecessor's desi_candidates.csv, "
+            "or the synthetic sky's lenses.csv)."
+        ),
+    )
+    desi_sl_vac: str | None = Field(
+        None, description="Path to desi-sl-vac-v1.fits (independent validation set), if available."
+    )
+    ref_patterns: list[str] = Field(
+        default_factory=lambda: [r"Huang et al\.", r"Storfer et al\."],
+        description=(
+            "Regex patterns on `ref` selecting the DESI Legacy Surveys searches (decision: Huang "
+            "2020/2021, Storfer 2022)."
+        ),
+    )
+    lens_types: list[Literal["galaxy", "group", "cluster"]] = Field(
+        default_factory=lambda: ["galaxy"],
+        description="Galaxy-scale lenses only (decision: clusters/groups are a different selection).",
+    )
+    tier_a_weight: float = Field(
+        1.0, ge=0.0, le=10.0, description="Tier-A (confident) sample weight."
+    )  # decision: Tier-A weight 1.0
+    tier_b_weight: float = Field(
+        0.5, ge=0.0, le=10.0, description="Tier-B (probable) sample weight."
+    )  # decision: Tier-B weight 0.5 (label noise)
+    duplicate_radius_arcsec: float = Field(
+        1.0, gt=0.0, le=30.0, description="Entries closer than this are merged (best tier kept)."
+    )
+    footprint_dec_max: float = Field(
+        32.0,
+        ge=-90.0,
+        le=90.0,
+        description="DR10 south footprint: Dec < 32° (positives beyond are marked, not dropped).",
+    )
 
 
 class CatalogConfig(Section):
     """Sweeps → parent cuts → N1/N2 → lens exclusion → HEALPix split."""
 
-    types: list[Literal["PSF", "REX", "EXP", "DEV", "SER"]] = Field(default_factory=lambda: ["SER", "DEV", "REX"], description="Tractor types kept (decision: SER/DEV/REX, deflector-like).")
+    types: list[Literal["PSF", "REX", "EXP", "DEV", "SER"]] = Field(
+        default_factory=lambda: ["SER", "DEV", "REX"],
+        description="Tractor types kept (decision: SER/DEV/REX, deflector-like).",
+    )
     min_nobs_gr: int = Field(1, ge=0, le=100, description="nobs_g, nobs_r ≥ this.")
     min_nobs_z: int = Field(3, ge=0, le=100, description="nobs_z ≥ this.")
-    maskbits_reject: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 11, 12, 13], description="MASKBITS bits that reject a row (maskbits & those == 0 is kept).")
-    mag_r_range: tuple[float, float] = Field((16.0, 22.0), description="r-band magnitude window (deflector-like galaxies).")
+    maskbits_reject: list[int] = Field(
+        default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 11, 12, 13],
+        description="MASKBITS bits that reject a row (maskbits & those == 0 is kept).",
+    )
+    mag_r_range: tuple[float, float] = Field(
+        (16.0, 22.0), description="r-band magnitude window (deflector-like galaxies)."
+    )
     dec_max: float = Field(32.0, ge=-90.0, le=90.0, description="Dec < 32 (DR10 south).")
-    nobs_z_edges: list[int] = Field(default_factory=lambda: [1, 3, 6, 11], description="Lower edges of nobs_z bins: 1–2, 3–5, 6–10, 11+.")
+    nobs_z_edges: list[int] = Field(
+        default_factory=lambda: [1, 3, 6, 11], description="Lower edges of nobs_z bins: 1–2, 3–5, 6–10, 11+."
+    )
     nside: int = Field(128, description="HEALPix nside for splits (decision: 128 ≈ 0.46° cells, nest).")
     nside_analysis: int = Field(64, description="Coarser HEALPix kept for analysis.")
-    split_fractions: dict[str, float] = Field(default_factory=lambda: {"train": 0.70, "val": 0.15, "test": 0.15}, description="Split allocation by HEALPix cell (decision: 70/15/15).")
-    split_tolerance: float = Field(0.05, gt=0.0, le=0.5, description="Gate: realised split fractions within ± this of target.")
-    exclusion_radius_arcsec: float = Field(11.0, gt=0.0, le=120.0, description="Exclude galaxies within this of any known lens (decision: 11″).")
-    exclusion_catalogs: list[str] = Field(default_factory=lambda: ["packaged"], description="Catalogues whose every entry excludes neighbours ('packaged' = whole lenscat).")
-    n2_rules: dict[str, dict[str, float]] = Field(default_factory=dict, description="Overrides of N2 rule thresholds per category (see catalog/n2_rules.py).")
-    n2_fraction_bounds: tuple[float, float] = Field((0.02, 0.60), description="Gate: N2 fraction of the pool must lie within these bounds.")
+    split_fractions: dict[str, float] = Field(
+        default_factory=lambda: {"train": 0.70, "val": 0.15, "test": 0.15},
+        description="Split allocation by HEALPix cell (decision: 70/15/15).",
+    )
+    split_tolerance: float = Field(
+        0.05, gt=0.0, le=0.5, description="Gate: realised split fractions within ± this of target."
+    )
+    exclusion_radius_arcsec: float = Field(
+        11.0, gt=0.0, le=120.0, description="Exclude galaxies within this of any known lens (decision: 11″)."
+    )
+    exclusion_catalogs: list[str] = Field(
+        default_factory=lambda: ["packaged"],
+        description="Catalogues whose every entry excludes neighbours ('packaged' = whole lenscat).",
+    )
+    n2_rules: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Overrides of N2 rule thresholds per category (see catalog/n2_rules.py).",
+    )
+    n2_fraction_bounds: tuple[float, float] = Field(
+        (0.02, 0.60), description="Gate: N2 fraction of the pool must lie within these bounds."
+    )
     match_radius_arcsec: float = Field(1.0, gt=0.0, le=10.0, description="Positive ↔ Tractor match radius.")
-    match_report_radius_arcsec: float = Field(5.0, gt=0.0, le=60.0, description="Nearest separations reported up to this radius.")
-    min_match_rate: float = Field(0.85, ge=0.0, le=1.0, description="Gate: positive match rate (predecessor: 93.8% on real DR10).")
+    match_report_radius_arcsec: float = Field(
+        5.0, gt=0.0, le=60.0, description="Nearest separations reported up to this radius."
+    )
+    min_match_rate: float = Field(
+        0.85, ge=0.0, le=1.0, description="Gate: positive match rate (predecessor: 93.8% on real DR10)."
+    )
 
     @field_validator("nside", "nside_analysis")
     @classmethod
@@ -126,40 +267,97 @@ class CatalogConfig(Section):
 class SampleConfig(Section):
     """Pool → training sample: stratified negatives per positive."""
 
-    neg_per_pos: float = Field(100.0, gt=0.0, le=10000.0, description="Negatives per positive per (nobs_z bin, TYPE) stratum (decision: 100:1).")
-    n1_fraction: float = Field(0.85, ge=0.0, le=1.0, description="N1 share of negatives within each stratum (decision: N1:N2 = 85:15).")
-    mag_r_edges: list[float] = Field(default_factory=lambda: [14.0, 18.0, 19.0, 20.0, 21.0, 22.0, 24.0], description="r-magnitude bins added to the strata (empty = strata by nobs_z bin and TYPE only).")  # decision: brightness-matched negatives remove the core-brightness shortcut
-    ratio_tolerance: float = Field(0.10, gt=0.0, le=1.0, description="Gate: realised ratio per stratum within this relative tolerance unless a shortfall is reported.")
+    neg_per_pos: float = Field(
+        100.0,
+        gt=0.0,
+        le=10000.0,
+        description="Negatives per positive per (nobs_z bin, TYPE) stratum (decision: 100:1).",
+    )
+    n1_fraction: float = Field(
+        0.85,
+        ge=0.0,
+        le=1.0,
+        description="N1 share of negatives within each stratum (decision: N1:N2 = 85:15).",
+    )
+    mag_r_edges: list[float] = Field(
+        default_factory=lambda: [14.0, 18.0, 19.0, 20.0, 21.0, 22.0, 24.0],
+        description="r-magnitude bins added to the strata (empty = strata by nobs_z bin and TYPE only).",
+    )  # decision: brightness-matched negatives remove the core-brightness shortcut
+    ratio_tolerance: float = Field(
+        0.10,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "Gate: realised ratio per stratum within this relative tolerance unless a shortfall is reported."
+        ),
+    )
 
 
 class CutoutsConfig(Section):
     """Sample → 101×101 grz stamps with invvar and maskbits."""
 
-    provider: Literal["service", "coadds", "npz-import"] = Field("coadds", description="Cutout provider (registry name).")
+    provider: Literal["service", "coadds", "npz-import"] = Field(
+        "coadds", description="Cutout provider (registry name)."
+    )
     size_pix: int = Field(101, ge=16, le=512, description="Stamp size (decision: 101 px).")
-    pixscale_arcsec: float = Field(0.262, gt=0.0, le=2.0, description="Pixel scale (decision: native 0.262″/pix).")
+    pixscale_arcsec: float = Field(
+        0.262, gt=0.0, le=2.0, description="Pixel scale (decision: native 0.262″/pix)."
+    )
     bands: str = Field("grz", pattern="^[grizGRIZ]+$", description="Bands, in output order (decision: grz).")
-    npz_dir: str | None = Field(None, description="npz-import: directory (or glob) of predecessor .npz files.")
-    requests_per_second: float = Field(5.0, gt=0.0, le=1000.0, description="service: client-side rate limit (be polite to the public service).")
+    npz_dir: str | None = Field(
+        None, description="npz-import: directory (or glob) of predecessor .npz files."
+    )
+    requests_per_second: float = Field(
+        5.0,
+        gt=0.0,
+        le=1000.0,
+        description="service: client-side rate limit (be polite to the public service).",
+    )
     concurrency: int = Field(4, ge=1, le=64, description="service: concurrent requests.")
     timeout_s: float = Field(60.0, gt=0.0, le=600.0, description="service: per-request timeout.")
-    max_attempts: int = Field(6, ge=1, le=50, description="service: attempts per stamp before a permanent failure.")
-    backoff_base_s: float = Field(0.5, gt=0.0, le=60.0, description="service: exponential backoff base (with full jitter).")
-    shard_size: int = Field(256, ge=1, le=65536, description="Stamps per store shard (one worker writes one shard).")
-    central_nan_radius_pix: float = Field(8.0, ge=0.0, description="Stamps with any NaN within this radius are excluded.")
-    max_bad_pixel_frac: float = Field(0.2, ge=0.0, le=1.0, description="Stamps with more bad pixels (invvar=0 or masked) are excluded.")
+    max_attempts: int = Field(
+        6, ge=1, le=50, description="service: attempts per stamp before a permanent failure."
+    )
+    backoff_base_s: float = Field(
+        0.5, gt=0.0, le=60.0, description="service: exponential backoff base (with full jitter)."
+    )
+    shard_size: int = Field(
+        256, ge=1, le=65536, description="Stamps per store shard (one worker writes one shard)."
+    )
+    central_nan_radius_pix: float = Field(
+        8.0, ge=0.0, description="Stamps with any NaN within this radius are excluded."
+    )
+    max_bad_pixel_frac: float = Field(
+        0.2, ge=0.0, le=1.0, description="Stamps with more bad pixels (invvar=0 or masked) are excluded."
+    )
     min_ok_fraction: float = Field(0.9, ge=0.0, le=1.0, description="Gate: fraction of stamps OK.")
-    core_ratio_bounds: tuple[float, float] = Field((0.9, 1.1), description="Warn gate: positive/negative median core brightness ratio (shortcut sign).")
+    core_ratio_bounds: tuple[float, float] = Field(
+        (0.9, 1.1), description="Warn gate: positive/negative median core brightness ratio (shortcut sign)."
+    )
 
 
 class TrainConfig(Section):
     """The lens finder."""
 
-    arch: str = Field("resnet18", description="Architecture name from the registry (decision: ResNet-18 first).")
-    stem: Literal["small", "standard"] = Field("small", description="small = 3×3 stride-1 conv, no max-pool (small stamps); standard = torchvision's.")
+    arch: str = Field(
+        "resnet18", description="Architecture name from the registry (decision: ResNet-18 first)."
+    )
+    stem: Literal["small", "standard"] = Field(
+        "small",
+        description="small = 3×3 stride-1 conv, no max-pool (small stamps); standard = torchvision's.",
+    )
     crop_pix: int = Field(64, ge=16, le=101, description="Centre crop (decision: 64; 101 for the ablation).")
-    normalization: Literal["robust", "robust_asinh"] = Field("robust_asinh", description="Per band: subtract outer-annulus median, divide by MAD σ, then asinh (x → 4·asinh(x/4)) to compress bright deflector cores (decision: on the demo, val AUC 0.96 with asinh vs 0.83 linear); 'robust' = linear.")
-    epochs: int = Field(30, ge=1, le=200, description="Maximum epochs (decision: 20–40 with cosine schedule).")
+    normalization: Literal["robust", "robust_asinh"] = Field(
+        "robust_asinh",
+        description=(
+            "Per band: subtract outer-annulus median, divide by MAD σ, then asinh (x → 4·asinh(x/4)) "
+            "to compress bright deflector cores (decision: on the demo, val AUC 0.96 with asinh vs "
+            "0.83 linear); 'robust' = linear."
+        ),
+    )
+    epochs: int = Field(
+        30, ge=1, le=200, description="Maximum epochs (decision: 20–40 with cosine schedule)."
+    )
     min_epochs: int = Field(5, ge=1, le=200, description="No early stop before this epoch.")
     patience: int = Field(6, ge=1, le=100, description="Early stopping patience on val AUC.")
     batch_size: int = Field(256, ge=1, le=65536, description="Batch size.")
@@ -167,25 +365,57 @@ class TrainConfig(Section):
     lr_min: float = Field(1e-5, ge=0.0, le=1.0, description="Final learning rate.")
     warmup_epochs: float = Field(1.0, ge=0.0, le=50.0, description="Linear warm-up.")
     weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay.")
-    balanced_sampler: bool = Field(False, description="Balanced batch sampler (otherwise imbalance is handled by loss weights).")
-    pos_weight: float | None = Field(None, gt=0.0, description="Extra weight on positives in BCE; None = n_neg/n_pos of the training split.")
+    balanced_sampler: bool = Field(
+        False, description="Balanced batch sampler (otherwise imbalance is handled by loss weights)."
+    )
+    pos_weight: float | None = Field(
+        None,
+        gt=0.0,
+        description="Extra weight on positives in BCE; None = n_neg/n_pos of the training split.",
+    )
     tier_b_label_smoothing: float = Field(0.0, ge=0.0, le=0.5, description="Label smoothing for Tier-B only.")
-    augment: bool = Field(True, description="Safe augmentations: D4, ≤5 px shifts, mild noise, mild blur. Never brightness/colour jitter.")
+    augment: bool = Field(
+        True,
+        description=(
+            "Safe augmentations: D4, ≤5 px shifts, mild noise, mild blur. Never brightness/colour jitter."
+        ),
+    )
     max_shift_pix: int = Field(5, ge=0, le=10, description="Maximum translation.")
-    noise_sigma_frac: float = Field(0.1, ge=0.0, le=0.1, description="Added noise σ as a fraction of the background σ (≤ 0.1).")
+    noise_sigma_frac: float = Field(
+        0.1, ge=0.0, le=0.1, description="Added noise σ as a fraction of the background σ (≤ 0.1)."
+    )
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader workers.")
-    stuck_auc_epochs: int = Field(5, ge=1, le=100, description="Red flag: val AUC within 0.02 of 0.5 for this many epochs stops training.")
+    stuck_auc_epochs: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Red flag: val AUC within 0.02 of 0.5 for this many epochs stops training.",
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
-    threads: int = Field(0, ge=0, le=512, description="CPU threads for torch (0 = torch's default). Pin it for bit-identical training curves across machines: CPU reductions depend on the thread count.")
-    max_train_samples: int | None = Field(None, ge=1, description="Cap on training samples per epoch (demo budget).")
+    threads: int = Field(
+        0,
+        ge=0,
+        le=512,
+        description=(
+            "CPU threads for torch (0 = torch's default). Pin it for bit-identical training curves "
+            "across machines: CPU reductions depend on the thread count."
+        ),
+    )
+    max_train_samples: int | None = Field(
+        None, ge=1, description="Cap on training samples per epoch (demo budget)."
+    )
 
 
 class EvaluateConfig(Section):
     """The audit of the frozen finder."""
 
     thresholds: list[float] = Field(default_factory=lambda: [0.5], description="Fixed score thresholds.")
-    fixed_fprs: list[float] = Field(default_factory=lambda: [1e-2, 1e-3, 1e-4], description="Operating points at fixed FPR.")
-    operating_point: str = Field("fpr=0.01", description="Threshold used downstream (selection, failures): 'score=0.5' or 'fpr=0.01'.")
+    fixed_fprs: list[float] = Field(
+        default_factory=lambda: [1e-2, 1e-3, 1e-4], description="Operating points at fixed FPR."
+    )
+    operating_point: str = Field(
+        "fpr=0.01", description="Threshold used downstream (selection, failures): 'score=0.5' or 'fpr=0.01'."
+    )
 
     @field_validator("operating_point")
     @classmethod
@@ -198,12 +428,19 @@ class EvaluateConfig(Section):
         if kind not in ("score", "fpr") or not 0.0 < x < 1.0:
             raise ValueError(f"expected 'score=S' or 'fpr=F' with 0 < S, F < 1 (got {v!r})")
         return f"{kind}={x:g}"
+
     interval: float = Field(0.68, gt=0.0, lt=1.0, description="Credible/confidence interval (decision: 68%).")
     n_bootstrap: int = Field(500, ge=10, le=100000, description="Bootstrap resamples.")
     ece_bins: int = Field(10, ge=2, le=100, description="Equal-mass bins for ECE.")
-    temperature_scaling: bool = Field(True, description="Fit a temperature on val; report calibrated probability (ranking unchanged).")
-    min_bin_count: int = Field(10, ge=1, description="Strata with fewer members are marked insufficient (never hidden).")
-    shortcut_warn: float = Field(0.60, description="Shortcut gate: yellow when the lower CI bound of the core-only AUC exceeds this.")
+    temperature_scaling: bool = Field(
+        True, description="Fit a temperature on val; report calibrated probability (ranking unchanged)."
+    )
+    min_bin_count: int = Field(
+        10, ge=1, description="Strata with fewer members are marked insufficient (never hidden)."
+    )
+    shortcut_warn: float = Field(
+        0.60, description="Shortcut gate: yellow when the lower CI bound of the core-only AUC exceeds this."
+    )
     shortcut_fail: float = Field(0.70, description="Shortcut gate: red above this.")
     top_k: int = Field(25, ge=1, le=1000, description="Gallery size.")
 
@@ -211,48 +448,92 @@ class EvaluateConfig(Section):
 class InjectConfig(Section):
     """Injection grid, source prior and realism gates."""
 
-    theta_e_grid: tuple[float, float, float] = Field((0.5, 3.0, 0.25), description="θE start, stop (inclusive), step in arcsec (decision: 0.5–3.0 by 0.25).")
-    psf_grid: tuple[float, float, float] = Field((0.9, 1.8, 0.15), description="r-band PSF FWHM start, stop, step in arcsec (decision: 0.9–1.8 by 0.15).")
-    depth_grid: tuple[float, float, float] = Field((22.5, 24.5, 0.5), description="r-band 5σ depth start, stop, step in mag (decision: 22.5–24.5 by 0.5).")
+    theta_e_grid: tuple[float, float, float] = Field(
+        (0.5, 3.0, 0.25),
+        description="θE start, stop (inclusive), step in arcsec (decision: 0.5–3.0 by 0.25).",
+    )
+    psf_grid: tuple[float, float, float] = Field(
+        (0.9, 1.8, 0.15),
+        description="r-band PSF FWHM start, stop, step in arcsec (decision: 0.9–1.8 by 0.15).",
+    )
+    depth_grid: tuple[float, float, float] = Field(
+        (22.5, 24.5, 0.5),
+        description="r-band 5σ depth start, stop, step in mag (decision: 22.5–24.5 by 0.5).",
+    )
     n_per_cell: int = Field(200, ge=1, le=100000, description="Injections per cell (decision: ≥ 200).")
     host_type_axis: bool = Field(False, description="Optional 4th grid axis: host TYPE.")
-    source_model: Literal["sersic", "clumpy"] = Field("sersic", description="Source morphology; the report brackets with the other.")
-    morphology_bracket: bool = Field(True, description="Also inject half as many arcs per cell with the other source model (Sersic ↔ clumpy); selection reports the completeness shift (the morphology bracket).")
-    src_mag_r_range: tuple[float, float] = Field((22.0, 26.0), description="Unlensed source r magnitude prior.")
+    source_model: Literal["sersic", "clumpy"] = Field(
+        "sersic", description="Source morphology; the report brackets with the other."
+    )
+    morphology_bracket: bool = Field(
+        True,
+        description=(
+            "Also inject half as many arcs per cell with the other source model (Sersic ↔ clumpy); "
+            "selection reports the completeness shift (the morphology bracket)."
+        ),
+    )
+    src_mag_r_range: tuple[float, float] = Field(
+        (22.0, 26.0), description="Unlensed source r magnitude prior."
+    )
     magnification_range: tuple[float, float] = Field((5.0, 30.0), description="Target magnification prior.")
-    src_reff_arcsec_range: tuple[float, float] = Field((0.1, 0.5), description="Source half-light radius prior.")
+    src_reff_arcsec_range: tuple[float, float] = Field(
+        (0.1, 0.5), description="Source half-light radius prior."
+    )
     src_n_range: tuple[float, float] = Field((0.5, 2.0), description="Source Sersic index prior.")
     src_q_range: tuple[float, float] = Field((0.4, 1.0), description="Source axis ratio prior.")
     lens_q_range: tuple[float, float] = Field((0.5, 1.0), description="Lens axis ratio prior.")
     shear_max: float = Field(0.05, ge=0.0, le=0.3, description="External shear |γ| prior upper bound.")
     supersample: int = Field(5, ge=1, le=11, description="Ray-shooting supersampling.")
-    noise_model: Literal["invvar", "mad"] = Field("invvar", description="Arc noise from host invvar, or from the outer-annulus MAD.")
-    host_match: Literal["deflector", "all"] = Field("deflector", description="Hosts: N1 test negatives like the positives' deflectors (TYPE, r mag and g−r inside the positives' 5–95% window), or all N1 test negatives.")
-    allow_degradation: bool = Field(True, description="Fill empty cells by degrading better-seeing hosts (Moffat-difference kernel + noise).")
+    noise_model: Literal["invvar", "mad"] = Field(
+        "invvar", description="Arc noise from host invvar, or from the outer-annulus MAD."
+    )
+    host_match: Literal["deflector", "all"] = Field(
+        "deflector",
+        description=(
+            "Hosts: N1 test negatives like the positives' deflectors (TYPE, r mag and g−r inside the "
+            "positives' 5–95% window), or all N1 test negatives."
+        ),
+    )
+    allow_degradation: bool = Field(
+        True,
+        description="Fill empty cells by degrading better-seeing hosts (Moffat-difference kernel + noise).",
+    )
     psf_match_tol_arcsec: float = Field(0.075, gt=0.0, description="Host matches a PSF cell within ± this.")
     depth_match_tol_mag: float = Field(0.25, gt=0.0, description="Host matches a depth cell within ± this.")
     batch_size: int = Field(256, ge=1, le=65536, description="Injection batch size (adaptive on OOM).")
     probe_warn: float = Field(0.70, description="Realism: discriminator AUC warn threshold.")
     probe_fail: float = Field(0.85, description="Realism: discriminator AUC fail threshold.")
-    snr_ratio_bounds: tuple[float, float] = Field((0.5, 2.0), description="Realism: injected/real arc SNR percentiles ratio bounds.")
+    snr_ratio_bounds: tuple[float, float] = Field(
+        (0.5, 2.0), description="Realism: injected/real arc SNR percentiles ratio bounds."
+    )
     colour_tol_mag: float = Field(0.2, gt=0.0, description="Realism: median arc colour tolerance.")
 
 
 class SelectionConfig(Section):
     """Completeness per cell with Bayesian binomial intervals."""
 
-    prior: Literal["jeffreys", "uniform"] = Field("jeffreys", description="Beta prior (decision: Jeffreys Beta(½,½)).")
-    interval: float = Field(0.68, gt=0.0, lt=1.0, description="Central credible interval (decision: 68%; 95% in an extra column).")
+    prior: Literal["jeffreys", "uniform"] = Field(
+        "jeffreys", description="Beta prior (decision: Jeffreys Beta(½,½))."
+    )
+    interval: float = Field(
+        0.68, gt=0.0, lt=1.0, description="Central credible interval (decision: 68%; 95% in an extra column)."
+    )
     n_min: int = Field(20, ge=1, description="Cells with fewer injections are 'insufficient'.")
     smoothing: Literal["none"] = Field("none", description="No smoothing (documented decision).")
-    prior_variants: int = Field(2, ge=0, le=5, description="Alternative source priors for the sensitivity run.")
-    force: bool = Field(False, description="Run even on a NO-GO realism verdict (figures stamped 'realism gates failed').")
+    prior_variants: int = Field(
+        2, ge=0, le=5, description="Alternative source priors for the sensitivity run."
+    )
+    force: bool = Field(
+        False, description="Run even on a NO-GO realism verdict (figures stamped 'realism gates failed')."
+    )
 
 
 class FailuresConfig(Section):
     """Failure-mode taxonomy."""
 
-    collapse_threshold: float = Field(0.2, ge=0.0, le=1.0, description="Cells with completeness below this are 'collapse' cells.")
+    collapse_threshold: float = Field(
+        0.2, ge=0.0, le=1.0, description="Cells with completeness below this are 'collapse' cells."
+    )
     gallery_size: int = Field(16, ge=1, le=256, description="Stamps per failure-mode gallery.")
 
 
@@ -281,9 +562,11 @@ class RunConfig(Section):
     report: ReportConfig = Field(default_factory=ReportConfig)
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "RunConfig":
+    def _cross_checks(self) -> RunConfig:
         if self.train.min_epochs > self.train.epochs:
-            raise ValueError(f"train.min_epochs ({self.train.min_epochs}) must be ≤ train.epochs ({self.train.epochs})")
+            raise ValueError(
+                f"train.min_epochs ({self.train.min_epochs}) must be ≤ train.epochs ({self.train.epochs})"
+            )
         return self
 
     # -- resolved paths ------------------------------------------------------------------------
@@ -361,8 +644,11 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-                run_dir: str | Path | None = None) -> RunConfig:
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    run_dir: str | Path | None = None,
+) -> RunConfig:
     """Load YAML into a validated RunConfig, apply ``--set`` overrides and ``--run-dir``."""
     data: dict[str, Any] = {}
     if path is not None:
@@ -396,7 +682,14 @@ def config_reference_markdown() -> str:
     out = ["# Config reference", "", "Generated from `lensaudit.config` (`lensaudit config reference`).", ""]
     for name, field in RunConfig.model_fields.items():
         model = field.annotation
-        out += [f"## `{name}`", "", (model.__doc__ or "").strip(), "", "| key | default | description |", "|---|---|---|"]
+        out += [
+            f"## `{name}`",
+            "",
+            (model.__doc__ or "").strip(),
+            "",
+            "| key | default | description |",
+            "|---|---|---|",
+        ]
         for key, f in model.model_fields.items():  # type: ignore[union-attr]
             default = f.default_factory() if f.default_factory is not None else f.default
             out.append(f"| `{key}` | `{json.dumps(default, default=str)}` | {f.description or ''} |")

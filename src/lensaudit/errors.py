@@ -1,4 +1,5 @@
 """Error hierarchy: the CLI turns each into one clear sentence and an exit code."""
+
 from __future__ import annotations
 
 

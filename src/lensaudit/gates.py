@@ -9,6 +9,7 @@ Gates are written into every stage manifest and rendered by the report; they are
 >>> Gate(name="in_range", value=1.2, lo=0.9, hi=1.1).status
 'fail'
 """
+
 from __future__ import annotations
 
 import math
@@ -73,12 +74,27 @@ class Gate:
         return float(self.value)
 
     @classmethod
-    def check(cls, name: str, ok: bool, value: Any = None, message: str = "", *, warn_only: bool = False,
-              blocking: bool = True, detail: dict[str, Any] | None = None) -> "Gate":
+    def check(
+        cls,
+        name: str,
+        ok: bool,
+        value: Any = None,
+        message: str = "",
+        *,
+        warn_only: bool = False,
+        blocking: bool = True,
+        detail: dict[str, Any] | None = None,
+    ) -> Gate:
         """A boolean gate: pass when ``ok``, otherwise fail (or warn when ``warn_only``)."""
         status: Status = "pass" if ok else ("warn" if warn_only else "fail")
-        return cls(name=name, value=value if value is not None else bool(ok), forced=status,
-                   message=message, blocking=blocking, detail=detail or {})
+        return cls(
+            name=name,
+            value=value if value is not None else bool(ok),
+            forced=status,
+            message=message,
+            blocking=blocking,
+            detail=detail or {},
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -88,7 +104,7 @@ class Gate:
         return _jsonable(d)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Gate":
+    def from_dict(cls, d: dict[str, Any]) -> Gate:
         d = dict(d)
         d.pop("status", None)
         if d.get("ci") is not None:

@@ -1,4 +1,5 @@
 """Small shared helpers: stable seeding, hashing, atomic writes."""
+
 from __future__ import annotations
 
 import hashlib

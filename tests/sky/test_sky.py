@@ -1,4 +1,5 @@
 """The synthetic sky: exact file formats, determinism, WCS, and the realism check."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,7 +21,9 @@ def test_sweep_files_have_the_exact_schema(tiny_sky):
             assert h[1].header["EXTNAME"] == "SWEEP"
             for k in ("RAMIN", "RAMAX", "DECMIN", "DECMAX"):
                 assert k in h[0].header
-            assert list(h[0].header.keys())[4:] == sorted(list(h[0].header.keys())[4:])  # after the mandatory cards
+            assert list(h[0].header.keys())[4:] == sorted(
+                list(h[0].header.keys())[4:]
+            )  # after the mandatory cards
             cols = h[1].columns
             assert cols.names == [c[0] for c in SWEEP_COLUMNS]
             for (name, tform, unit), col in zip(SWEEP_COLUMNS, cols):
@@ -31,7 +34,7 @@ def test_sweep_files_have_the_exact_schema(tiny_sky):
                 want = numpy_dtype(tform).base.kind
                 assert data[name].dtype.base.kind in ({"S", "U"} if want == "S" else {want}), name
         ramin = fits.getheader(f)["RAMIN"]
-        assert f.name.startswith("sweep-%03g" % ramin)
+        assert f.name.startswith(f"sweep-{ramin:03g}")
 
 
 def test_catalogue_rows_are_consistent(tiny_sky):

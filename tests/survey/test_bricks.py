@@ -4,8 +4,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lensaudit.survey.bricks import (N_BRICKS, brick_at, brick_center, brick_from_id, brickid_from_radec,
-                                     brickname_from_radec, coadd_path, sweep_filename)
+from lensaudit.survey.bricks import (
+    N_BRICKS,
+    brick_at,
+    brick_center,
+    brick_from_id,
+    brickid_from_radec,
+    brickname_from_radec,
+    coadd_path,
+    sweep_filename,
+)
 
 
 def test_spec_example():
@@ -28,7 +36,9 @@ def test_real_bricks_reproduced_from_centres(dr10_reference):
     for row in real.itertuples():
         b = brick_center(row.brickname)
         assert b.ra == pytest.approx(row.ra, abs=1e-9) and b.dec == pytest.approx(row.dec, abs=1e-9)
-        assert (b.ra1, b.ra2, b.dec1, b.dec2) == pytest.approx((row.ra1, row.ra2, row.dec1, row.dec2), abs=1e-9)
+        assert (b.ra1, b.ra2, b.dec1, b.dec2) == pytest.approx(
+            (row.ra1, row.ra2, row.dec1, row.dec2), abs=1e-9
+        )
         assert brick_from_id(b.brickid) == b
 
 

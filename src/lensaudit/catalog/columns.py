@@ -1,4 +1,5 @@
 """Sweep columns the catalog stage reads, and their canonical lower-case pool names."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,11 +7,42 @@ import pandas as pd
 
 from lensaudit.survey.sweeps import psfdepth_to_mag
 
-SWEEP_READ = ["RELEASE", "BRICKID", "BRICKNAME", "OBJID", "TYPE", "RA", "DEC", "EBV",
-              "FLUX_G", "FLUX_R", "FLUX_Z", "FLUX_W1", "FLUX_IVAR_R", "NOBS_G", "NOBS_R", "NOBS_Z",
-              "RCHISQ_G", "RCHISQ_R", "RCHISQ_Z", "PSFSIZE_G", "PSFSIZE_R", "PSFSIZE_Z",
-              "PSFDEPTH_G", "PSFDEPTH_R", "PSFDEPTH_Z", "GALDEPTH_G", "GALDEPTH_R", "GALDEPTH_Z",
-              "SHAPE_R", "SHAPE_E1", "SHAPE_E2", "SERSIC", "MASKBITS", "FRACFLUX_R"]
+SWEEP_READ = [
+    "RELEASE",
+    "BRICKID",
+    "BRICKNAME",
+    "OBJID",
+    "TYPE",
+    "RA",
+    "DEC",
+    "EBV",
+    "FLUX_G",
+    "FLUX_R",
+    "FLUX_Z",
+    "FLUX_W1",
+    "FLUX_IVAR_R",
+    "NOBS_G",
+    "NOBS_R",
+    "NOBS_Z",
+    "RCHISQ_G",
+    "RCHISQ_R",
+    "RCHISQ_Z",
+    "PSFSIZE_G",
+    "PSFSIZE_R",
+    "PSFSIZE_Z",
+    "PSFDEPTH_G",
+    "PSFDEPTH_R",
+    "PSFDEPTH_Z",
+    "GALDEPTH_G",
+    "GALDEPTH_R",
+    "GALDEPTH_Z",
+    "SHAPE_R",
+    "SHAPE_E1",
+    "SHAPE_E2",
+    "SERSIC",
+    "MASKBITS",
+    "FRACFLUX_R",
+]
 
 
 def canonical(df: pd.DataFrame) -> pd.DataFrame:

@@ -5,6 +5,7 @@ Each rule is a pure function of the canonical pool columns; the first matching c
 ``catalog.n2_rules`` (e.g. ``{"edge_on_proxy": {"max_axis_ratio": 0.25}}``). The predecessor's rule set
 produced 0% N2 on real DR10 because its thresholds were unreachable; the catalog stage gates the N2 fraction.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,7 +17,13 @@ DEFAULTS: dict[str, dict[str, float]] = {
     # thin discs seen edge-on: axis ratio from SHAPE_E1/E2, b/a = (1 − |e|)/(1 + |e|)
     "edge_on_proxy": {"max_axis_ratio": 0.30, "min_shape_r": 0.8},
     # discs with structure: exponential-like, extended, intermediate colour, residuals
-    "spiral_proxy": {"max_sersic": 1.8, "min_shape_r": 1.0, "min_g_r": 0.35, "max_g_r": 0.95, "min_rchisq_r": 1.3},
+    "spiral_proxy": {
+        "max_sersic": 1.8,
+        "min_shape_r": 1.0,
+        "min_g_r": 0.35,
+        "max_g_r": 0.95,
+        "min_rchisq_r": 1.3,
+    },
     # blue star-forming knots
     "blue_clumpy": {"max_g_r": 0.45, "min_shape_r": 0.5, "min_rchisq_r": 1.2},
     # very large galaxies (arcs of a few arcsec fit inside them)
@@ -36,13 +43,20 @@ def thresholds(overrides: dict[str, dict[str, float]] | None = None) -> dict[str
             if k not in out[cat]:
                 from lensaudit.errors import ConfigError
 
-                raise ConfigError(f"catalog.n2_rules.{cat}: unknown threshold {k!r}; known: {', '.join(out[cat])}")
+                raise ConfigError(
+                    f"catalog.n2_rules.{cat}: unknown threshold {k!r}; known: {', '.join(out[cat])}"
+                )
             out[cat][k] = float(v)
     return out
 
 
 def ring_proxy(df: pd.DataFrame, t: dict[str, float]) -> pd.Series:
-    return (df.sersic <= t["max_sersic"]) & (df.shape_r >= t["min_shape_r"]) & (df.rchisq_r >= t["min_rchisq_r"]) & (df.g_r >= t["min_g_r"])
+    return (
+        (df.sersic <= t["max_sersic"])
+        & (df.shape_r >= t["min_shape_r"])
+        & (df.rchisq_r >= t["min_rchisq_r"])
+        & (df.g_r >= t["min_g_r"])
+    )
 
 
 def edge_on_proxy(df: pd.DataFrame, t: dict[str, float]) -> pd.Series:
@@ -50,8 +64,12 @@ def edge_on_proxy(df: pd.DataFrame, t: dict[str, float]) -> pd.Series:
 
 
 def spiral_proxy(df: pd.DataFrame, t: dict[str, float]) -> pd.Series:
-    return ((df.sersic <= t["max_sersic"]) & (df.shape_r >= t["min_shape_r"]) & df.g_r.between(t["min_g_r"], t["max_g_r"])
-            & (df.rchisq_r >= t["min_rchisq_r"]))
+    return (
+        (df.sersic <= t["max_sersic"])
+        & (df.shape_r >= t["min_shape_r"])
+        & df.g_r.between(t["min_g_r"], t["max_g_r"])
+        & (df.rchisq_r >= t["min_rchisq_r"])
+    )
 
 
 def blue_clumpy(df: pd.DataFrame, t: dict[str, float]) -> pd.Series:
@@ -62,8 +80,13 @@ def large_galaxy(df: pd.DataFrame, t: dict[str, float]) -> pd.Series:
     return df.shape_r >= t["min_shape_r"]
 
 
-RULES = {"ring_proxy": ring_proxy, "edge_on_proxy": edge_on_proxy, "spiral_proxy": spiral_proxy,
-         "blue_clumpy": blue_clumpy, "large_galaxy": large_galaxy}
+RULES = {
+    "ring_proxy": ring_proxy,
+    "edge_on_proxy": edge_on_proxy,
+    "spiral_proxy": spiral_proxy,
+    "blue_clumpy": blue_clumpy,
+    "large_galaxy": large_galaxy,
+}
 
 
 def classify(df: pd.DataFrame, overrides: dict[str, dict[str, float]] | None = None) -> pd.Series:

@@ -1,4 +1,5 @@
 """HEALPix cells, the spatial split, and the known-lens exclusion (pure functions)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -15,7 +16,9 @@ SPLITS = ("train", "val", "test")
 def healpix_nest(ra, dec, nside: int) -> np.ndarray:
     import healpy as hp
 
-    return hp.ang2pix(nside, np.asarray(ra, float), np.asarray(dec, float), nest=True, lonlat=True).astype(np.int64)
+    return hp.ang2pix(nside, np.asarray(ra, float), np.asarray(dec, float), nest=True, lonlat=True).astype(
+        np.int64
+    )
 
 
 def assign_split(cells, fractions: Mapping[str, float], seed: int) -> np.ndarray:
@@ -49,7 +52,8 @@ class ExclusionIndex:
 
 
 def nearest_matches(pos_ra, pos_dec, rows: pd.DataFrame, radius_arcsec: float) -> pd.DataFrame:
-    """For each positive (index i), the nearest row of ``rows`` within ``radius_arcsec``: i, row index, sep (″)."""
+    """For each positive (index i), the nearest row of ``rows`` within ``radius_arcsec``: i, row index, sep
+    (″)."""
     from scipy.spatial import cKDTree
 
     if len(rows) == 0 or len(pos_ra) == 0:

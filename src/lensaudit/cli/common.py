@@ -20,7 +20,9 @@ T = TypeVar("T")
 DEFAULT_CONFIG = "configs/demo.yaml"
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config (default configs/demo.yaml).")]
 RunDirOpt = Annotated[Path | None, typer.Option("--run-dir", help="Run directory; overrides run.run_dir.")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Typed override section.key=value; repeatable.")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Typed override section.key=value; repeatable.")
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even when up to date.")]
 
 

@@ -1,8 +1,8 @@
 """The command line: thin — parse, load config, call a stage.
 
-    lensaudit demo                         # everything, on the built-in synthetic DR10 sky
-    lensaudit run configs/dr10.yaml        # everything, on real DR10
-    lensaudit train configs/demo.yaml --set train.lr=3e-4 --run-dir runs/x
+lensaudit demo                         # everything, on the built-in synthetic DR10 sky
+lensaudit run configs/dr10.yaml        # everything, on real DR10
+lensaudit train configs/demo.yaml --set train.lr=3e-4 --run-dir runs/x
 """
 
 from __future__ import annotations
@@ -35,9 +35,11 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode="rich",
-    help="lensaudit: bias-controlled lens-finder training sets, audits and selection functions for DESI Legacy "
-    "Surveys DR10.\n\nStart with [bold]lensaudit demo[/bold]: it builds a synthetic DR10-like sky and runs every "
-    "stage, then prints the report path.",
+    help=(
+        "lensaudit: bias-controlled lens-finder training sets, audits and selection functions for DESI "
+        "Legacy Surveys DR10.\n\nStart with [bold]lensaudit demo[/bold]: it builds a synthetic DR10-like sky "
+        "and runs every stage, then prints the report path."
+    ),
 )
 config_app = typer.Typer(no_args_is_help=True, help="Show or document the configuration.")
 app.add_typer(config_app, name="config")
@@ -72,7 +74,8 @@ def _summary(ctx: RunContext, manifests: Sequence[Manifest]) -> None:
     for m in manifests:
         if m.extra.get("trustworthy") is False:
             console.print(
-                f"[bold red]AUDIT NOT TRUSTWORTHY[/bold red]: {m.stage} has red shortcut/realism gates — see the report."
+                f"[bold red]AUDIT NOT TRUSTWORTHY[/bold red]: {m.stage} has red shortcut/realism gates "
+                "— see the report."
             )
     report = ctx.path("report", "html")
     if report.is_file():
@@ -97,7 +100,9 @@ def run(
     run_dir: RunDirOpt = None,
     set_: SetOpt = None,
     force: ForceOpt = False,
-    stages: Annotated[str | None, typer.Option("--stages", help="Comma-separated subset, e.g. train,evaluate.")] = None,
+    stages: Annotated[
+        str | None, typer.Option("--stages", help="Comma-separated subset, e.g. train,evaluate.")
+    ] = None,
 ) -> None:
     """Run every stage in order (each skipped when up to date)."""
     names = [s.strip() for s in stages.split(",")] if stages else None
@@ -106,7 +111,10 @@ def run(
 
 @app.command()
 def demo(
-    config: ConfigArg = Path(DEFAULT_CONFIG), run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False
+    config: ConfigArg = Path(DEFAULT_CONFIG),
+    run_dir: RunDirOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
 ) -> None:
     """Build the synthetic DR10 sky (if missing) under the run directory and run every stage on it."""
     overrides = list(set_ or []) + ["data.source=synthetic"]
@@ -114,7 +122,8 @@ def demo(
 
 
 _STAGE_DOCS = {
-    "positives": "Known lenses (lenscat, + extra CSVs, + DESI SL VAC) → tiers and weights → positives.parquet.",
+    "positives": "Known lenses (lenscat, + extra CSVs, + DESI SL VAC) → tiers and weights → "
+    "positives.parquet.",
     "catalog": "Sweeps → parent cuts → N1/N2 → 11″ lens exclusion → HEALPix split (Dask) → pool/.",
     "sample": "Pool → negatives per (nobs_z bin, TYPE) stratum, 100:1 and N1:N2 85:15 → sample.parquet.",
     "cutouts": "Sample → 101×101 grz stamps with invvar/maskbits → stamps.zarr + quality gates.",
@@ -129,7 +138,10 @@ _STAGE_DOCS = {
 
 def _stage_command(name: str, doc: str) -> None:
     def cmd(
-        config: ConfigArg = Path(DEFAULT_CONFIG), run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False
+        config: ConfigArg = Path(DEFAULT_CONFIG),
+        run_dir: RunDirOpt = None,
+        set_: SetOpt = None,
+        force: ForceOpt = False,
     ) -> None:
         guard(lambda: _run_stages(config, run_dir, set_, [name], force))
 
@@ -143,7 +155,9 @@ for _name, _doc in _STAGE_DOCS.items():
 
 @app.command("stages")
 def stages_cmd(
-    markdown: Annotated[bool, typer.Option("--markdown", help="Print the Markdown table of docs/artifacts.md.")] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the Markdown table of docs/artifacts.md.")
+    ] = False,
 ) -> None:
     """List the stages with the config they read and the artifacts they read and write."""
     if markdown:
@@ -158,7 +172,9 @@ def stages_cmd(
 
 
 @config_app.command("show")
-def config_show(config: ConfigArg = Path(DEFAULT_CONFIG), run_dir: RunDirOpt = None, set_: SetOpt = None) -> None:
+def config_show(
+    config: ConfigArg = Path(DEFAULT_CONFIG), run_dir: RunDirOpt = None, set_: SetOpt = None
+) -> None:
     """Print the resolved config (defaults + YAML + overrides) as YAML."""
     guard(lambda: typer.echo(dump_config(load_config(config, set_ or [], run_dir))))
 

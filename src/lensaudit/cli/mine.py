@@ -24,7 +24,8 @@ def mine_negatives(
     set_: SetOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", help="How many negatives to export.")] = 500,
 ) -> None:
-    """Export the top-scoring TRAIN-split negatives (hard-negative mining) to evaluate/mined_negatives.parquet."""
+    """Export the top-scoring TRAIN-split negatives (hard-negative mining) to
+    evaluate/mined_negatives.parquet."""
 
     def go() -> None:
         ctx = context(config, run_dir, set_)

@@ -7,14 +7,20 @@ correlated, so this is not the true aperture S/N; it is a fixed, reproducible es
 to injections, to the synthetic sky's lenses and to real lenses (after subtracting a smooth host model).
 Works on numpy arrays and torch tensors.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 
-def annulus_mask(size: int, theta_e_arcsec, fwhm_arcsec, pixscale_arcsec: float = 0.262, x0_arcsec=0.0, y0_arcsec=0.0):
+def annulus_mask(
+    size: int, theta_e_arcsec, fwhm_arcsec, pixscale_arcsec: float = 0.262, x0_arcsec=0.0, y0_arcsec=0.0
+):
     """Boolean (B, size, size) masks of the SNR annulus for B systems (all arguments broadcast to (B,))."""
-    theta_e, fwhm, x0, y0 = (np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (theta_e_arcsec, fwhm_arcsec, x0_arcsec, y0_arcsec))
+    theta_e, fwhm, x0, y0 = (
+        np.atleast_1d(np.asarray(v, dtype=np.float64))
+        for v in (theta_e_arcsec, fwhm_arcsec, x0_arcsec, y0_arcsec)
+    )
     b = max(len(theta_e), len(fwhm), len(x0), len(y0))
     theta_e, fwhm, x0, y0 = (np.broadcast_to(v, (b,)) for v in (theta_e, fwhm, x0, y0))
     c = (size - 1) / 2.0
@@ -26,14 +32,27 @@ def annulus_mask(size: int, theta_e_arcsec, fwhm_arcsec, pixscale_arcsec: float 
     return np.abs(r - theta_e[:, None, None]) <= w[:, None, None]
 
 
-def arc_snr(arc, sigma_pix, theta_e_arcsec, fwhm_arcsec, pixscale_arcsec: float = 0.262, x0_arcsec=0.0, y0_arcsec=0.0):
-    """Annulus aperture SNR of noiseless arcs ``arc`` (B, H, W) [one band] with per-system pixel noise (B,)."""
+def arc_snr(
+    arc, sigma_pix, theta_e_arcsec, fwhm_arcsec, pixscale_arcsec: float = 0.262, x0_arcsec=0.0, y0_arcsec=0.0
+):
+    """Annulus aperture SNR of noiseless arcs ``arc`` (B, H, W) [one band] with per-system pixel noise
+    (B,)."""
     is_torch = type(arc).__module__.startswith("torch")
     a = arc.detach().cpu().numpy() if is_torch else np.asarray(arc)
     if a.ndim == 2:
         a = a[None]
     m = annulus_mask(a.shape[-1], theta_e_arcsec, fwhm_arcsec, pixscale_arcsec, x0_arcsec, y0_arcsec)
-    sig = np.broadcast_to(np.atleast_1d(np.asarray(sigma_pix.detach().cpu().numpy() if type(sigma_pix).__module__.startswith("torch") else sigma_pix, dtype=np.float64)), (a.shape[0],))
+    sig = np.broadcast_to(
+        np.atleast_1d(
+            np.asarray(
+                sigma_pix.detach().cpu().numpy()
+                if type(sigma_pix).__module__.startswith("torch")
+                else sigma_pix,
+                dtype=np.float64,
+            )
+        ),
+        (a.shape[0],),
+    )
     s = (a * m).sum(axis=(-2, -1))
     n = sig * np.sqrt(np.maximum(m.sum(axis=(-2, -1)), 1))
     return s / n

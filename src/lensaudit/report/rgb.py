@@ -1,5 +1,6 @@
 """One consistent colour rendering of grz stamps for every gallery: Lupton et al. (2004) asinh RGB with fixed
 stretch and Q, z→R, r→G, g→B, so that colours mean the same across the report."""
+
 from __future__ import annotations
 
 import numpy as np

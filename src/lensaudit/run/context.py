@@ -98,7 +98,9 @@ class RunContext:
         """The completed manifest of a stage, or a clear UpstreamError."""
         m = self.manifest(stage)
         if m is None:
-            raise UpstreamError(f"stage '{stage}' has not run in {self.run_dir}; run `lensaudit {stage}` first")
+            raise UpstreamError(
+                f"stage '{stage}' has not run in {self.run_dir}; run `lensaudit {stage}` first"
+            )
         if m.status != "complete":
             raise UpstreamError(f"stage '{stage}' did not complete (status {m.status}); fix it and rerun")
         return m
@@ -175,7 +177,8 @@ def upstream(mod: ModuleType) -> dict[str, bool]:
 
 
 def config_parts(mod: ModuleType, cfg: RunConfig) -> dict[str, Any]:
-    """Exactly the declared config: whole sections, or single ``section.key`` values (``run_dir`` excluded)."""
+    """Exactly the declared config: whole sections, or single ``section.key`` values (``run_dir``
+    excluded)."""
     parts: dict[str, Any] = {}
     for s in sections(mod):
         sec, _, key = s.partition(".")
@@ -201,7 +204,9 @@ class _SectionView:
         if key.startswith("__"):
             raise AttributeError(key)
         if key not in self._keys:
-            raise ContractError(f"stage {self._stage} reads {self._name}.{key} without declaring it in SECTIONS")
+            raise ContractError(
+                f"stage {self._stage} reads {self._name}.{key} without declaring it in SECTIONS"
+            )
         return getattr(self._section, key)
 
 
@@ -229,10 +234,14 @@ class ConfigView:
                 return getattr(cfg, name)
             if name in self._keys:
                 return _SectionView(self._stage, name, getattr(cfg, name), self._keys[name])
-            raise ContractError(f"stage {self._stage} reads config section '{name}' without declaring it in SECTIONS")
+            raise ContractError(
+                f"stage {self._stage} reads config section '{name}' without declaring it in SECTIONS"
+            )
         if name in _DERIVED:
             if not self._allowed(_DERIVED[name]):
-                raise ContractError(f"stage {self._stage} reads config.{name} ({_DERIVED[name]}) without declaring it")
+                raise ContractError(
+                    f"stage {self._stage} reads config.{name} ({_DERIVED[name]}) without declaring it"
+                )
             return getattr(cfg, name)
         if name in ("resolve_path", "run_dir"):
             return getattr(cfg, name)
@@ -242,7 +251,9 @@ class ConfigView:
 
     def section_dict(self, name: str) -> dict[str, Any]:
         if name not in self._whole:
-            raise ContractError(f"stage {self._stage} reads config section '{name}' without declaring it in SECTIONS")
+            raise ContractError(
+                f"stage {self._stage} reads config section '{name}' without declaring it in SECTIONS"
+            )
         return self._cfg.section_dict(name)
 
     def full(self) -> RunConfig:
@@ -271,7 +282,9 @@ class StageContext:
     def console(self) -> Console:
         return self.run.console
 
-    def progress(self, total: float | None, description: str) -> contextlib.AbstractContextManager[StageProgress]:
+    def progress(
+        self, total: float | None, description: str
+    ) -> contextlib.AbstractContextManager[StageProgress]:
         return self.run.progress(total, description)
 
     def dask_client(self) -> Any:
@@ -299,14 +312,18 @@ class StageContext:
     def manifest(self, stage: str) -> Manifest:
         """The completed manifest of a declared upstream stage."""
         if stage not in self._upstream:
-            raise ContractError(f"stage {self.name} reads the {stage} manifest without declaring a read of {stage}")
+            raise ContractError(
+                f"stage {self.name} reads the {stage} manifest without declaring a read of {stage}"
+            )
         return self.run.require(stage)
 
     def recorded(self, stage: str) -> Manifest | None:
         """The manifest of a declared upstream stage whatever its status (None if it never ran): for the
         report, which shows failed stages with their failing gates."""
         if stage not in self._upstream:
-            raise ContractError(f"stage {self.name} reads the {stage} manifest without declaring a read of {stage}")
+            raise ContractError(
+                f"stage {self.name} reads the {stage} manifest without declaring a read of {stage}"
+            )
         return self.run.manifest(stage)
 
     def has(self, stage: str) -> bool:

@@ -71,7 +71,9 @@ def git_commit() -> str:
         root = Path(__file__).resolve().parents[3]  # <checkout>/src/lensaudit/run/manifest.py
         if not (root / ".git").exists() or not (root / "src" / "lensaudit").is_dir():
             return "unknown"
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
         if sha.returncode != 0:
             return "unknown"
         dirty = subprocess.run(

@@ -122,7 +122,15 @@ def _clear_dir(d: Path) -> None:
 def _log_gates(name: str, man: Manifest) -> None:
     levels = {"pass": logging.INFO, "warn": logging.WARNING, "fail": logging.ERROR}
     for g in man.gates:
-        log.log(levels[g.status], "%s gate %-28s %-4s value=%s %s", name, g.name, g.status.upper(), _fmt(g.value), g.message)
+        log.log(
+            levels[g.status],
+            "%s gate %-28s %-4s value=%s %s",
+            name,
+            g.name,
+            g.status.upper(),
+            _fmt(g.value),
+            g.message,
+        )
     counts = ", ".join(f"{k}={_fmt(v)}" for k, v in man.counts.items())
     log.info("%s: done in %.1f s (%s)", name, man.wall_s, counts)
 

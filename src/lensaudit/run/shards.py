@@ -37,7 +37,9 @@ class ShardLog:
     def done(self, key: str) -> bool:
         return self._marker(key).is_file()
 
-    def record(self, key: str, table: pd.DataFrame | None = None, summary: dict[str, Any] | None = None) -> None:
+    def record(
+        self, key: str, table: pd.DataFrame | None = None, summary: dict[str, Any] | None = None
+    ) -> None:
         """Record a finished unit: its table (if any), then the completion marker."""
         if table is not None:
             write_parquet_atomic(table, self.dir / f"{key}.parquet")

@@ -1,9 +1,11 @@
-"""Build a synthetic DR10 sky directory: per brick (resumable, parallel over processes), then sweeps and tables.
+"""Build a synthetic DR10 sky directory: per brick (resumable, parallel over processes), then sweeps and
+tables.
 
 Layout: ``sweep/``, ``coadd/``, ``survey-bricks.fits.gz``, ``conditions.parquet``, ``truth.parquet``,
 ``lenses.csv``; per-brick intermediates in ``_bricks/<brick>.{catalog,truth,lenses}.parquet`` (a brick whose
 three files exist is done and is not redone after a kill).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -14,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lensaudit.config import SkyConfig
-from lensaudit.sky.model import (Reference, choose_bricks, draw_conditions, draw_objects)
+from lensaudit.sky.model import Reference, choose_bricks, draw_conditions, draw_objects
 from lensaudit.survey.bricks import Brick
 from lensaudit.survey.lenses import packaged_lenscat_path, read_lenscat_csv, select_positives
 from lensaudit.utils import write_parquet_atomic
@@ -28,11 +30,16 @@ def real_positives() -> pd.DataFrame:
 
 
 def plan(cfg: SkyConfig, seed: int) -> list[Brick]:
-    return choose_bricks(cfg.n_bricks, cfg.frac_bricks_on_lenses, cfg.lens_dec_max, real_positives(), seed + cfg.seed_offset)
+    return choose_bricks(
+        cfg.n_bricks, cfg.frac_bricks_on_lenses, cfg.lens_dec_max, real_positives(), seed + cfg.seed_offset
+    )
 
 
 def _brick_done(out: Path, name: str) -> bool:
-    return all((out / "_bricks" / f"{name}.{k}.parquet").is_file() for k in ("catalog", "truth", "lenses", "conditions"))
+    return all(
+        (out / "_bricks" / f"{name}.{k}.parquet").is_file()
+        for k in ("catalog", "truth", "lenses", "conditions")
+    )
 
 
 def build_brick(out: str, brick: Brick, cfg: SkyConfig, seed: int) -> str:
@@ -49,8 +56,17 @@ def build_brick(out: str, brick: Brick, cfg: SkyConfig, seed: int) -> str:
     cosd = np.cos(np.deg2rad(brick.dec))
     dra = ((pos.ra - brick.ra + 180) % 360 - 180) * cosd
     inside = pos[(dra.abs() < half) & ((pos.dec - brick.dec).abs() < half)]
-    objs = draw_objects(cond, cfg.brick_pixels, ref, seed, cfg.lenses_per_brick, cfg.unknown_lenses_per_brick,
-                        cfg.confusers_per_brick, cfg.theta_e_range_arcsec, inside)
+    objs = draw_objects(
+        cond,
+        cfg.brick_pixels,
+        ref,
+        seed,
+        cfg.lenses_per_brick,
+        cfg.unknown_lenses_per_brick,
+        cfg.confusers_per_brick,
+        cfg.theta_e_range_arcsec,
+        inside,
+    )
     r = render_brick(cond, objs, cfg.brick_pixels, seed)
     write_coadd_brick(out_p / "coadd", brick, r.images, r.invvars, r.maskbits)
     d = out_p / "_bricks"
@@ -70,8 +86,13 @@ def _catalog_frame(cat: pd.DataFrame) -> pd.DataFrame:
     return cat
 
 
-def build_sky(out: str | Path, cfg: SkyConfig, seed: int, workers: int = 2,
-              on_brick: Callable[[str], None] | None = None) -> dict:
+def build_sky(
+    out: str | Path,
+    cfg: SkyConfig,
+    seed: int,
+    workers: int = 2,
+    on_brick: Callable[[str], None] | None = None,
+) -> dict:
     """Build (or finish building) the sky under ``out``; returns counts."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -88,7 +109,9 @@ def build_sky(out: str | Path, cfg: SkyConfig, seed: int, workers: int = 2,
             import multiprocessing as mp
 
             with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
-                for name in ex.map(build_brick, [str(out)] * len(todo), todo, [cfg] * len(todo), [seed] * len(todo)):
+                for name in ex.map(
+                    build_brick, [str(out)] * len(todo), todo, [cfg] * len(todo), [seed] * len(todo)
+                ):
                     if on_brick:
                         on_brick(name)
         else:
@@ -100,16 +123,23 @@ def build_sky(out: str | Path, cfg: SkyConfig, seed: int, workers: int = 2,
 
 
 def assemble(out: Path, bricks: list[Brick]) -> dict:
-    """Sweeps (5°×5° files, exact schema), survey-bricks, conditions, truth and lenses.csv from per-brick tables."""
+    """Sweeps (5°×5° files, exact schema), survey-bricks, conditions, truth and lenses.csv from per-brick
+    tables."""
     from lensaudit.survey.bricks import sweep_filename
     from lensaudit.survey.sweeps import empty_sweep_table, write_sweep
 
     d = out / "_bricks"
     cats = [pd.read_parquet(d / f"{b.brickname}.catalog.parquet") for b in bricks]
     cat = pd.concat([c for c in cats if len(c)], ignore_index=True)
-    truth = pd.concat([pd.read_parquet(d / f"{b.brickname}.truth.parquet") for b in bricks], ignore_index=True)
-    lenses = pd.concat([pd.read_parquet(d / f"{b.brickname}.lenses.parquet") for b in bricks], ignore_index=True)
-    cond = pd.concat([pd.read_parquet(d / f"{b.brickname}.conditions.parquet") for b in bricks], ignore_index=True)
+    truth = pd.concat(
+        [pd.read_parquet(d / f"{b.brickname}.truth.parquet") for b in bricks], ignore_index=True
+    )
+    lenses = pd.concat(
+        [pd.read_parquet(d / f"{b.brickname}.lenses.parquet") for b in bricks], ignore_index=True
+    )
+    cond = pd.concat(
+        [pd.read_parquet(d / f"{b.brickname}.conditions.parquet") for b in bricks], ignore_index=True
+    )
     cat["_file"] = [sweep_filename(r, dd) for r, dd in zip(cat.RA, cat.DEC)]
     (out / "sweep").mkdir(exist_ok=True)
     for fname, grp in cat.groupby("_file", sort=True):
@@ -121,34 +151,54 @@ def assemble(out: Path, bricks: list[Brick]) -> dict:
             elif col in rows.dtype.names:
                 v = grp[col].to_numpy()
                 if rows.dtype[col].kind == "S":
-                    rows[col] = np.array([str(x) if isinstance(x, str) else "" for x in v], dtype=rows.dtype[col])
+                    rows[col] = np.array(
+                        [str(x) if isinstance(x, str) else "" for x in v], dtype=rows.dtype[col]
+                    )
                 else:
-                    rows[col] = np.nan_to_num(np.asarray(v, dtype=np.float64), nan=0.0).astype(rows.dtype[col])
+                    rows[col] = np.nan_to_num(np.asarray(v, dtype=np.float64), nan=0.0).astype(
+                        rows.dtype[col]
+                    )
         parts = fname[6:-5].split("-")
         ramin, ramax = float(parts[0][:3]), float(parts[1][:3])
         decmin = float(parts[0][4:]) * (1 if parts[0][3] == "p" else -1)
         decmax = float(parts[1][4:]) * (1 if parts[1][3] == "p" else -1)
-        write_sweep(out / "sweep" / fname, rows, ramin, decmin, ramax, decmax,
-                    {"RELEASE": 10000, "SURVEY": "lensaudit-synthetic"})
+        write_sweep(
+            out / "sweep" / fname,
+            rows,
+            ramin,
+            decmin,
+            ramax,
+            decmax,
+            {"RELEASE": 10000, "SURVEY": "lensaudit-synthetic"},
+        )
     _write_survey_bricks(out / "survey-bricks.fits.gz", bricks)
     write_parquet_atomic(cond, out / "conditions.parquet")
     write_parquet_atomic(truth, out / "truth.parquet")
     lenses.to_csv(out / "lenses.csv", index=False)
-    return {"bricks": len(bricks), "catalogued": int(len(cat)), "objects": int(len(truth)),
-            "lenses_csv": int(len(lenses)), "lenses_rendered": int(truth.is_lens.sum()),
-            "sweep_files": int(cat._file.nunique())}
+    return {
+        "bricks": len(bricks),
+        "catalogued": int(len(cat)),
+        "objects": int(len(truth)),
+        "lenses_csv": int(len(lenses)),
+        "lenses_rendered": int(truth.is_lens.sum()),
+        "sweep_files": int(cat._file.nunique()),
+    }
 
 
 def _write_survey_bricks(path: Path, bricks: list[Brick]) -> None:
     from astropy.io import fits
 
-    cols = [fits.Column(name="BRICKNAME", format="8A", array=np.array([b.brickname for b in bricks])),
-            fits.Column(name="BRICKID", format="J", array=np.array([b.brickid for b in bricks])),
-            fits.Column(name="BRICKQ", format="I", array=np.zeros(len(bricks), np.int16)),
-            fits.Column(name="BRICKROW", format="J", array=np.array([b.brickrow for b in bricks])),
-            fits.Column(name="BRICKCOL", format="J", array=np.array([b.brickcol for b in bricks]))]
+    cols = [
+        fits.Column(name="BRICKNAME", format="8A", array=np.array([b.brickname for b in bricks])),
+        fits.Column(name="BRICKID", format="J", array=np.array([b.brickid for b in bricks])),
+        fits.Column(name="BRICKQ", format="I", array=np.zeros(len(bricks), np.int16)),
+        fits.Column(name="BRICKROW", format="J", array=np.array([b.brickrow for b in bricks])),
+        fits.Column(name="BRICKCOL", format="J", array=np.array([b.brickcol for b in bricks])),
+    ]
     for k in ("ra", "dec", "ra1", "ra2", "dec1", "dec2"):
         cols.append(fits.Column(name=k.upper(), format="D", array=np.array([getattr(b, k) for b in bricks])))
     tmp = path.with_name(".tmp-" + path.name)
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols, name="BRICKS")]).writeto(tmp, overwrite=True)
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols, name="BRICKS")]).writeto(
+        tmp, overwrite=True
+    )
     tmp.replace(path)

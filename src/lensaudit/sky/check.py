@@ -8,6 +8,7 @@ Each gate records the measured value and its threshold:
 - median g−r and r−z of red galaxies within 0.1 mag of the real Tractor sample with the same cut;
 - catalogued source density within a factor 2 of the real regions' median.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,10 +50,12 @@ def _fit_fwhm(stamp: np.ndarray, beta: float) -> float:
     def moffat(coords, amp, x0, y0, fwhm):
         x, y = coords
         alpha = fwhm / (2 * np.sqrt(2 ** (1 / beta) - 1))
-        return amp * (1 + ((x - x0) ** 2 + (y - y0) ** 2) / alpha ** 2) ** (-beta)
+        return amp * (1 + ((x - x0) ** 2 + (y - y0) ** 2) / alpha**2) ** (-beta)
 
     c = (n - 1) / 2
-    p, _ = curve_fit(moffat, (xx.ravel(), yy.ravel()), stamp.ravel(), p0=[stamp.max(), c, c, 5.0], maxfev=4000)
+    p, _ = curve_fit(
+        moffat, (xx.ravel(), yy.ravel()), stamp.ravel(), p0=[stamp.max(), c, c, 5.0], maxfev=4000
+    )
     return float(abs(p[3]) * PIX)
 
 
@@ -77,7 +80,9 @@ def check_sky(sky_dir: str | Path) -> list[Gate]:
             if row.band == "r":
                 scaled_r.append(m * 10 ** (0.4 * (row.psfdepth_mag - 24.4)) * row.psf_fwhm_arcsec / 1.36)
         r = c.set_index("band").loc["r"]
-        stars = truth[(truth.brickname == name) & (truth.kind == "star") & truth.mag_r_true.between(17.0, 19.0)]
+        stars = truth[
+            (truth.brickname == name) & (truth.kind == "star") & truth.mag_r_true.between(17.0, 19.0)
+        ]
         w = _wcs(data.header)
         allpos = truth[truth.brickname == name]
         for s in stars.itertuples():
@@ -86,30 +91,63 @@ def check_sky(sky_dir: str | Path) -> list[Gate]:
             d = np.hypot((allpos.ra - s.ra) * np.cos(np.deg2rad(s.dec)), allpos.dec - s.dec) * 3600
             if (d < 8.0).sum() > 1 or not (15 <= ix < data.npix - 15 and 15 <= iy < data.npix - 15):
                 continue
-            st = data.image["r"][iy - 12:iy + 13, ix - 12:ix + 13].astype(np.float64)
+            st = data.image["r"][iy - 12 : iy + 13, ix - 12 : ix + 13].astype(np.float64)
             if not np.isfinite(st).all():
                 continue
             fwhm_ratio.append(_fit_fwhm(st, r.moffat_beta) / r.psf_fwhm_arcsec)
     for b in "grz":
         v = float(np.median(ratios[b]))
-        gates.append(Gate(name=f"background_mad_{b}_vs_depth", value=v, lo=0.7, hi=1.3,
-                          message="measured/implied pixel MAD"))
+        gates.append(
+            Gate(
+                name=f"background_mad_{b}_vs_depth",
+                value=v,
+                lo=0.7,
+                hi=1.3,
+                message="measured/implied pixel MAD",
+            )
+        )
     real = real_cutout_mad_r()
     v = float(np.median(scaled_r)) / real
-    gates.append(Gate(name="mad_r_vs_real_cutouts", value=v, lo=0.7, hi=1.3,
-                      message=f"median MAD at depth 24.4 / real cutouts' {real:.5f} nmgy"))
+    gates.append(
+        Gate(
+            name="mad_r_vs_real_cutouts",
+            value=v,
+            lo=0.7,
+            hi=1.3,
+            message=f"median MAD at depth 24.4 / real cutouts' {real:.5f} nmgy",
+        )
+    )
     v = float(np.median(fwhm_ratio)) if fwhm_ratio else float("nan")
-    gates.append(Gate(name="star_fwhm_vs_psf", value=v, lo=0.95, hi=1.05, message=f"{len(fwhm_ratio)} isolated stars",
-                      detail={"n_stars": len(fwhm_ratio)}))
-    cat = pd.concat([read_sweep(f, ["BRICKNAME", "OBJID", "TYPE", "FLUX_G", "FLUX_R", "FLUX_Z", "RA", "DEC"])
-                     for f in sorted((sky / "sweep").glob("sweep-*.fits"))], ignore_index=True)
+    gates.append(
+        Gate(
+            name="star_fwhm_vs_psf",
+            value=v,
+            lo=0.95,
+            hi=1.05,
+            message=f"{len(fwhm_ratio)} isolated stars",
+            detail={"n_stars": len(fwhm_ratio)},
+        )
+    )
+    cat = pd.concat(
+        [
+            read_sweep(f, ["BRICKNAME", "OBJID", "TYPE", "FLUX_G", "FLUX_R", "FLUX_Z", "RA", "DEC"])
+            for f in sorted((sky / "sweep").glob("sweep-*.fits"))
+        ],
+        ignore_index=True,
+    )
     gid = cat.BRICKNAME + "_" + cat.OBJID.astype(str)
     kind = gid.map(truth[truth.objid >= 0].set_index("galaxy_id").kind)
     with np.errstate(divide="ignore", invalid="ignore"):
         g, r_, z = (22.5 - 2.5 * np.log10(cat[f"FLUX_{b}"].clip(lower=1e-6)) for b in "GRZ")
-    # red galaxies: the red-sequence cut on catalogued DEV/SER field galaxies (confusers are not red galaxies, and a
+    # red galaxies: the red-sequence cut on catalogued DEV/SER field galaxies (confusers are not red
+    # galaxies, and a
     # deflector's catalogue photometry is contaminated by its blue arcs)
-    red = cat.TYPE.isin(["DEV", "SER"]) & r_.between(18, 21.5) & ((g - r_) > 1.0) & (kind == "galaxy").to_numpy()
+    red = (
+        cat.TYPE.isin(["DEV", "SER"])
+        & r_.between(18, 21.5)
+        & ((g - r_) > 1.0)
+        & (kind == "galaxy").to_numpy()
+    )
     with reference_file("lrg_tractor_sample.parquet") as f:
         lrg = pd.read_parquet(f)
     lrg = lrg[lrg.TYPE.isin(["DEV", "SER"]) & lrg.r_mag.between(18, 21.5) & ((lrg.g_mag - lrg.r_mag) > 1.0)]
@@ -125,13 +163,30 @@ def check_sky(sky_dir: str | Path) -> list[Gate]:
                 diffs.append(float(np.median(a) - np.median(b)))
                 weights.append(len(a))
         d = float(np.average(diffs, weights=weights)) if diffs else float("nan")
-        gates.append(Gate(name=f"red_galaxy_median_{name}", value=d, lo=-0.1, hi=0.1,
-                          message=f"ours − real at matched r ({int(red.sum())} vs {len(lrg)} galaxies)"))
-    area = len(cond.brickname.unique()) * (reader.brick(brick_center(cond.brickname.iloc[0])).npix * PIX / 3600) ** 2
+        gates.append(
+            Gate(
+                name=f"red_galaxy_median_{name}",
+                value=d,
+                lo=-0.1,
+                hi=0.1,
+                message=f"ours − real at matched r ({int(red.sum())} vs {len(lrg)} galaxies)",
+            )
+        )
+    area = (
+        len(cond.brickname.unique())
+        * (reader.brick(brick_center(cond.brickname.iloc[0])).npix * PIX / 3600) ** 2
+    )
     with reference_file("regions_conditions.csv") as f:
         regions = pd.read_csv(f)
     real_dens = float((regions.total_n_gal / regions.total_area_deg2).median())
     ours = (cat.TYPE != "PSF").sum() / area
-    gates.append(Gate(name="galaxy_density_vs_real", value=float(ours / real_dens), lo=0.5, hi=2.0,
-                      message=f"{ours:.0f} vs {real_dens:.0f} per deg²"))
+    gates.append(
+        Gate(
+            name="galaxy_density_vs_real",
+            value=float(ours / real_dens),
+            lo=0.5,
+            hi=2.0,
+            message=f"{ours:.0f} vs {real_dens:.0f} per deg²",
+        )
+    )
     return gates

@@ -6,6 +6,7 @@ Calibration sources (the packaged ``lensaudit/data/dr10_reference``, read throug
 - ``lrg_tractor_sample.parquet``: real red-galaxy fluxes and colours (deflectors and red field galaxies);
 - real cutouts: the pixel-noise MAD at a given depth (sets the noise-correlation length, see render.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lensaudit.data import reference_file
-from lensaudit.survey.bricks import Brick, brick_at, brick_center
+from lensaudit.survey.bricks import Brick, brick_at
 from lensaudit.utils import rng_for
 
 PIX = 0.262
@@ -30,13 +31,17 @@ class Reference:
     lrg: pd.DataFrame
 
     @classmethod
-    def load(cls) -> "Reference":
+    def load(cls) -> Reference:
         with reference_file("regions_conditions.csv") as p:
             regions = pd.read_csv(p)
-        regions = regions[(regions.median_psf_r_arcsec > 0.6) & (regions.median_psfdepth_r > 22.0)].reset_index(drop=True)
+        regions = regions[
+            (regions.median_psf_r_arcsec > 0.6) & (regions.median_psfdepth_r > 22.0)
+        ].reset_index(drop=True)
         with reference_file("lrg_tractor_sample.parquet") as p:
             lrg = pd.read_parquet(p)
-        lrg = lrg[(lrg.FLUX_G > 0) & (lrg.FLUX_R > 0) & (lrg.FLUX_Z > 0) & lrg.r_mag.between(16, 23)].reset_index(drop=True)
+        lrg = lrg[
+            (lrg.FLUX_G > 0) & (lrg.FLUX_R > 0) & (lrg.FLUX_Z > 0) & lrg.r_mag.between(16, 23)
+        ].reset_index(drop=True)
         with reference_file("bricks_conditions.csv") as p:
             bricks = pd.read_csv(p)
         return cls(regions, bricks, lrg)
@@ -53,8 +58,12 @@ class Reference:
         for band in BANDS:
             dpsf = b[f"psfsize_{band}"] - b.psfsize_r
             ddep = b[f"psfdepth_{band}"] - b.psfdepth_r
-            out[band] = (float(dpsf.median()), float(dpsf.std() if band != "r" else 0), float(ddep.median()),
-                         float(ddep.std() if band != "r" else 0))
+            out[band] = (
+                float(dpsf.median()),
+                float(dpsf.std() if band != "r" else 0),
+                float(ddep.median()),
+                float(ddep.std() if band != "r" else 0),
+            )
         return out
 
 
@@ -70,12 +79,25 @@ class BrickConditions:
     defect: bool
 
     def to_rows(self) -> list[dict]:
-        return [{"brickname": self.brick.brickname, "band": b, "psf_fwhm_arcsec": self.psf_fwhm[b],
-                 "moffat_beta": self.beta, "psfdepth_mag": self.psfdepth_mag[b], "nobs": self.nobs[b],
-                 "ebv": self.ebv, "density_per_deg2": self.density_per_deg2, "defect": self.defect} for b in BANDS]
+        return [
+            {
+                "brickname": self.brick.brickname,
+                "band": b,
+                "psf_fwhm_arcsec": self.psf_fwhm[b],
+                "moffat_beta": self.beta,
+                "psfdepth_mag": self.psfdepth_mag[b],
+                "nobs": self.nobs[b],
+                "ebv": self.ebv,
+                "density_per_deg2": self.density_per_deg2,
+                "defect": self.defect,
+            }
+            for b in BANDS
+        ]
 
 
-def choose_bricks(n: int, frac_on_lenses: float, lens_dec_max: float, positives: pd.DataFrame, seed: int) -> list[Brick]:
+def choose_bricks(
+    n: int, frac_on_lenses: float, lens_dec_max: float, positives: pd.DataFrame, seed: int
+) -> list[Brick]:
     """Bricks around real lenscat positives (Dec < lens_dec_max) and at random in the DR10 south footprint."""
     rng = rng_for(seed, "sky", "bricks")
     n_lens = int(round(n * frac_on_lenses))
@@ -88,13 +110,18 @@ def choose_bricks(n: int, frac_on_lenses: float, lens_dec_max: float, positives:
         b = brick_at(float(pos.ra.iloc[i]), float(pos.dec.iloc[i]))
         chosen.setdefault(b.brickname, b)
     while len(chosen) < n:
-        ra, dec = rng.uniform(0, 360), np.rad2deg(np.arcsin(rng.uniform(np.sin(np.deg2rad(-30)), np.sin(np.deg2rad(30)))))
+        ra, dec = (
+            rng.uniform(0, 360),
+            np.rad2deg(np.arcsin(rng.uniform(np.sin(np.deg2rad(-30)), np.sin(np.deg2rad(30))))),
+        )
         b = brick_at(ra, dec)
         chosen.setdefault(b.brickname, b)
     return sorted(chosen.values(), key=lambda b: b.brickid)
 
 
-def draw_conditions(brick: Brick, ref: Reference, beta_range: tuple[float, float], defect_frac: float, seed: int) -> BrickConditions:
+def draw_conditions(
+    brick: Brick, ref: Reference, beta_range: tuple[float, float], defect_frac: float, seed: int
+) -> BrickConditions:
     rng = rng_for(seed, "sky", "conditions", brick.brickname)
     reg = ref.regions.iloc[int(rng.integers(len(ref.regions)))]
     off = ref.band_offsets()
@@ -106,8 +133,16 @@ def draw_conditions(brick: Brick, ref: Reference, beta_range: tuple[float, float
     nz = int(np.clip(rng.poisson(5.0), 1, 20))
     nobs = {"g": int(np.clip(rng.poisson(4.0), 1, 20)), "r": int(np.clip(rng.poisson(4.0), 1, 20)), "z": nz}
     dens = float(reg.total_n_gal / reg.total_area_deg2)
-    return BrickConditions(brick, psf, depth, nobs, float(rng.uniform(*beta_range)), float(reg.median_ebv),
-                           dens, bool(rng.random() < defect_frac))
+    return BrickConditions(
+        brick,
+        psf,
+        depth,
+        nobs,
+        float(rng.uniform(*beta_range)),
+        float(reg.median_ebv),
+        dens,
+        bool(rng.random() < defect_frac),
+    )
 
 
 @dataclass
@@ -144,8 +179,11 @@ def _ellip(rng, qmin: float = 0.35) -> tuple[float, float, float]:
 
 
 def _lrg_row(ref: Reference, rng, mag_r_max: float = 22.5, near_mag: float | None = None) -> pd.Series:
-    """A real red galaxy; with ``near_mag``, one within ±0.3 mag (colours depend on magnitude via redshift)."""
-    lrg = ref.lrg[(ref.lrg.r_mag < mag_r_max) & ref.lrg.TYPE.isin(["DEV", "SER"])]  # our red galaxies are DEV/SER
+    """A real red galaxy; with ``near_mag``, one within ±0.3 mag (colours depend on magnitude via
+    redshift)."""
+    lrg = ref.lrg[
+        (ref.lrg.r_mag < mag_r_max) & ref.lrg.TYPE.isin(["DEV", "SER"])
+    ]  # our red galaxies are DEV/SER
     if near_mag is not None:
         m = float(np.clip(near_mag, lrg.r_mag.quantile(0.02), lrg.r_mag.quantile(0.98)))
         near = lrg[(lrg.r_mag - m).abs() < 0.3]
@@ -158,17 +196,28 @@ def _galaxy_size(mag_r: float, rng) -> float:
     return float(np.clip(10 ** (np.log10(1.6) - 0.16 * (mag_r - 19.0) + rng.normal(0, 0.18)), 0.2, 8.0))
 
 
-def draw_objects(cond: BrickConditions, npix: int, ref: Reference, seed: int, n_lenses: int,
-                 n_unknown_lenses: int, n_confusers: int, theta_e_range: tuple[float, float],
-                 real_lenses: pd.DataFrame) -> list[SkyObject]:
-    """All objects of one brick's rendered area; positions uniform inside a margin, real lenses at their positions."""
+def draw_objects(
+    cond: BrickConditions,
+    npix: int,
+    ref: Reference,
+    seed: int,
+    n_lenses: int,
+    n_unknown_lenses: int,
+    n_confusers: int,
+    theta_e_range: tuple[float, float],
+    real_lenses: pd.DataFrame,
+) -> list[SkyObject]:
+    """All objects of one brick's rendered area; positions uniform inside a margin, real lenses at their
+    positions."""
     rng = rng_for(seed, "sky", "objects", cond.brick.brickname)
     half_deg = (npix - 40) * PIX / 3600 / 2
     cosd = np.cos(np.deg2rad(cond.brick.dec))
 
     def pos() -> tuple[float, float]:
-        return (float((cond.brick.ra + rng.uniform(-half_deg, half_deg) / cosd) % 360),
-                float(cond.brick.dec + rng.uniform(-half_deg, half_deg)))
+        return (
+            float((cond.brick.ra + rng.uniform(-half_deg, half_deg) / cosd) % 360),
+            float(cond.brick.dec + rng.uniform(-half_deg, half_deg)),
+        )
 
     area = (npix * PIX / 3600) ** 2
     objs: list[SkyObject] = []
@@ -181,7 +230,7 @@ def draw_objects(cond: BrickConditions, npix: int, ref: Reference, seed: int, n_
     for m in mags:
         ra, dec = pos()
         bright = m < 21.0
-        p_types = ([0.33, 0.25, 0.15, 0.22, 0.05] if bright else [0.05, 0.12, 0.35, 0.25, 0.23])
+        p_types = [0.33, 0.25, 0.15, 0.22, 0.05] if bright else [0.05, 0.12, 0.35, 0.25, 0.23]
         t = str(rng.choice(["DEV", "SER", "REX", "EXP", "PSF"], p=p_types))
         red = t in ("DEV", "SER") and rng.random() < 0.75
         if red:
@@ -202,24 +251,53 @@ def draw_objects(cond: BrickConditions, npix: int, ref: Reference, seed: int, n_
     smags = list(rng.uniform(15.0, 23.5, n_star)) + list(rng.uniform(9.0, 12.5, int(rng.integers(1, 3))))
     for m in smags:
         ra, dec = pos()
-        objs.append(SkyObject("star", ra, dec, _fluxes(float(m), float(rng.normal(0.8, 0.4)), float(rng.normal(0.4, 0.3))), "PSF"))
+        objs.append(
+            SkyObject(
+                "star",
+                ra,
+                dec,
+                _fluxes(float(m), float(rng.normal(0.8, 0.4)), float(rng.normal(0.4, 0.3))),
+                "PSF",
+            )
+        )
     # confusers: lens-like morphologies, catalogued with what a smooth Tractor model would measure
     for i in range(n_confusers):
         kind = CONFUSER_KINDS[i % len(CONFUSER_KINDS)]
         objs.append(_confuser(kind, pos(), rng))
     # lenses: real positives in the area, then simulated ones; plus unknown lenses (truth only)
     for r in real_lenses.itertuples():
-        objs.append(_lens((float(r.ra), float(r.dec)), rng, ref, theta_e_range, name=r.name, grading=r.grading, ref_str=r.ref))
-    # simulated lenses scale with the brick's galaxy density (deeper bricks detect more galaxies): the lenses then
+        objs.append(
+            _lens(
+                (float(r.ra), float(r.dec)),
+                rng,
+                ref,
+                theta_e_range,
+                name=r.name,
+                grading=r.grading,
+                ref_str=r.ref,
+            )
+        )
+    # simulated lenses scale with the brick's galaxy density (deeper bricks detect more galaxies): the
+    # lenses then
     # follow the same depth distribution as the deflector-like negatives they are matched against, instead of
-    # handing the finder a noise-level shortcut (uniform lenses per brick gave a positive/negative MAD ratio 1.2)
+    # handing the finder a noise-level shortcut (uniform lenses per brick gave a positive/negative MAD ratio
+    # 1.2)
     n_lenses = int(round(n_lenses * cond.density_per_deg2 / ref.median_density_per_deg2))
-    for i in range(max(0, n_lenses - len(real_lenses))):
+    for _ in range(max(0, n_lenses - len(real_lenses))):
         grading = "confident" if rng.random() < 0.35 else "probable"
         p = pos()
-        objs.append(_lens(p, rng, ref, theta_e_range, name=f"SIM-{p[0]:08.4f}{p[1]:+08.4f}", grading=grading,
-                          ref_str="lensaudit synthetic sky"))
-    for i in range(n_unknown_lenses):
+        objs.append(
+            _lens(
+                p,
+                rng,
+                ref,
+                theta_e_range,
+                name=f"SIM-{p[0]:08.4f}{p[1]:+08.4f}",
+                grading=grading,
+                ref_str="lensaudit synthetic sky",
+            )
+        )
+    for _ in range(n_unknown_lenses):
         objs.append(_lens(pos(), rng, ref, theta_e_range, name="", grading="", ref_str=""))
     return objs
 
@@ -230,34 +308,108 @@ def _confuser(kind: str, p: tuple[float, float], rng) -> SkyObject:
     if kind == "ring":
         g_r, r_z = float(rng.normal(0.75, 0.15)), float(rng.normal(0.55, 0.15))
         e1, e2, _ = _ellip(rng, 0.7)
-        par = {"ring_radius": float(rng.uniform(1.0, 3.0)), "ring_width": float(rng.uniform(0.2, 0.5)), "bulge_frac": float(rng.uniform(0.3, 0.6))}
-        return SkyObject(kind, *p, _fluxes(m, g_r, r_z), "SER", max(size, par["ring_radius"] * 0.9), e1, e2, float(rng.uniform(0.3, 0.9)), params=par)
+        par = {
+            "ring_radius": float(rng.uniform(1.0, 3.0)),
+            "ring_width": float(rng.uniform(0.2, 0.5)),
+            "bulge_frac": float(rng.uniform(0.3, 0.6)),
+        }
+        return SkyObject(
+            kind,
+            *p,
+            _fluxes(m, g_r, r_z),
+            "SER",
+            max(size, par["ring_radius"] * 0.9),
+            e1,
+            e2,
+            float(rng.uniform(0.3, 0.9)),
+            params=par,
+        )
     if kind == "spiral":
         g_r, r_z = float(rng.normal(0.55, 0.12)), float(rng.normal(0.4, 0.15))
         e1, e2, _ = _ellip(rng, 0.5)
-        par = {"n_arms": int(rng.integers(2, 4)), "pitch": float(rng.uniform(0.2, 0.45)), "arm_frac": float(rng.uniform(0.3, 0.5))}
-        return SkyObject(kind, *p, _fluxes(m, g_r, r_z), str(rng.choice(["EXP", "SER"])), max(size, 1.2), e1, e2, float(rng.uniform(0.7, 1.6)), params=par)
+        par = {
+            "n_arms": int(rng.integers(2, 4)),
+            "pitch": float(rng.uniform(0.2, 0.45)),
+            "arm_frac": float(rng.uniform(0.3, 0.5)),
+        }
+        return SkyObject(
+            kind,
+            *p,
+            _fluxes(m, g_r, r_z),
+            str(rng.choice(["EXP", "SER"])),
+            max(size, 1.2),
+            e1,
+            e2,
+            float(rng.uniform(0.7, 1.6)),
+            params=par,
+        )
     if kind == "edge_on":
         g_r, r_z = float(rng.normal(0.7, 0.15)), float(rng.normal(0.5, 0.15))
         phi = rng.uniform(0, np.pi)
         q = rng.uniform(0.12, 0.28)
         e = (1 - q) / (1 + q)
-        par = {"inclination_deg": float(rng.uniform(82, 89)), "scale_height_frac": float(rng.uniform(0.08, 0.15)), "phi": float(phi)}
-        return SkyObject(kind, *p, _fluxes(m, g_r, r_z), str(rng.choice(["EXP", "SER"])), max(size, 1.0), float(e * np.cos(2 * phi)), float(e * np.sin(2 * phi)), 1.0, params=par)
+        par = {
+            "inclination_deg": float(rng.uniform(82, 89)),
+            "scale_height_frac": float(rng.uniform(0.08, 0.15)),
+            "phi": float(phi),
+        }
+        return SkyObject(
+            kind,
+            *p,
+            _fluxes(m, g_r, r_z),
+            str(rng.choice(["EXP", "SER"])),
+            max(size, 1.0),
+            float(e * np.cos(2 * phi)),
+            float(e * np.sin(2 * phi)),
+            1.0,
+            params=par,
+        )
     if kind == "merger":
         g_r, r_z = float(rng.normal(0.8, 0.2)), float(rng.normal(0.6, 0.2))
         e1, e2, _ = _ellip(rng, 0.4)
-        par = {"sep_arcsec": float(rng.uniform(1.5, 4.0)), "flux_ratio": float(rng.uniform(0.3, 0.9)), "tail_frac": float(rng.uniform(0.1, 0.3)), "angle": float(rng.uniform(0, 2 * np.pi))}
-        return SkyObject(kind, *p, _fluxes(m, g_r, r_z), "SER", size * 1.3, e1, e2, float(rng.uniform(1.0, 2.5)), params=par)
+        par = {
+            "sep_arcsec": float(rng.uniform(1.5, 4.0)),
+            "flux_ratio": float(rng.uniform(0.3, 0.9)),
+            "tail_frac": float(rng.uniform(0.1, 0.3)),
+            "angle": float(rng.uniform(0, 2 * np.pi)),
+        }
+        return SkyObject(
+            kind,
+            *p,
+            _fluxes(m, g_r, r_z),
+            "SER",
+            size * 1.3,
+            e1,
+            e2,
+            float(rng.uniform(1.0, 2.5)),
+            params=par,
+        )
     # blue clumpy star-forming
     g_r, r_z = float(rng.normal(0.25, 0.1)), float(rng.normal(0.15, 0.12))
     e1, e2, _ = _ellip(rng, 0.4)
     par = {"n_knots": int(rng.integers(6, 15)), "knot_frac": float(rng.uniform(0.3, 0.6))}
-    return SkyObject("blue_clumpy", *p, _fluxes(m, g_r, r_z), str(rng.choice(["EXP", "SER"])), max(size, 0.8), e1, e2, float(rng.uniform(0.5, 1.2)), params=par)
+    return SkyObject(
+        "blue_clumpy",
+        *p,
+        _fluxes(m, g_r, r_z),
+        str(rng.choice(["EXP", "SER"])),
+        max(size, 0.8),
+        e1,
+        e2,
+        float(rng.uniform(0.5, 1.2)),
+        params=par,
+    )
 
 
-def _lens(p: tuple[float, float], rng, ref: Reference, theta_e_range: tuple[float, float], name: str, grading: str,
-          ref_str: str) -> SkyObject:
+def _lens(
+    p: tuple[float, float],
+    rng,
+    ref: Reference,
+    theta_e_range: tuple[float, float],
+    name: str,
+    grading: str,
+    ref_str: str,
+) -> SkyObject:
     """An LRG deflector from the same real distribution as red field galaxies, plus a lensed clumpy source."""
     # deflector brightness follows the same number counts as the field galaxies it must be matched against
     # (dN/dm ∝ 10^(0.33 m) over 18.5 < r < 22): a brighter deflector population would hand the finder a
@@ -269,24 +421,44 @@ def _lens(p: tuple[float, float], rng, ref: Reference, theta_e_range: tuple[floa
     e1, e2, q = _ellip(rng, 0.5)
     theta_e = float(rng.uniform(*theta_e_range))
     n_src = int(rng.integers(2, 5))
-    src_mag_r = float(rng.uniform(22.3, 25.3))  # unlensed; with μ ≈ 5–30 the arcs land at r ≈ 20–24, as real candidates
+    src_mag_r = float(
+        rng.uniform(22.3, 25.3)
+    )  # unlensed; with μ ≈ 5–30 the arcs land at r ≈ 20–24, as real candidates
     beta = float(rng.uniform(0.0, 0.35)) * theta_e
     ang = float(rng.uniform(0, 2 * np.pi))
     src_g_r, src_r_z = float(rng.normal(0.35, 0.15)), float(rng.normal(0.25, 0.15))
     comps = []
     w = rng.dirichlet(np.ones(n_src) * 2.0)
     for k in range(n_src):
-        comps.append({"frac": float(w[k]), "reff": float(rng.uniform(0.06, 0.3)), "n": float(rng.uniform(0.6, 1.5)),
-                      "dx": float(rng.normal(0, 0.12)), "dy": float(rng.normal(0, 0.12)),
-                      "e1": float(rng.uniform(-0.2, 0.2)), "e2": float(rng.uniform(-0.2, 0.2))})
-    lens_e = (1 - rng.uniform(0.6, 1.0))
+        comps.append(
+            {
+                "frac": float(w[k]),
+                "reff": float(rng.uniform(0.06, 0.3)),
+                "n": float(rng.uniform(0.6, 1.5)),
+                "dx": float(rng.normal(0, 0.12)),
+                "dy": float(rng.normal(0, 0.12)),
+                "e1": float(rng.uniform(-0.2, 0.2)),
+                "e2": float(rng.uniform(-0.2, 0.2)),
+            }
+        )
+    lens_e = 1 - rng.uniform(0.6, 1.0)
     lens_phi = rng.uniform(0, np.pi)
-    par = {"theta_e": theta_e, "lens_e1": float(lens_e * np.cos(2 * lens_phi) / (2 - lens_e)),
-           "lens_e2": float(lens_e * np.sin(2 * lens_phi) / (2 - lens_e)),
-           "gamma1": float(rng.normal(0, 0.03)), "gamma2": float(rng.normal(0, 0.03)),
-           "src_x": beta * np.cos(ang), "src_y": beta * np.sin(ang), "src_mag_r": src_mag_r,
-           "src_flux": _fluxes(src_mag_r, src_g_r, src_r_z), "components": comps,
-           "name": name, "grading": grading, "ref": ref_str, "in_lenses_csv": bool(name)}
+    par = {
+        "theta_e": theta_e,
+        "lens_e1": float(lens_e * np.cos(2 * lens_phi) / (2 - lens_e)),
+        "lens_e2": float(lens_e * np.sin(2 * lens_phi) / (2 - lens_e)),
+        "gamma1": float(rng.normal(0, 0.03)),
+        "gamma2": float(rng.normal(0, 0.03)),
+        "src_x": beta * np.cos(ang),
+        "src_y": beta * np.sin(ang),
+        "src_mag_r": src_mag_r,
+        "src_flux": _fluxes(src_mag_r, src_g_r, src_r_z),
+        "components": comps,
+        "name": name,
+        "grading": grading,
+        "ref": ref_str,
+        "in_lenses_csv": bool(name),
+    }
     size = _galaxy_size(m, rng)
     t = "DEV" if rng.random() < 0.6 else "SER"
     n = 4.0 if t == "DEV" else float(rng.uniform(2.5, 5.5))

@@ -10,6 +10,7 @@ invvar/maskbits are produced only at the native scale (pixscale < 2×0.262), as 
 Optional fault injection (``FaultConfig``) for reliability tests: a fraction of 429/503/504 answers, truncated
 bodies, latency spikes and one connection reset; deterministic per seed and request order.
 """
+
 from __future__ import annotations
 
 import io
@@ -61,8 +62,17 @@ class _State:
             return self.rng.random(), self.rng.random(), self.rng.random(), reset
 
 
-def make_cutout_fits(reader: CoaddReader, ra: float, dec: float, width: int, height: int, pixscale: float,
-                     bands: str, invvar: bool, maskbits: bool) -> bytes:
+def make_cutout_fits(
+    reader: CoaddReader,
+    ra: float,
+    dec: float,
+    width: int,
+    height: int,
+    pixscale: float,
+    bands: str,
+    invvar: bool,
+    maskbits: bool,
+) -> bytes:
     from astropy.io import fits
 
     img, iv, mb = reader.cutout(ra, dec, width, height, pixscale, bands)
@@ -72,7 +82,9 @@ def make_cutout_fits(reader: CoaddReader, ra: float, dec: float, width: int, hei
     hdr["BANDS"] = bands
     for i, b in enumerate(bands):
         hdr[f"BAND{i}"] = b
-    hdr.update({"IMAGEW": width, "IMAGEH": height, "SURVEY": "LegacySurvey", "VERSION": "DR10", "IMAGETYP": "IMAGE"})
+    hdr.update(
+        {"IMAGEW": width, "IMAGEH": height, "SURVEY": "LegacySurvey", "VERSION": "DR10", "IMAGETYP": "IMAGE"}
+    )
     data = img[0] if len(bands) == 1 else img
     hdus = [fits.PrimaryHDU(data.astype(np.float32), header=hdr)]
     native = pixscale < 2 * 0.262
@@ -98,7 +110,9 @@ def _handler(reader: CoaddReader, state: _State):
         def log_message(self, fmt, *args):  # quiet
             pass
 
-        def _send(self, code: int, body: bytes, ctype: str, extra: dict | None = None, truncate: bool = False):
+        def _send(
+            self, code: int, body: bytes, ctype: str, extra: dict | None = None, truncate: bool = False
+        ):
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
@@ -123,7 +137,9 @@ def _handler(reader: CoaddReader, state: _State):
             if u_lat < f.latency_rate:
                 time.sleep(f.latency_s)
             if u_err < f.error_rate:
-                code = f.error_codes[int(u_err / max(f.error_rate, 1e-12) * len(f.error_codes)) % len(f.error_codes)]
+                code = f.error_codes[
+                    int(u_err / max(f.error_rate, 1e-12) * len(f.error_codes)) % len(f.error_codes)
+                ]
                 return self._send(code, f"injected fault {code}".encode(), "text/plain", {"Retry-After": "0"})
             q = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
             try:
@@ -145,12 +161,18 @@ def _handler(reader: CoaddReader, state: _State):
             except ValueError:
                 return self._send(400, b"bad size/pixscale", "text/plain")
             try:
-                body = make_cutout_fits(reader, ra, dec, w, h, pixscale, bands, "invvar" in q, "maskbits" in q)
+                body = make_cutout_fits(
+                    reader, ra, dec, w, h, pixscale, bands, "invvar" in q, "maskbits" in q
+                )
             except NoOverlapError as exc:
                 return self._send(500, f"NoOverlapError: {exc}".encode(), "text/plain")
-            self._send(200, body, "image/fits",
-                       {"Content-Disposition": f'attachment; filename="cutout_{ra:.4f}_{dec:.4f}.fits"'},
-                       truncate=u_trunc < f.truncate_rate)
+            self._send(
+                200,
+                body,
+                "image/fits",
+                {"Content-Disposition": f'attachment; filename="cutout_{ra:.4f}_{dec:.4f}.fits"'},
+                truncate=u_trunc < f.truncate_rate,
+            )
 
     return Handler
 
@@ -158,7 +180,9 @@ def _handler(reader: CoaddReader, state: _State):
 class CutoutServer:
     """A running server (thread). Use as a context manager or call ``shutdown()``."""
 
-    def __init__(self, sky_dir: str | Path, host: str = "127.0.0.1", port: int = 0, faults: FaultConfig | None = None):
+    def __init__(
+        self, sky_dir: str | Path, host: str = "127.0.0.1", port: int = 0, faults: FaultConfig | None = None
+    ):
         self.sky_dir = Path(sky_dir)
         self.state = _State(faults or FaultConfig())
         reader = CoaddReader(Path(sky_dir) / "coadd", "griz", cache_bricks=16)
@@ -183,13 +207,15 @@ class CutoutServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def __enter__(self) -> "CutoutServer":
+    def __enter__(self) -> CutoutServer:
         return self
 
     def __exit__(self, *exc) -> None:
         self.shutdown()
 
 
-def serve(sky_dir: str | Path, host: str = "127.0.0.1", port: int = 0, faults: FaultConfig | None = None) -> CutoutServer:
+def serve(
+    sky_dir: str | Path, host: str = "127.0.0.1", port: int = 0, faults: FaultConfig | None = None
+) -> CutoutServer:
     """Start the cutout server in a background thread and return it."""
     return CutoutServer(sky_dir, host, port, faults)

@@ -44,7 +44,8 @@ def pipeline_stages(cfg: RunConfig) -> list[ModuleType]:
 
 
 def contracts_markdown() -> str:
-    """The table of every stage's declared config, reads and writes (for ``lensaudit stages`` and the docs)."""
+    """The table of every stage's declared config, reads and writes (for ``lensaudit stages`` and the
+    docs)."""
     from lensaudit.run import ARTIFACTS
 
     lines = ["| stage | config it reads | artifacts it reads | artifacts it writes |", "|---|---|---|---|"]

@@ -18,9 +18,9 @@ import pandas as pd
 from lensaudit.config import CutoutsConfig, RunConfig
 from lensaudit.gates import Gate
 from lensaudit.run import ShardLog
+from lensaudit.stamps.labelled import COPIED
 from lensaudit.stamps.providers import ShardResult, get_provider
 from lensaudit.stamps.quality import quality_metrics
-from lensaudit.stamps.labelled import COPIED
 from lensaudit.stamps.store import StampStore
 
 #: sample columns copied into the stamps index for convenience (the sample's own values win in joins)

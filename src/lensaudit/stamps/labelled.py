@@ -10,8 +10,12 @@ import pandas as pd
 COPIED = ["label", "pool", "split", "psfsize_r", "psfdepth_mag_r"]
 
 
-def labelled_stamps(sample: pd.DataFrame, stamps: pd.DataFrame, splits: Iterable[str] | None = None,
-                    quality_columns: bool = False) -> pd.DataFrame:
+def labelled_stamps(
+    sample: pd.DataFrame,
+    stamps: pd.DataFrame,
+    splits: Iterable[str] | None = None,
+    quality_columns: bool = False,
+) -> pd.DataFrame:
     """Quality-ok stamps (``stamps.parquet``) joined one-to-one with ``sample.parquet`` on ``galaxy_id``,
     optionally restricted to ``splits``, sorted by store row (index reset).
 
@@ -19,7 +23,8 @@ def labelled_stamps(sample: pd.DataFrame, stamps: pd.DataFrame, splits: Iterable
     beside the sample's columns; otherwise only the store ``row`` is added to the sample's columns.
 
     >>> smp = pd.DataFrame({"galaxy_id": ["a", "b"], "label": [1, 0], "split": ["test", "train"]})
-    >>> st = pd.DataFrame({"row": [1, 0], "galaxy_id": ["a", "b"], "quality_ok": [True, True], "label": [1, 0]})
+    >>> st = pd.DataFrame({"row": [1, 0], "galaxy_id": ["a", "b"], "quality_ok": [True, True],
+    ...                    "label": [1, 0]})
     >>> labelled_stamps(smp, st, splits=["test"])[["row", "galaxy_id", "label"]].values.tolist()
     [[1, 'a', 1]]
     """

@@ -4,6 +4,7 @@ outer annulus (r ≥ 30 px: sky level plus any residual background), then divide
 per stamp) keeps relative depth information honest and stops a per-stamp rescaling from amplifying noise in
 shallow fields; the optional asinh stretch compresses bright cores (x → asinh(x/4)·4). Statistics are stored
 with the model."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -46,7 +47,8 @@ class Normalizer:
 
 
 def fill_nan(x: np.ndarray, central_radius: float = 8.0) -> np.ndarray:
-    """Masked (NaN/inf) pixels → 0 (the normalised background), except in stamps with a non-finite pixel in the
+    """Masked (NaN/inf) pixels → 0 (the normalised background), except in stamps with a non-finite pixel in
+    the
     centre, which stay NaN so that training stops on them with their ids and scoring gives NaN (the quality
     gates should have excluded them)."""
     central = (~np.isfinite(x[..., radius_map(x.shape[-1]) < central_radius])).any(axis=(-2, -1))
@@ -59,7 +61,7 @@ def center_crop(x: np.ndarray, size: int) -> np.ndarray:
     """The central ``size`` × ``size`` pixels of (…, S, S)."""
     s = x.shape[-1]
     a = (s - size) // 2
-    return x[..., a:a + size, a:a + size]
+    return x[..., a : a + size, a : a + size]
 
 
 def fit_normalizer(images: np.ndarray, asinh: bool = False) -> Normalizer:

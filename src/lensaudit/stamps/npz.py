@@ -1,6 +1,7 @@
 """Import the predecessor's one-.npz-per-galaxy archives: ``cutout`` (101, 101, 3) HWC float32 nanomaggies
 plus ``meta_*`` keys. HWC → CHW with pixel values preserved; no invvar was stored, so invvar is estimated
 per band from the outer-annulus MAD (1/(1.4826·MAD)², flagged in the index as ``invvar_source='mad'``)."""
+
 from __future__ import annotations
 
 import glob
@@ -33,12 +34,13 @@ def mad_invvar(image: np.ndarray) -> np.ndarray:
     for k in range(image.shape[0]):
         x = image[k][(r >= 30) & np.isfinite(image[k])]
         sig = 1.4826 * np.median(np.abs(x - np.median(x))) if x.size else 0.0
-        iv[k] = 1.0 / sig ** 2 if sig > 0 else 0.0
+        iv[k] = 1.0 / sig**2 if sig > 0 else 0.0
     return iv
 
 
 def index_npz_dir(location: str) -> dict[str, str]:
-    """galaxy_id → path for every .npz under a directory or glob (id from meta_galaxy_id, else the file stem)."""
+    """galaxy_id → path for every .npz under a directory or glob (id from meta_galaxy_id, else the file
+    stem)."""
     pattern = location if any(c in location for c in "*?[") else str(Path(location) / "**" / "*.npz")
     out = {}
     for p in sorted(glob.glob(pattern, recursive=True)):

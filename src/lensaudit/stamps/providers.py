@@ -1,10 +1,11 @@
 """Cutout providers, chosen by name in the config (registry). Each turns rows (galaxy_id, ra, dec) into
 stamps plus a per-row record (status, reason, source, attempts); failures never raise."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,11 @@ class ShardResult:
 
 
 def _empty(n: int, nb: int, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return np.zeros((n, nb, s, s), np.float32), np.zeros((n, nb, s, s), np.float32), np.zeros((n, s, s), np.int32)
+    return (
+        np.zeros((n, nb, s, s), np.float32),
+        np.zeros((n, nb, s, s), np.float32),
+        np.zeros((n, s, s), np.int32),
+    )
 
 
 class _Base:
@@ -58,9 +63,17 @@ class _Base:
             ok, reason, source, attempts, stamp = self.one(r)
             if ok:
                 img[i], iv[i], mb[i] = stamp
-            recs.append({"galaxy_id": r.galaxy_id, "provider": self.name, "source": source,
-                         "status": "ok" if ok else "failed", "reason": reason, "attempts": attempts,
-                         "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+            recs.append(
+                {
+                    "galaxy_id": r.galaxy_id,
+                    "provider": self.name,
+                    "source": source,
+                    "status": "ok" if ok else "failed",
+                    "reason": reason,
+                    "attempts": attempts,
+                    "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+            )
         return ShardResult(img, iv, mb, pd.DataFrame(recs))
 
 
@@ -73,7 +86,13 @@ class CoaddsProvider(_Base):
 
         src = str(self.cfg.coadd_dir)
         try:
-            return True, "", src, 1, cutout_from_coadds(self.cfg.coadd_dir, r.ra, r.dec, self.size, self.pixscale, self.bands)
+            return (
+                True,
+                "",
+                src,
+                1,
+                cutout_from_coadds(self.cfg.coadd_dir, r.ra, r.dec, self.size, self.pixscale, self.bands),
+            )
         except NoOverlapError as exc:
             return False, f"off footprint: {exc}", src, 1, None
 
@@ -119,17 +138,35 @@ class ServiceProvider(_Base):
         from lensaudit.survey.cutout_service import CutoutClient
 
         c = cfg.cutouts
-        self.client = CutoutClient(cfg.data.cutout_url, cfg.data.layer, c.requests_per_second, c.concurrency,
-                                   c.timeout_s, c.max_attempts, c.backoff_base_s, seed=cfg.run.seed)
+        self.client = CutoutClient(
+            cfg.data.cutout_url,
+            cfg.data.layer,
+            c.requests_per_second,
+            c.concurrency,
+            c.timeout_s,
+            c.max_attempts,
+            c.backoff_base_s,
+            seed=cfg.run.seed,
+        )
 
     def fetch(self, rows: pd.DataFrame, on_done=None) -> ShardResult:
-        res = self.client.fetch_many(list(zip(rows.ra, rows.dec)), self.size, self.pixscale, self.bands, on_done)
+        res = self.client.fetch_many(
+            list(zip(rows.ra, rows.dec)), self.size, self.pixscale, self.bands, on_done
+        )
         img, iv, mb = _empty(len(rows), len(self.bands), self.size)
         recs = []
         for i, (gid, r) in enumerate(zip(rows.galaxy_id, res)):
             if r.ok:
                 img[i], iv[i], mb[i] = r.image, r.invvar, r.maskbits
-            recs.append({"galaxy_id": gid, "provider": self.name, "source": r.url, "status": "ok" if r.ok else "failed",
-                         "reason": r.reason, "attempts": r.attempts,
-                         "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+            recs.append(
+                {
+                    "galaxy_id": gid,
+                    "provider": self.name,
+                    "source": r.url,
+                    "status": "ok" if r.ok else "failed",
+                    "reason": r.reason,
+                    "attempts": r.attempts,
+                    "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+            )
         return ShardResult(img, iv, mb, pd.DataFrame(recs))

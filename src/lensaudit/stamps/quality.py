@@ -1,10 +1,12 @@
 """Per-stamp quality metrics, vectorised over a batch (N, 3, S, S), and the shortcut diagnostics.
 
-Radii in pixels from the stamp centre: core r < 4/8/12 (the predecessor's metadata), inner core r < 2 and r < 3
-(≤ 0.79″, inside the 0.8″ inner edge of the arc annulus used by the realism gates: the deflector's light, with as
-little arc light as the PSF allows — the shortcut gates use these), annulus 4 ≤ r < 16, outer r ≥ 30. MAD is the raw
-median absolute deviation (not scaled by 1.4826) of the outer region, as in the predecessor's metadata.
+Radii in pixels from the stamp centre: core r < 4/8/12 (the predecessor's metadata), inner core r < 2
+and r < 3 (≤ 0.79″, inside the 0.8″ inner edge of the arc annulus used by the realism gates: the
+deflector's light, with as little arc light as the PSF allows — the shortcut gates use these), annulus
+4 ≤ r < 16, outer r ≥ 30. MAD is the raw median absolute deviation (not scaled by 1.4826) of the outer
+region, as in the predecessor's metadata.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +16,11 @@ from lensaudit.survey.sweeps import MASKBITS
 
 BANDS = "grz"
 STAR_BITS = (1 << MASKBITS["BRIGHT"]) | (1 << MASKBITS["MEDIUM"])
-BAD_BITS = STAR_BITS | sum(1 << MASKBITS[f"SATUR_{b}"] for b in "GRZ") | sum(1 << MASKBITS[f"ALLMASK_{b}"] for b in "GRZ")
+BAD_BITS = (
+    STAR_BITS
+    | sum(1 << MASKBITS[f"SATUR_{b}"] for b in "GRZ")
+    | sum(1 << MASKBITS[f"ALLMASK_{b}"] for b in "GRZ")
+)
 
 
 def radius_map(size: int) -> np.ndarray:
@@ -29,13 +35,17 @@ def _masked_mean(x: np.ndarray, m: np.ndarray) -> np.ndarray:
         return np.nanmean(v.reshape(len(x), -1), axis=1)
 
 
-def quality_metrics(image: np.ndarray, invvar: np.ndarray, maskbits: np.ndarray, central_nan_radius: float = 8.0) -> pd.DataFrame:
+def quality_metrics(
+    image: np.ndarray, invvar: np.ndarray, maskbits: np.ndarray, central_nan_radius: float = 8.0
+) -> pd.DataFrame:
     """Metrics for stamps image/invvar (N, 3, S, S) and maskbits (N, S, S)."""
     n, nb, s, _ = image.shape
     r = radius_map(s)
     nan = ~np.isfinite(image)
-    out = {"nan_pixel_count": nan.any(axis=1).reshape(n, -1).sum(axis=1),
-           "central_nan": (nan.any(axis=1) & (r < central_nan_radius)).reshape(n, -1).any(axis=1)}
+    out = {
+        "nan_pixel_count": nan.any(axis=1).reshape(n, -1).sum(axis=1),
+        "central_nan": (nan.any(axis=1) & (r < central_nan_radius)).reshape(n, -1).any(axis=1),
+    }
     bad = nan.any(axis=1) | (invvar <= 0).any(axis=1) | ((maskbits & BAD_BITS) != 0)
     out["bad_pixel_frac"] = bad.reshape(n, -1).mean(axis=1)
     out["star_mask_frac"] = ((maskbits & STAR_BITS) != 0).reshape(n, -1).mean(axis=1)

@@ -8,6 +8,7 @@ Layout (``stamps.zarr``):
 Chunks hold one stamp; shards hold ``shard_size`` consecutive rows. Unwritten rows read as NaN (image,
 invvar) and −1 (maskbits), so holes are detectable. Works on local paths and fsspec URLs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,25 +36,45 @@ class StampStore:
         return self._arrays[name]
 
     @classmethod
-    def create(cls, path: str | Path, n: int, size: int = 101, bands: str = "grz", shard_size: int = 256,
-               overwrite: bool = False, attrs: dict | None = None) -> "StampStore":
+    def create(
+        cls,
+        path: str | Path,
+        n: int,
+        size: int = 101,
+        bands: str = "grz",
+        shard_size: int = 256,
+        overwrite: bool = False,
+        attrs: dict | None = None,
+    ) -> StampStore:
         import zarr
 
         shard = max(1, min(shard_size, n)) if n > 0 else 1
         g = zarr.open_group(str(path), mode="w" if overwrite else "w-", zarr_format=3)
         nb = len(bands)
-        for name, shape, dtype, fill in (("image", (n, nb, size, size), "float32", np.nan),
-                                         ("invvar", (n, nb, size, size), "float32", np.nan),
-                                         ("maskbits", (n, size, size), "int32", -1)):
+        for name, shape, dtype, fill in (
+            ("image", (n, nb, size, size), "float32", np.nan),
+            ("invvar", (n, nb, size, size), "float32", np.nan),
+            ("maskbits", (n, size, size), "int32", -1),
+        ):
             chunks = (1,) + shape[1:]
-            g.create_array(name, shape=shape, chunks=chunks, shards=(shard,) + shape[1:], dtype=dtype,
-                           fill_value=fill)
-        g.attrs.update({"bands": bands, "size": size, "shard_size": shard, "n": n, "units": "nanomaggies/pixel",
-                        "pixscale_arcsec": 0.262, **(attrs or {})})
+            g.create_array(
+                name, shape=shape, chunks=chunks, shards=(shard,) + shape[1:], dtype=dtype, fill_value=fill
+            )
+        g.attrs.update(
+            {
+                "bands": bands,
+                "size": size,
+                "shard_size": shard,
+                "n": n,
+                "units": "nanomaggies/pixel",
+                "pixscale_arcsec": 0.262,
+                **(attrs or {}),
+            }
+        )
         return cls(g, str(path))
 
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r") -> "StampStore":
+    def open(cls, path: str | Path, mode: str = "r") -> StampStore:
         import zarr
 
         try:

@@ -8,6 +8,7 @@
 >>> int(brickid_from_radec(112.6, 22.2)) == brick_center("1126p222").brickid
 True
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,7 +24,9 @@ N_BRICKS = 662174
 def _rows() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row centres (deg), ncol per row, and cumulative brick count before each row."""
     dec_c = np.arange(-90.0, 90.0 + 0.125, BRICK_SIZE_DEG)
-    ncol = np.ceil(360.0 / BRICK_SIZE_DEG * np.cos(np.deg2rad(np.abs(dec_c) - 0.125)) / 2).astype(np.int64) * 2
+    ncol = (
+        np.ceil(360.0 / BRICK_SIZE_DEG * np.cos(np.deg2rad(np.abs(dec_c) - 0.125)) / 2).astype(np.int64) * 2
+    )
     ncol[0] = ncol[-1] = 1
     start = np.concatenate([[0], np.cumsum(ncol)[:-1]])
     return dec_c, ncol, start
@@ -46,7 +49,7 @@ def _center(row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _name(ra_c: float, dec_c: float) -> str:
-    return "%04d%s%03d" % (int(ra_c * 10 + 1e-9), "p" if dec_c >= 0 else "m", int(abs(dec_c) * 10 + 1e-9))
+    return "%04d%s%03d" % (int(ra_c * 10 + 1e-9), "p" if dec_c >= 0 else "m", int(abs(dec_c) * 10 + 1e-9))  # noqa: UP031 — DR10's own printf formats
 
 
 def brickid_from_radec(ra, dec) -> np.ndarray:
@@ -93,9 +96,18 @@ def _brick(row: int, col: int) -> Brick:
     dec_c, ncol, start = _rows()
     ra_c, d_c = _center(np.array([row]), np.array([col]))
     width = 360.0 / ncol[row]
-    return Brick(brickname=_name(float(ra_c[0]), float(d_c[0])), brickid=int(start[row] + col + 1), brickrow=row,
-                 brickcol=col, ra=float(ra_c[0]), dec=float(d_c[0]), ra1=float(col * width), ra2=float((col + 1) * width),
-                 dec1=max(-90.0, float(d_c[0]) - 0.125), dec2=min(90.0, float(d_c[0]) + 0.125))
+    return Brick(
+        brickname=_name(float(ra_c[0]), float(d_c[0])),
+        brickid=int(start[row] + col + 1),
+        brickrow=row,
+        brickcol=col,
+        ra=float(ra_c[0]),
+        dec=float(d_c[0]),
+        ra1=float(col * width),
+        ra2=float((col + 1) * width),
+        dec1=max(-90.0, float(d_c[0]) - 0.125),
+        dec2=min(90.0, float(d_c[0]) + 0.125),
+    )
 
 
 def brick_at(ra: float, dec: float) -> Brick:
@@ -131,9 +143,9 @@ def sweep_filename(ra: float, dec: float) -> str:
     decmin = np.floor(dec / 5.0) * 5.0
 
     def fmtra(x: float) -> str:
-        return "%03g" % x
+        return "%03g" % x  # noqa: UP031 — DR10's own printf formats
 
     def fmtdec(x: float) -> str:
-        return ("%+04g" % x).replace("-", "m").replace("+", "p")
+        return ("%+04g" % x).replace("-", "m").replace("+", "p")  # noqa: UP031 — DR10's own printf formats
 
-    return "sweep-%s%s-%s%s.fits" % (fmtra(ramin), fmtdec(decmin), fmtra(ramin + 5), fmtdec(decmin + 5))
+    return "sweep-%s%s-%s%s.fits" % (fmtra(ramin), fmtdec(decmin), fmtra(ramin + 5), fmtdec(decmin + 5))  # noqa: UP031 — DR10's own printf formats

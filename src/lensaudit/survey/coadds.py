@@ -10,6 +10,7 @@ brick pixel nearest to each output pixel centre (no resampling kernel: noise sta
 a stamp that straddles brick edges is assembled from every overlapping brick; pixels without coverage are
 0 with invvar 0.
 """
+
 from __future__ import annotations
 
 import threading
@@ -31,17 +32,37 @@ class NoOverlapError(InputError):
 
 def brick_wcs_header(brick: Brick, npix: int, pixscale_arcsec: float = PIXSCALE_ARCSEC) -> dict:
     """TAN WCS of a brick image: CRVAL = brick centre, CRPIX = (npix+1)/2 (1800.5 for the real 3600)."""
-    return {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": brick.ra, "CRVAL2": brick.dec,
-            "CRPIX1": (npix + 1) / 2.0, "CRPIX2": (npix + 1) / 2.0, "CD1_1": -pixscale_arcsec / 3600.0,
-            "CD1_2": 0.0, "CD2_1": 0.0, "CD2_2": pixscale_arcsec / 3600.0, "IMAGEW": npix, "IMAGEH": npix,
-            "EQUINOX": 2000.0}
+    return {
+        "CTYPE1": "RA---TAN",
+        "CTYPE2": "DEC--TAN",
+        "CRVAL1": brick.ra,
+        "CRVAL2": brick.dec,
+        "CRPIX1": (npix + 1) / 2.0,
+        "CRPIX2": (npix + 1) / 2.0,
+        "CD1_1": -pixscale_arcsec / 3600.0,
+        "CD1_2": 0.0,
+        "CD2_1": 0.0,
+        "CD2_2": pixscale_arcsec / 3600.0,
+        "IMAGEW": npix,
+        "IMAGEH": npix,
+        "EQUINOX": 2000.0,
+    }
 
 
 def cutout_wcs_header(ra: float, dec: float, width: int, height: int, pixscale_arcsec: float) -> dict:
     """The cutout-service WCS: TAN at (ra, dec), CRPIX = (W+1)/2, (H+1)/2."""
-    return {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": float(ra), "CRVAL2": float(dec),
-            "CRPIX1": (width + 1) / 2.0, "CRPIX2": (height + 1) / 2.0, "CD1_1": -pixscale_arcsec / 3600.0,
-            "CD1_2": 0.0, "CD2_1": 0.0, "CD2_2": pixscale_arcsec / 3600.0}
+    return {
+        "CTYPE1": "RA---TAN",
+        "CTYPE2": "DEC--TAN",
+        "CRVAL1": float(ra),
+        "CRVAL2": float(dec),
+        "CRPIX1": (width + 1) / 2.0,
+        "CRPIX2": (height + 1) / 2.0,
+        "CD1_1": -pixscale_arcsec / 3600.0,
+        "CD1_2": 0.0,
+        "CD2_1": 0.0,
+        "CD2_2": pixscale_arcsec / 3600.0,
+    }
 
 
 def _wcs(header: dict):
@@ -56,29 +77,56 @@ def _wcs(header: dict):
 
 
 # -- writing ---------------------------------------------------------------------------------------
-def write_coadd_brick(coadd_dir: str | Path, brick: Brick, images: dict[str, np.ndarray], invvars: dict[str, np.ndarray],
-                      maskbits: np.ndarray, extra_header: dict | None = None) -> list[Path]:
+def write_coadd_brick(
+    coadd_dir: str | Path,
+    brick: Brick,
+    images: dict[str, np.ndarray],
+    invvars: dict[str, np.ndarray],
+    maskbits: np.ndarray,
+    extra_header: dict | None = None,
+) -> list[Path]:
     """Write one brick's image/invvar per band and its maskbits in the exact DR10 layout; returns paths."""
     from astropy.io import fits
 
     npix = maskbits.shape[0]
     bands = "".join(images)
-    base = {**brick_wcs_header(brick, npix), "BRICK": brick.brickname, "BRICKID": brick.brickid,
-            "RAMIN": brick.ra1, "RAMAX": brick.ra2, "DECMIN": brick.dec1, "DECMAX": brick.dec2,
-            "BANDS": bands, "LEGPIPEV": "lensaudit-sky", "SURVEY": "DECaLS+DES+DELVE", "DRVERSIO": "10.1",
-            **{f"BAND{i}": b for i, b in enumerate(bands)}, **(extra_header or {})}
+    base = {
+        **brick_wcs_header(brick, npix),
+        "BRICK": brick.brickname,
+        "BRICKID": brick.brickid,
+        "RAMIN": brick.ra1,
+        "RAMAX": brick.ra2,
+        "DECMIN": brick.dec1,
+        "DECMAX": brick.dec2,
+        "BANDS": bands,
+        "LEGPIPEV": "lensaudit-sky",
+        "SURVEY": "DECaLS+DES+DELVE",
+        "DRVERSIO": "10.1",
+        **{f"BAND{i}": b for i, b in enumerate(bands)},
+        **(extra_header or {}),
+    }
     written = []
     for band in images:
         for kind, data, bunit, kw in (
-                ("image", images[band], "nanomaggy", dict(compression_type="RICE_1", quantize_level=-1e-4,
-                                                          quantize_method=1, dither_seed=1)),
-                ("invvar", invvars[band], "1/nanomaggy^2", dict(compression_type="RICE_1", quantize_level=16.0,
-                                                                quantize_method=1, dither_seed=1))):
+            (
+                "image",
+                images[band],
+                "nanomaggy",
+                dict(compression_type="RICE_1", quantize_level=-1e-4, quantize_method=1, dither_seed=1),
+            ),
+            (
+                "invvar",
+                invvars[band],
+                "1/nanomaggy^2",
+                dict(compression_type="RICE_1", quantize_level=16.0, quantize_method=1, dither_seed=1),
+            ),
+        ):
             hdr = fits.Header()
             for k, v in base.items():
                 hdr[k] = v
-            hdr.update({"BUNIT": bunit, "MAGZERO": 22.5, "IMTYPE": kind, "BAND": band,
-                        f"COSKY_{band.upper()}": 0.0})
+            hdr.update(
+                {"BUNIT": bunit, "MAGZERO": 22.5, "IMTYPE": kind, "BAND": band, f"COSKY_{band.upper()}": 0.0}
+            )
             hdu = fits.CompImageHDU(np.asarray(data, np.float32), header=hdr, tile_shape=(100, 100), **kw)
             written.append(_write(Path(coadd_dir) / coadd_path(brick.brickname, kind, band), hdu))
     hdr = fits.Header()
@@ -88,8 +136,13 @@ def write_coadd_brick(coadd_dir: str | Path, brick: Brick, images: dict[str, np.
 
     for name, bit in MASKBITS.items():
         hdr[f"MBIT_{bit}"] = name
-    hdu = fits.CompImageHDU(np.asarray(maskbits, np.int32), header=hdr, name="MASKBITS",
-                            compression_type="HCOMPRESS_1", tile_shape=(100, 100))
+    hdu = fits.CompImageHDU(
+        np.asarray(maskbits, np.int32),
+        header=hdr,
+        name="MASKBITS",
+        compression_type="HCOMPRESS_1",
+        tile_shape=(100, 100),
+    )
     written.append(_write(Path(coadd_dir) / coadd_path(brick.brickname, "maskbits"), hdu))
     return written
 
@@ -125,7 +178,9 @@ class CoaddReader:
         self.coadd_dir = Path(coadd_dir)
         self.bands = bands
         self._cache: OrderedDict[str, BrickData] = OrderedDict()
-        self._missing: set[str] = set()  # bricks without files (not in the LRU, so they never evict real ones)
+        self._missing: set[str] = (
+            set()
+        )  # bricks without files (not in the LRU, so they never evict real ones)
         self._size = cache_bricks
         self._lock = threading.Lock()
 
@@ -155,8 +210,21 @@ class CoaddReader:
         try:
             with fits.open(mpath) as h:
                 mb = np.asarray(h[1].data, np.int32)
-                header = {k: h[1].header[k] for k in ("CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2", "CD1_1", "CD1_2",
-                                                       "CD2_1", "CD2_2", "CTYPE1", "CTYPE2")}
+                header = {
+                    k: h[1].header[k]
+                    for k in (
+                        "CRVAL1",
+                        "CRVAL2",
+                        "CRPIX1",
+                        "CRPIX2",
+                        "CD1_1",
+                        "CD1_2",
+                        "CD2_1",
+                        "CD2_2",
+                        "CTYPE1",
+                        "CTYPE2",
+                    )
+                }
             img, iv = {}, {}
             for b in self.bands:
                 for kind, dest in (("image", img), ("invvar", iv)):
@@ -182,9 +250,15 @@ class CoaddReader:
                 out[b.brickname] = b
         return list(out.values())
 
-    def cutout(self, ra: float, dec: float, width: int = 101, height: int | None = None,
-               pixscale_arcsec: float = PIXSCALE_ARCSEC, bands: str | None = None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def cutout(
+        self,
+        ra: float,
+        dec: float,
+        width: int = 101,
+        height: int | None = None,
+        pixscale_arcsec: float = PIXSCALE_ARCSEC,
+        bands: str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image (nb,H,W) float32, invvar (nb,H,W) float32, maskbits (H,W) int32) at (ra, dec).
 
         Raises NoOverlapError when no brick with data overlaps the stamp."""
@@ -231,9 +305,16 @@ def _in_brick(ra: np.ndarray, dec: np.ndarray, b: Brick) -> np.ndarray:
 _READERS: dict[tuple[str, str], CoaddReader] = {}
 
 
-def cutout_from_coadds(coadd_dir: str | Path, ra: float, dec: float, size: int = 101,
-                       pixscale: float = PIXSCALE_ARCSEC, bands: str = "grz", width: int | None = None,
-                       height: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cutout_from_coadds(
+    coadd_dir: str | Path,
+    ra: float,
+    dec: float,
+    size: int = 101,
+    pixscale: float = PIXSCALE_ARCSEC,
+    bands: str = "grz",
+    width: int | None = None,
+    height: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A stamp from local coadd bricks (a process-wide reader per coadd_dir caches decompressed bricks)."""
     key = (str(coadd_dir), bands)
     if key not in _READERS:

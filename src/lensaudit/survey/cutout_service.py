@@ -5,6 +5,7 @@ exponential backoff with full jitter on 429/5xx/connection errors/corrupt bodies
 on a 200 text body (``no such layer``) or on a NoOverlap 500 (off footprint). Every body is validated (FITS
 magic, shape, BANDS header). Permanent failures come back as a result with a reason, never as an exception.
 """
+
 from __future__ import annotations
 
 import io
@@ -54,10 +55,26 @@ class Transient(Exception):
     pass
 
 
-def cutout_url(base: str, ra: float, dec: float, layer: str = "ls-dr10", size: int = 101, pixscale: float = 0.262,
-               bands: str = "grz") -> str:
+def cutout_url(
+    base: str,
+    ra: float,
+    dec: float,
+    layer: str = "ls-dr10",
+    size: int = 101,
+    pixscale: float = 0.262,
+    bands: str = "grz",
+) -> str:
     """The request URL (ra/dec with 7 decimals ≈ 0.4 mas; flags invvar and maskbits)."""
-    q = urlencode({"ra": f"{ra:.7f}", "dec": f"{dec:.7f}", "layer": layer, "pixscale": pixscale, "size": size, "bands": bands})
+    q = urlencode(
+        {
+            "ra": f"{ra:.7f}",
+            "dec": f"{dec:.7f}",
+            "layer": layer,
+            "pixscale": pixscale,
+            "size": size,
+            "bands": bands,
+        }
+    )
     return f"{base}?{q}&invvar&maskbits"
 
 
@@ -87,11 +104,25 @@ def parse_cutout(body: bytes, size: int, bands: str) -> tuple[np.ndarray, np.nda
 
 
 class CutoutClient:
-    def __init__(self, base_url: str, layer: str = "ls-dr10", requests_per_second: float = 5.0, concurrency: int = 4,
-                 timeout_s: float = 60.0, max_attempts: int = 6, backoff_base_s: float = 0.5, seed: int = 0):
+    def __init__(
+        self,
+        base_url: str,
+        layer: str = "ls-dr10",
+        requests_per_second: float = 5.0,
+        concurrency: int = 4,
+        timeout_s: float = 60.0,
+        max_attempts: int = 6,
+        backoff_base_s: float = 0.5,
+        seed: int = 0,
+    ):
         self.base, self.layer = base_url, layer
         self.limiter = RateLimiter(requests_per_second)
-        self.concurrency, self.timeout, self.max_attempts, self.backoff = concurrency, timeout_s, max_attempts, backoff_base_s
+        self.concurrency, self.timeout, self.max_attempts, self.backoff = (
+            concurrency,
+            timeout_s,
+            max_attempts,
+            backoff_base_s,
+        )
         self._local = threading.local()
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
@@ -103,7 +134,9 @@ class CutoutClient:
             self._local.s = requests.Session()
         return self._local.s
 
-    def fetch(self, ra: float, dec: float, size: int = 101, pixscale: float = 0.262, bands: str = "grz") -> FetchResult:
+    def fetch(
+        self, ra: float, dec: float, size: int = 101, pixscale: float = 0.262, bands: str = "grz"
+    ) -> FetchResult:
         import requests
 
         url = cutout_url(self.base, ra, dec, self.layer, size, pixscale, bands)
@@ -129,10 +162,24 @@ class CutoutClient:
                 with self._rng_lock:
                     jitter = self._rng.random()
                 time.sleep(jitter * self.backoff * 2 ** (attempt - 1))  # full jitter
-        return FetchResult(None, None, None, False, f"gave up after {self.max_attempts} attempts: {reason}", url, self.max_attempts)
+        return FetchResult(
+            None,
+            None,
+            None,
+            False,
+            f"gave up after {self.max_attempts} attempts: {reason}",
+            url,
+            self.max_attempts,
+        )
 
-    def fetch_many(self, positions: list[tuple[float, float]], size: int = 101, pixscale: float = 0.262, bands: str = "grz",
-                   on_done=None) -> list[FetchResult]:
+    def fetch_many(
+        self,
+        positions: list[tuple[float, float]],
+        size: int = 101,
+        pixscale: float = 0.262,
+        bands: str = "grz",
+        on_done=None,
+    ) -> list[FetchResult]:
         def one(p):
             res = self.fetch(p[0], p[1], size, pixscale, bands)
             if on_done:

@@ -4,6 +4,7 @@ We read lenscat's packaged ``data/catalog.csv`` through ``importlib.resources`` 
 importing lenscat pulls in ligo.skymap, healpy, matplotlib and requests at import time (seconds, and a
 network-capable module) for a 3.8 MB CSV that pandas reads in milliseconds.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -35,7 +36,8 @@ def packaged_lenscat_path() -> Path:
 def parse_zlens(values) -> np.ndarray:
     """Lens redshift from lenscat's messy strings: the first number, NaN for '-', 'measured', 'L', ''.
 
-    >>> parse_zlens(["0.3?", "-", "measured", "0.49 | 0.49", "0.5", None, "not measured", "nan | 0.2"]).tolist()
+    >>> parse_zlens(["0.3?", "-", "measured", "0.49 | 0.49", "0.5", None, "not measured",
+    ...              "nan | 0.2"]).tolist()
     [0.3, nan, nan, 0.49, 0.5, nan, nan, 0.2]
     """
     out = np.full(len(values), np.nan)
@@ -70,7 +72,9 @@ def read_lenscat_csv(path: str | Path, source_catalog: str) -> CatalogRead:
     df = df.rename(columns={"RA [deg]": "ra", "DEC [deg]": "dec", "RA": "ra", "DEC": "dec"})
     missing = [c for c in LENSCAT_COLUMNS if c not in df.columns]
     if missing:
-        raise InputError(f"lens catalogue {p} lacks columns {missing} (lenscat format: {', '.join(LENSCAT_COLUMNS)})")
+        raise InputError(
+            f"lens catalogue {p} lacks columns {missing} (lenscat format: {', '.join(LENSCAT_COLUMNS)})"
+        )
     line = np.arange(len(df)) + 2  # 1-based, after the header line
     ra = pd.to_numeric(df["ra"], errors="coerce").to_numpy(float)
     dec = pd.to_numeric(df["dec"], errors="coerce").to_numpy(float)
@@ -84,14 +88,25 @@ def read_lenscat_csv(path: str | Path, source_catalog: str) -> CatalogRead:
     reject = np.zeros(len(df), bool)
     for reason, mask in bad.items():
         for i in np.flatnonzero(mask):
-            problems.append(f"{p.name}:{line[i]}: {reason} (name={name.iloc[i]!r}, ra={df['ra'].iloc[i]!r}, dec={df['dec'].iloc[i]!r})")
+            problems.append(
+                f"{p.name}:{line[i]}: {reason} (name={name.iloc[i]!r}, "
+                f"ra={df['ra'].iloc[i]!r}, dec={df['dec'].iloc[i]!r})"
+            )
         reject |= mask
-    out = pd.DataFrame({
-        "name": name, "ra": ra, "dec": dec, "zlens_raw": df["zlens"].astype(str),
-        "zlens": parse_zlens(df["zlens"].tolist()), "lens_type": df["type"].astype(str).str.strip(),
-        "grading": df["grading"].astype(str).str.strip().str.lower(), "ref": df["ref"].astype(str),
-        "source_catalog": source_catalog, "source_line": line,
-    })[~reject].reset_index(drop=True)
+    out = pd.DataFrame(
+        {
+            "name": name,
+            "ra": ra,
+            "dec": dec,
+            "zlens_raw": df["zlens"].astype(str),
+            "zlens": parse_zlens(df["zlens"].tolist()),
+            "lens_type": df["type"].astype(str).str.strip(),
+            "grading": df["grading"].astype(str).str.strip().str.lower(),
+            "ref": df["ref"].astype(str),
+            "source_catalog": source_catalog,
+            "source_line": line,
+        }
+    )[~reject].reset_index(drop=True)
     return CatalogRead(out, problems)
 
 
@@ -108,8 +123,13 @@ def read_desi_sl_vac(path: str | Path) -> pd.DataFrame:
                 raise InputError(f"{p}: no HDU named DESI_SL_CATALOG")
             d = hdul["DESI_SL_CATALOG"].data
             cols = d.columns.names
-            df = pd.DataFrame({"targetid": np.asarray(d["TARGETID"]).astype(np.int64),
-                               "ra": np.asarray(d["TARGET_RA"], float), "dec": np.asarray(d["TARGET_DEC"], float)})
+            df = pd.DataFrame(
+                {
+                    "targetid": np.asarray(d["TARGETID"]).astype(np.int64),
+                    "ra": np.asarray(d["TARGET_RA"], float),
+                    "dec": np.asarray(d["TARGET_DEC"], float),
+                }
+            )
             for c in ("Z", "SPECTYPE", "BRICKNAME"):
                 if c in cols:
                     v = np.asarray(d[c])
@@ -120,8 +140,9 @@ def read_desi_sl_vac(path: str | Path) -> pd.DataFrame:
     return df[ok].reset_index(drop=True)
 
 
-def select_positives(df: pd.DataFrame, ref_patterns: list[str], lens_types: list[str],
-                     tier_weights: dict[str, float]) -> pd.DataFrame:
+def select_positives(
+    df: pd.DataFrame, ref_patterns: list[str], lens_types: list[str], tier_weights: dict[str, float]
+) -> pd.DataFrame:
     """Keep DESI Legacy Surveys candidates (ref filter), galaxy-scale; assign tier and weight."""
     mask = df["lens_type"].isin(lens_types)
     if ref_patterns:
@@ -157,15 +178,24 @@ def merge_duplicates(df: pd.DataFrame, radius_arcsec: float) -> tuple[pd.DataFra
     from scipy.sparse import coo_matrix
 
     n = len(df)
-    g = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) if len(pairs) else coo_matrix((n, n))
+    g = (
+        coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+        if len(pairs)
+        else coo_matrix((n, n))
+    )
     _, label = connected_components(g, directed=False)
     d = df.assign(_group=label, _order=np.arange(n)).sort_values(["_group", "tier", "_order"])
     keep = d.drop_duplicates("_group", keep="first")
     sizes = d.groupby("_group").size()
     names = d.groupby("_group")["name"].agg(lambda s: "|".join(s))
     keep = keep.assign(n_merged=keep["_group"].map(sizes).to_numpy() - 1)
-    report = pd.DataFrame({"kept": keep["name"].to_numpy(), "merged": keep["_group"].map(names).to_numpy(),
-                           "n": keep["_group"].map(sizes).to_numpy()})
+    report = pd.DataFrame(
+        {
+            "kept": keep["name"].to_numpy(),
+            "merged": keep["_group"].map(names).to_numpy(),
+            "n": keep["_group"].map(sizes).to_numpy(),
+        }
+    )
     report = report[report.n > 1].reset_index(drop=True)
     return keep.sort_values("_order").drop(columns=["_group", "_order"]).reset_index(drop=True), report
 

@@ -1,8 +1,10 @@
-"""DR10 sweep catalogues: the exact 130-column schema (DR10.1.3 ``SWEEP_DTYPE``) and a column-selective reader.
+"""DR10 sweep catalogues: the exact 130-column schema (DR10.1.3 ``SWEEP_DTYPE``) and a column-selective
+reader.
 
 HDU0 is an empty primary (RAMIN/DECMIN/RAMAX/DECMAX + sorted Tractor keys); HDU1 is a BINTABLE with
 EXTNAME='SWEEP' and UPPER-case columns, units in TUNITn.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,9 +21,17 @@ _NMGY, _IVAR = "nanomaggies", "nanomaggies^(-2)"
 
 def _schema() -> list[tuple[str, str, str]]:
     cols: list[tuple[str, str, str]] = [
-        ("RELEASE", "I", ""), ("BRICKID", "J", ""), ("BRICKNAME", "8A", ""), ("OBJID", "J", ""), ("TYPE", "3A", ""),
-        ("RA", "D", "deg"), ("DEC", "D", "deg"), ("RA_IVAR", "E", "deg^(-2)"), ("DEC_IVAR", "E", "deg^(-2)"),
-        ("DCHISQ", "5E", ""), ("EBV", "E", "mag"),
+        ("RELEASE", "I", ""),
+        ("BRICKID", "J", ""),
+        ("BRICKNAME", "8A", ""),
+        ("OBJID", "J", ""),
+        ("TYPE", "3A", ""),
+        ("RA", "D", "deg"),
+        ("DEC", "D", "deg"),
+        ("RA_IVAR", "E", "deg^(-2)"),
+        ("DEC_IVAR", "E", "deg^(-2)"),
+        ("DCHISQ", "5E", ""),
+        ("EBV", "E", "mag"),
     ]
     cols += [(f"FLUX_{b}", "E", _NMGY) for b in _B8]
     cols += [(f"FLUX_IVAR_{b}", "E", _IVAR) for b in _B8]
@@ -38,19 +48,38 @@ def _schema() -> list[tuple[str, str, str]]:
     cols += [(f"PSFDEPTH_{b}", "E", _IVAR) for b in _B4]
     cols += [(f"GALDEPTH_{b}", "E", _IVAR) for b in _B4]
     cols += [("PSFDEPTH_W1", "E", _IVAR), ("PSFDEPTH_W2", "E", _IVAR), ("WISE_COADD_ID", "8A", "")]
-    cols += [("SHAPE_R", "E", "arcsec"), ("SHAPE_R_IVAR", "E", "arcsec^(-2)"), ("SHAPE_E1", "E", ""),
-             ("SHAPE_E1_IVAR", "E", ""), ("SHAPE_E2", "E", ""), ("SHAPE_E2_IVAR", "E", "")]
+    cols += [
+        ("SHAPE_R", "E", "arcsec"),
+        ("SHAPE_R_IVAR", "E", "arcsec^(-2)"),
+        ("SHAPE_E1", "E", ""),
+        ("SHAPE_E1_IVAR", "E", ""),
+        ("SHAPE_E2", "E", ""),
+        ("SHAPE_E2_IVAR", "E", ""),
+    ]
     cols += [(f"FIBERFLUX_{b}", "E", _NMGY) for b in _B4]
     cols += [(f"FIBERTOTFLUX_{b}", "E", _NMGY) for b in _B4]
     cols += [("REF_CAT", "2A", ""), ("REF_ID", "K", ""), ("REF_EPOCH", "E", "")]
-    cols += [("GAIA_PHOT_G_MEAN_MAG", "E", "mag"), ("GAIA_PHOT_G_MEAN_FLUX_OVER_ERROR", "E", ""),
-             ("GAIA_PHOT_BP_MEAN_MAG", "E", "mag"), ("GAIA_PHOT_BP_MEAN_FLUX_OVER_ERROR", "E", ""),
-             ("GAIA_PHOT_RP_MEAN_MAG", "E", "mag"), ("GAIA_PHOT_RP_MEAN_FLUX_OVER_ERROR", "E", ""),
-             ("GAIA_ASTROMETRIC_EXCESS_NOISE", "E", ""), ("GAIA_DUPLICATED_SOURCE", "L", ""),
-             ("GAIA_PHOT_BP_RP_EXCESS_FACTOR", "E", ""), ("GAIA_ASTROMETRIC_SIGMA5D_MAX", "E", ""),
-             ("GAIA_ASTROMETRIC_PARAMS_SOLVED", "B", "")]
-    cols += [("PARALLAX", "E", "mas"), ("PARALLAX_IVAR", "E", "mas^(-2)"), ("PMRA", "E", "mas/yr"),
-             ("PMRA_IVAR", "E", "(mas/yr)^(-2)"), ("PMDEC", "E", "mas/yr"), ("PMDEC_IVAR", "E", "(mas/yr)^(-2)")]
+    cols += [
+        ("GAIA_PHOT_G_MEAN_MAG", "E", "mag"),
+        ("GAIA_PHOT_G_MEAN_FLUX_OVER_ERROR", "E", ""),
+        ("GAIA_PHOT_BP_MEAN_MAG", "E", "mag"),
+        ("GAIA_PHOT_BP_MEAN_FLUX_OVER_ERROR", "E", ""),
+        ("GAIA_PHOT_RP_MEAN_MAG", "E", "mag"),
+        ("GAIA_PHOT_RP_MEAN_FLUX_OVER_ERROR", "E", ""),
+        ("GAIA_ASTROMETRIC_EXCESS_NOISE", "E", ""),
+        ("GAIA_DUPLICATED_SOURCE", "L", ""),
+        ("GAIA_PHOT_BP_RP_EXCESS_FACTOR", "E", ""),
+        ("GAIA_ASTROMETRIC_SIGMA5D_MAX", "E", ""),
+        ("GAIA_ASTROMETRIC_PARAMS_SOLVED", "B", ""),
+    ]
+    cols += [
+        ("PARALLAX", "E", "mas"),
+        ("PARALLAX_IVAR", "E", "mas^(-2)"),
+        ("PMRA", "E", "mas/yr"),
+        ("PMRA_IVAR", "E", "(mas/yr)^(-2)"),
+        ("PMDEC", "E", "mas/yr"),
+        ("PMDEC_IVAR", "E", "(mas/yr)^(-2)"),
+    ]
     cols += [("MASKBITS", "J", ""), ("FITBITS", "I", ""), ("SERSIC", "E", ""), ("SERSIC_IVAR", "E", "")]
     return cols
 
@@ -59,13 +88,37 @@ SWEEP_COLUMNS: list[tuple[str, str, str]] = _schema()
 """(name, FITS TFORM, TUNIT) for the 130 sweep columns, in file order."""
 assert len(SWEEP_COLUMNS) == 130, len(SWEEP_COLUMNS)
 
-_NUMPY = {"I": np.int16, "J": np.int32, "K": np.int64, "E": np.float32, "D": np.float64, "B": np.uint8, "L": np.bool_}
+_NUMPY = {
+    "I": np.int16,
+    "J": np.int32,
+    "K": np.int64,
+    "E": np.float32,
+    "D": np.float64,
+    "B": np.uint8,
+    "L": np.bool_,
+}
 
 # Extinction coefficients A/E(B-V) (DECam g, r, i, z).
 EXTINCTION = {"G": 3.214, "R": 2.165, "I": 1.592, "Z": 1.211}
-MASKBITS = {"NPRIMARY": 0, "BRIGHT": 1, "SATUR_G": 2, "SATUR_R": 3, "SATUR_Z": 4, "ALLMASK_G": 5, "ALLMASK_R": 6,
-            "ALLMASK_Z": 7, "WISEM1": 8, "WISEM2": 9, "BAILOUT": 10, "MEDIUM": 11, "GALAXY": 12, "CLUSTER": 13,
-            "SATUR_I": 14, "ALLMASK_I": 15, "SUB_BLOB": 16}
+MASKBITS = {
+    "NPRIMARY": 0,
+    "BRIGHT": 1,
+    "SATUR_G": 2,
+    "SATUR_R": 3,
+    "SATUR_Z": 4,
+    "ALLMASK_G": 5,
+    "ALLMASK_R": 6,
+    "ALLMASK_Z": 7,
+    "WISEM1": 8,
+    "WISEM2": 9,
+    "BAILOUT": 10,
+    "MEDIUM": 11,
+    "GALAXY": 12,
+    "CLUSTER": 13,
+    "SATUR_I": 14,
+    "ALLMASK_I": 15,
+    "SUB_BLOB": 16,
+}
 
 
 def numpy_dtype(tform: str) -> np.dtype:
@@ -149,8 +202,15 @@ def empty_sweep_table(n: int) -> np.ndarray:
     return np.zeros(n, dtype=sweep_dtype())
 
 
-def write_sweep(path: str | Path, rows: np.ndarray, ramin: float, decmin: float, ramax: float, decmax: float,
-                primary_header: dict | None = None) -> None:
+def write_sweep(
+    path: str | Path,
+    rows: np.ndarray,
+    ramin: float,
+    decmin: float,
+    ramax: float,
+    decmax: float,
+    primary_header: dict | None = None,
+) -> None:
     """Write a sweep file in the exact DR10 layout: empty HDU0 with sorted keys + RAMIN/…; HDU1 'SWEEP'.
 
     ``rows`` must have ``sweep_dtype()``. The output bytes depend only on the inputs (no dates written).
@@ -160,8 +220,16 @@ def write_sweep(path: str | Path, rows: np.ndarray, ramin: float, decmin: float,
     if rows.dtype != sweep_dtype():
         raise InputError("write_sweep: rows must have sweep_dtype() (the exact 130-column schema)")
     hdr = dict(primary_header or {})
-    hdr.update({"RAMIN": float(ramin), "DECMIN": float(decmin), "RAMAX": float(ramax), "DECMAX": float(decmax),
-                "DEPNAM00": "gen_sweep", "DEPVER00": "lensaudit"})
+    hdr.update(
+        {
+            "RAMIN": float(ramin),
+            "DECMIN": float(decmin),
+            "RAMAX": float(ramax),
+            "DECMAX": float(decmax),
+            "DEPNAM00": "gen_sweep",
+            "DEPVER00": "lensaudit",
+        }
+    )
     h0 = fits.PrimaryHDU()
     for k in sorted(hdr):
         h0.header[k] = hdr[k]

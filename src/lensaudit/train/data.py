@@ -5,6 +5,7 @@ rotations/flips, integer shifts ≤ max_shift px, Gaussian noise with σ ≤ 0.1
 background, and a mild Gaussian PSF blur (σ ≤ 0.6 px). Every random draw is seeded by (seed, epoch, row),
 so batches do not depend on worker count or order, and a resumed epoch replays exactly.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from lensaudit.utils import stable_seed
 
 @dataclass
 class TrainTable:
-    rows: np.ndarray      # store rows
+    rows: np.ndarray  # store rows
     label: np.ndarray
     weight: np.ndarray
     tier: np.ndarray
@@ -31,8 +32,14 @@ class TrainTable:
 def load_table(sample: pd.DataFrame, stamps: pd.DataFrame) -> TrainTable:
     """Join on galaxy_id; keep stamps that passed the quality gates."""
     s = labelled_stamps(sample, stamps)
-    return TrainTable(s.row.to_numpy(np.int64), s.label.to_numpy(np.float32), s.weight.to_numpy(np.float32),
-                      s.tier.astype(str).to_numpy(), s.galaxy_id.astype(str).to_numpy(), s.split.astype(str).to_numpy())
+    return TrainTable(
+        s.row.to_numpy(np.int64),
+        s.label.to_numpy(np.float32),
+        s.weight.to_numpy(np.float32),
+        s.tier.astype(str).to_numpy(),
+        s.galaxy_id.astype(str).to_numpy(),
+        s.split.astype(str).to_numpy(),
+    )
 
 
 def augment(x: np.ndarray, seed: int, max_shift: int, noise_frac: float) -> np.ndarray:
@@ -57,8 +64,19 @@ class StampData(torch.utils.data.Dataset):
     """Normalised, cropped (and optionally augmented) stamps; images are loaded once (float32 in memory) or
     read per item from the store when ``cache=False``."""
 
-    def __init__(self, store, table: TrainTable, idx: np.ndarray, norm: Normalizer, crop: int, augment: bool,
-                 seed: int, max_shift: int = 5, noise_frac: float = 0.1, cache: bool = True):
+    def __init__(
+        self,
+        store,
+        table: TrainTable,
+        idx: np.ndarray,
+        norm: Normalizer,
+        crop: int,
+        augment: bool,
+        seed: int,
+        max_shift: int = 5,
+        noise_frac: float = 0.1,
+        cache: bool = True,
+    ):
         self.store, self.t, self.idx, self.norm, self.crop = store, table, np.asarray(idx), norm, crop
         self.aug, self.seed, self.max_shift, self.noise = augment, seed, max_shift, noise_frac
         self.epoch = 0
@@ -79,12 +97,21 @@ class StampData(torch.utils.data.Dataset):
         x = self.image(i)
         j = self.idx[i]
         if self.aug:
-            x = augment(x, stable_seed(self.seed, "aug", self.epoch, int(self.t.rows[j])), self.max_shift, self.noise)
+            x = augment(
+                x, stable_seed(self.seed, "aug", self.epoch, int(self.t.rows[j])), self.max_shift, self.noise
+            )
         x = center_crop(x, self.crop)
-        return torch.from_numpy(np.ascontiguousarray(x)), float(self.t.label[j]), float(self.t.weight[j]), int(j)
+        return (
+            torch.from_numpy(np.ascontiguousarray(x)),
+            float(self.t.label[j]),
+            float(self.t.weight[j]),
+            int(j),
+        )
 
 
-def epoch_order(n: int, seed: int, epoch: int, labels: np.ndarray | None = None, balanced: bool = False) -> np.ndarray:
+def epoch_order(
+    n: int, seed: int, epoch: int, labels: np.ndarray | None = None, balanced: bool = False
+) -> np.ndarray:
     """The sample order of an epoch (seeded by (seed, epoch)); balanced: positives oversampled to 1:1."""
     rng = np.random.default_rng(stable_seed(seed, "order", epoch))
     if balanced and labels is not None and labels.sum() > 0:

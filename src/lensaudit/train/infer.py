@@ -1,6 +1,7 @@
 """The frozen finder: ``load_frozen(best=…, card=…)`` (or ``load_frozen(train_dir)``) → scores, logits and
 penultimate features for stamps in nanomaggies, with the stored normalisation and crop applied; ``sha256``
 identifies the checkpoint."""
+
 from __future__ import annotations
 
 import json
@@ -55,7 +56,7 @@ class FrozenModel:
     def _run(self, images: np.ndarray, fn) -> np.ndarray:
         out = []
         for a in range(0, len(images), self.batch_size):
-            x = self._prep(images[a:a + self.batch_size]).to(self.device)
+            x = self._prep(images[a : a + self.batch_size]).to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                 out.append(fn(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0,))
@@ -68,15 +69,17 @@ class FrozenModel:
         """(N,) probabilities."""
         return sigmoid(self.logits(images))
 
-    def score_rows(self, store: Any, rows: np.ndarray, on_batch: Callable[[int], None] | None = None,
-                   chunk: int = 256) -> np.ndarray:
-        """(N,) logits of the stamps at ``rows`` of a :class:`~lensaudit.stamps.store.StampStore`, read and scored
+    def score_rows(
+        self, store: Any, rows: np.ndarray, on_batch: Callable[[int], None] | None = None, chunk: int = 256
+    ) -> np.ndarray:
+        """(N,) logits of the stamps at ``rows`` of a :class:`~lensaudit.stamps.store.StampStore`, read and
+        scored
         ``chunk`` rows at a time (``on_batch(n)`` after each, for a progress bar). The one scoring path of
         evaluate, selection, failures and hard-negative mining."""
         rows = np.asarray(rows)
         out = []
         for a in range(0, len(rows), chunk):
-            img = store.read(rows[a:a + chunk])[0]
+            img = store.read(rows[a : a + chunk])[0]
             out.append(self.logits(img))
             if on_batch is not None:
                 on_batch(len(img))

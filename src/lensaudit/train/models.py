@@ -1,4 +1,5 @@
 """Model registry (timm-style): architectures chosen by name, one logit, no pretrained weights."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -27,7 +28,8 @@ def create_model(name: str, stem: str = "small") -> nn.Module:
 
 @register_model("resnet18")
 def resnet18(stem: str = "small") -> nn.Module:
-    """torchvision ResNet-18 with one logit; 'small' stem = 3×3 stride-1 conv and no max-pool (small stamps)."""
+    """torchvision ResNet-18 with one logit; 'small' stem = 3×3 stride-1 conv and no max-pool (small
+    stamps)."""
     from torchvision.models import resnet18 as tv
 
     m = tv(weights=None, num_classes=1)
@@ -50,7 +52,8 @@ def efficientnet_b0(stem: str = "small") -> nn.Module:
 
 
 def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Features before the final layer (B, D): the head (`fc` for ResNets, `classifier` otherwise) is bypassed."""
+    """Features before the final layer (B, D): the head (`fc` for ResNets, `classifier` otherwise) is
+    bypassed."""
     name = "fc" if hasattr(model, "fc") else "classifier"
     head = getattr(model, name)
     setattr(model, name, nn.Identity())

@@ -29,7 +29,9 @@ def save(fig: Any, path: str | Path, dpi: int = 90, tight: bool = True) -> None:
     plt.close(fig)
 
 
-def gallery(images: np.ndarray, titles: Sequence[str], path: str | Path, ncol: int = 6, title: str = "") -> None:
+def gallery(
+    images: np.ndarray, titles: Sequence[str], path: str | Path, ncol: int = 6, title: str = ""
+) -> None:
     """A grid of grz stamps (N, 3, S, S) in one consistent colour rendering, one title per stamp."""
     n = len(images)
     nrow = max(1, int(np.ceil(n / ncol)))
