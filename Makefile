@@ -15,14 +15,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# static checks first (seconds), then the suite with the doctests of every module in src/
+# static checks first (seconds), then the doctests of every module in src/, then the suite
 check: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
 test: check
-	$(BIN)/python -m pytest -q --doctest-modules src/lensaudit tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --doctest-modules src/lensaudit
+	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/lensaudit demo configs/demo.yaml --run-dir $(RUN_DIR)

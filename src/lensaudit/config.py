@@ -178,7 +178,7 @@ class PositivesConfig(Section):
         ),
     )
     lens_types: list[Literal["galaxy", "group", "cluster"]] = Field(
-        default_factory=lambda: ["galaxy"],
+        default_factory=lambda: list[Literal["galaxy", "group", "cluster"]](["galaxy"]),
         description="Galaxy-scale lenses only (decision: clusters/groups are a different selection).",
     )
     tier_a_weight: float = Field(
@@ -202,7 +202,7 @@ class CatalogConfig(Section):
     """Sweeps → parent cuts → N1/N2 → lens exclusion → HEALPix split."""
 
     types: list[Literal["PSF", "REX", "EXP", "DEV", "SER"]] = Field(
-        default_factory=lambda: ["SER", "DEV", "REX"],
+        default_factory=lambda: list[Literal["PSF", "REX", "EXP", "DEV", "SER"]](["SER", "DEV", "REX"]),
         description="Tractor types kept (decision: SER/DEV/REX, deflector-like).",
     )
     min_nobs_gr: int = Field(1, ge=0, le=100, description="nobs_g, nobs_r ≥ this.")

@@ -124,17 +124,15 @@ def worst(statuses: list[Status] | list[Gate]) -> Status:
 
 def _jsonable(x: Any) -> Any:
     """Convert numpy scalars and tuples so that json.dumps works and NaN becomes null."""
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover
-        np = None
+    import numpy as np
+
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
-    if np is not None and isinstance(x, np.generic):
+    if isinstance(x, np.generic):
         x = x.item()
-    if np is not None and isinstance(x, np.ndarray):
+    if isinstance(x, np.ndarray):
         return _jsonable(x.tolist())
     if isinstance(x, float) and not math.isfinite(x):
         return None

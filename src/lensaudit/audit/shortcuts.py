@@ -14,11 +14,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from lensaudit.audit.metrics import bootstrap_ci
-from lensaudit.gates import Gate
+from lensaudit.gates import Gate, Status
 
 CORE = [f"core{r}_r" for r in (2, 3)]
 CORE_COLOUR = [f"core{r}_{b}" for r in (2, 3) for b in "grz"]
@@ -88,11 +90,11 @@ def shortcut_gates(
             message="4–16 px annulus: arcs live here; expected strong",
         ),
     ]
-    out = {"core_only": core, "core_colour": col, "annulus_only": ann}
+    out: dict[str, Any] = {"core_only": core, "core_colour": col, "annulus_only": ann}
     for name, column in (("core_brightness_ratio", "core3_r"), ("noise_mad_ratio", "mad_r")):
         pos, neg = q[q.label == 1][column].median(), q[q.label == 0][column].median()
         r = float(pos / neg) if neg and np.isfinite(neg) else float("nan")
-        st = "pass" if 0.9 <= r <= 1.1 else ("warn" if 0.75 <= r <= 1.33 else "fail")
+        st: Status = "pass" if 0.9 <= r <= 1.1 else ("warn" if 0.75 <= r <= 1.33 else "fail")
         gates.append(
             Gate(
                 name=name,

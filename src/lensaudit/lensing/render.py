@@ -17,6 +17,7 @@ z 19.9 mag/arcsec²): the effective gain is set so that the sky alone would give
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,7 +116,7 @@ class LensSystems:
         return len(self.theta_e)
 
     def to(self, device=None, dtype=None) -> LensSystems:
-        kw = {}
+        kw: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
             kw[f.name] = (
@@ -126,7 +127,7 @@ class LensSystems:
         return LensSystems(**kw)
 
     def subset(self, idx) -> LensSystems:
-        kw = {}
+        kw: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, dict):
@@ -329,7 +330,7 @@ def sample_systems(
     The source offset β = 2θE/μ_target (the SIS relation for a point source) places it
     inside the caustic region with a target total magnification drawn uniformly from the prior range."""
     te = np.broadcast_to(np.asarray(theta_e, float), (n,)).copy()
-    u = lambda key: rng.uniform(*prior[key], size=n)  # noqa: E731
+    u = lambda key: rng.uniform(prior[key][0], prior[key][1], size=n)  # noqa: E731
     mu = u("magnification")
     beta = 2 * te / mu
     ang = rng.uniform(0, 2 * np.pi, n)

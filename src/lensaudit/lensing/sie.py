@@ -42,7 +42,7 @@ def sie_deflection(
     """Deflection (arcsec) of an SIE at image-plane points x, y (B, …) in arcsec; parameters (B,)."""
     shape = (-1,) + (1,) * (x.dim() - 1)
     theta_e, q, phi = theta_e.reshape(shape), q.reshape(shape).clamp(1e-3, 1.0), phi.reshape(shape)
-    if x0 is not None:
+    if x0 is not None and y0 is not None:
         x = x - x0.reshape(shape)
         y = y - y0.reshape(shape)
     c, s = torch.cos(phi), torch.sin(phi)
@@ -62,7 +62,7 @@ def shear_deflection(
     """External shear: α = (γ1·x + γ2·y, γ2·x − γ1·y) about (x0, y0); parameters (B,)."""
     shape = (-1,) + (1,) * (x.dim() - 1)
     g1, g2 = gamma1.reshape(shape), gamma2.reshape(shape)
-    if x0 is not None:
+    if x0 is not None and y0 is not None:
         x = x - x0.reshape(shape)
         y = y - y0.reshape(shape)
     return g1 * x + g2 * y, g2 * x - g1 * y

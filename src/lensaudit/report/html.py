@@ -299,7 +299,8 @@ def _json(p: Path) -> dict[str, Any]:
 
 # -- the sections -----------------------------------------------------------------------------------
 def _summary(mans: Mapping[str, Manifest]) -> tuple[Table, list[tuple[str, list[tuple[str, Any]]]]]:
-    rows, cls = [], []
+    rows: list[list[Any]] = []
+    cls: list[str] = []
     for s in UPSTREAM:
         m = mans.get(s)
         if m is None:
@@ -342,7 +343,8 @@ def _gate_row(g: Gate) -> list[Any]:
 
 
 def _gates(mans: Mapping[str, Manifest]) -> Table:
-    rows, cls = [], []
+    rows: list[list[Any]] = []
+    cls: list[str] = []
     for s in UPSTREAM:
         for g in mans[s].gates if s in mans else []:
             rows.append([s, *_gate_row(g)])

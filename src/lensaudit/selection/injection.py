@@ -119,7 +119,8 @@ def render_batch(
     models = np.where(b.variant.to_numpy() == "morphology", OTHER_MODEL[cfg.source_model], cfg.source_model)
     systems = sample_systems(len(b), b.theta_e.to_numpy(), prior(cfg), rng, psf, 3.5, models)
     for band in "grz":
-        systems.src_mag[band] = systems.src_mag[band] + np.asarray(shift)
+        # torch broadcasts the float64 array into the tensor (the stubs type the sum as an ndarray)
+        systems.src_mag[band] = systems.src_mag[band] + np.asarray(shift)  # type: ignore[assignment]
     stamps, info = inject_arcs(
         img, iv, systems, rng=rng, noise_model=cfg.noise_model, supersample=cfg.supersample
     )

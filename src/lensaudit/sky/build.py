@@ -148,7 +148,7 @@ def assemble(out: Path, bricks: list[Brick]) -> dict:
         for col in grp.columns:
             if col.startswith("DCHISQ_"):
                 rows["DCHISQ"][:, int(col[-1])] = grp[col].fillna(0).to_numpy()
-            elif col in rows.dtype.names:
+            elif col in (rows.dtype.names or ()):
                 v = grp[col].to_numpy()
                 if rows.dtype[col].kind == "S":
                     rows[col] = np.array(

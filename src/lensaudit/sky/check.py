@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from lensaudit.data import reference_file, reference_names
+from lensaudit.errors import InputError
 from lensaudit.gates import Gate
 from lensaudit.sky.model import PIX
 from lensaudit.survey.bricks import brick_center
@@ -68,10 +69,12 @@ def check_sky(sky_dir: str | Path) -> list[Gate]:
     truth = pd.read_parquet(sky / "truth.parquet")
     reader = CoaddReader(sky / "coadd", "grz", cache_bricks=2)
     gates: list[Gate] = []
-    ratios = {b: [] for b in "grz"}
+    ratios: dict[str, list[float]] = {b: [] for b in "grz"}
     scaled_r, fwhm_ratio = [], []
     for name, c in cond.groupby("brickname"):
         data = reader.brick(brick_center(name))
+        if data is None:
+            raise InputError(f"sky check: brick {name} is in conditions.parquet but has no coadds in {sky}")
         for row in c.itertuples():
             img = data.image[row.band]
             m = _mad(img)
@@ -172,10 +175,10 @@ def check_sky(sky_dir: str | Path) -> list[Gate]:
                 message=f"ours − real at matched r ({int(red.sum())} vs {len(lrg)} galaxies)",
             )
         )
-    area = (
-        len(cond.brickname.unique())
-        * (reader.brick(brick_center(cond.brickname.iloc[0])).npix * PIX / 3600) ** 2
-    )
+    first = reader.brick(brick_center(cond.brickname.iloc[0]))
+    if first is None:
+        raise InputError(f"sky check: no coadds for brick {cond.brickname.iloc[0]} in {sky}")
+    area = len(cond.brickname.unique()) * (first.npix * PIX / 3600) ** 2
     with reference_file("regions_conditions.csv") as f:
         regions = pd.read_csv(f)
     real_dens = float((regions.total_n_gal / regions.total_area_deg2).median())

@@ -6,17 +6,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from lensaudit.config import RunConfig
 
-PROVIDERS: dict[str, type] = {}
+PROVIDERS: dict[str, type[_Base]] = {}
+P = TypeVar("P", bound="_Base")
 
 
-def register_provider(name: str) -> Callable[[type], type]:
-    def deco(cls: type) -> type:
+def register_provider(name: str) -> Callable[[type[P]], type[P]]:
+    def deco(cls: type[P]) -> type[P]:
         PROVIDERS[name] = cls
         cls.name = name
         return cls
@@ -50,6 +52,12 @@ def _empty(n: int, nb: int, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 class _Base:
     parallel = "dask"  # or "threads" (the service: one rate limit for the whole run)
+    name = ""  # set by @register_provider
+
+    def one(self, r: Any) -> tuple[bool, str, str, int, Any]:
+        """One stamp: (ok, reason, source, attempts, (image, invvar, maskbits)). Per-stamp providers
+        implement it; the service provider overrides ``fetch`` instead."""
+        raise NotImplementedError(f"provider {self.name!r} fetches whole shards, not single stamps")
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg

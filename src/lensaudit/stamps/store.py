@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -25,7 +26,7 @@ ARRAYS = ("image", "invvar", "maskbits")
 class StampStore:
     """Handle on a stamp store. Create with ``StampStore.create``, open with ``StampStore.open``."""
 
-    group: object
+    group: Any
     path: str
 
     def __post_init__(self) -> None:
@@ -74,7 +75,7 @@ class StampStore:
         return cls(g, str(path))
 
     @classmethod
-    def open(cls, path: str | Path, mode: str = "r") -> StampStore:
+    def open(cls, path: str | Path, mode: Literal["r", "r+"] = "r") -> StampStore:
         import zarr
 
         try:

@@ -225,7 +225,8 @@ class CoaddReader:
                         "CTYPE2",
                     )
                 }
-            img, iv = {}, {}
+            img: dict[str, np.ndarray] = {}
+            iv: dict[str, np.ndarray] = {}
             for b in self.bands:
                 for kind, dest in (("image", img), ("invvar", iv)):
                     p = self.coadd_dir / coadd_path(brick.brickname, kind, b)
