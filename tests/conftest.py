@@ -56,3 +56,36 @@ def tiny_sky(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sky")
     build_sky(out, SkyConfig(**TINY_SKY), seed=7, workers=1)
     return out
+
+
+#: the small demo shared by the end-to-end and verify tests (built once per session, ~4 min on 2 cores)
+SMALL_DEMO = [
+    "sky.n_bricks=4",
+    "sky.brick_pixels=1400",
+    "sky.lenses_per_brick=20",
+    "train.epochs=5",
+    "train.min_epochs=3",
+    "inject.n_per_cell=12",
+    "inject.theta_e_grid=[1.0, 3.0, 1.0]",
+    "inject.psf_grid=[1.0, 1.6, 0.6]",
+    "inject.depth_grid=[24.0, 24.5, 0.5]",
+    "selection.n_min=6",
+    "catalog.nside=4096",
+    "catalog.split_tolerance=0.15",
+]
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory):
+    """``lensaudit demo`` on a small sky: (run dir, CLI args, CLI output)."""
+    from typer.testing import CliRunner
+
+    from lensaudit.cli import app
+
+    run = tmp_path_factory.mktemp("demo")
+    args = ["demo", str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"), "--run-dir", str(run)]
+    for s in SMALL_DEMO:
+        args += ["--set", s]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output[-3000:]
+    return run, args, r.output

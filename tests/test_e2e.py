@@ -11,51 +11,21 @@ import pytest
 from typer.testing import CliRunner
 
 from lensaudit.cli import app
+from lensaudit.report.html import SECTIONS as PAGE_SECTIONS
+from lensaudit.run import STAGE_ORDER
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-SMALL = [
-    "sky.n_bricks=4",
-    "sky.brick_pixels=1400",
-    "sky.lenses_per_brick=20",
-    "train.epochs=5",
-    "train.min_epochs=3",
-    "inject.n_per_cell=12",
-    "inject.theta_e_grid=[1.0, 3.0, 1.0]",
-    "inject.psf_grid=[1.0, 1.6, 0.6]",
-    "inject.depth_grid=[24.0, 24.5, 0.5]",
-    "selection.n_min=6",
-    "catalog.nside=4096",
-    "catalog.split_tolerance=0.15",
-]
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("demo")
-    args = ["demo", str(REPO / "configs" / "demo.yaml"), "--run-dir", str(run)]
-    for s in SMALL:
-        args += ["--set", s]
-    r = CliRunner().invoke(app, args)
-    assert r.exit_code == 0, r.output[-3000:]
-    return run, args, r.output
+def demo_run(small_demo):
+    return small_demo
 
 
 def test_every_stage_ran_and_wrote_gates(demo_run):
     run, _, out = demo_run
-    for stage in (
-        "sky",
-        "positives",
-        "catalog",
-        "sample",
-        "cutouts",
-        "train",
-        "evaluate",
-        "inject",
-        "selection",
-        "failures",
-        "report",
-    ):
+    for stage in STAGE_ORDER:
         m = json.loads((run / stage / "_stage.json").read_text())
         assert m["status"] == "complete" and m["gates"], stage
     train = json.loads((run / "train" / "_stage.json").read_text())
@@ -95,18 +65,7 @@ def test_report_in_headless_chromium(demo_run, tmp_path):
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto((run / "report" / "index.html").as_uri())
-        for sid in (
-            "summary",
-            "gates",
-            "data",
-            "training",
-            "audit",
-            "realism",
-            "selection",
-            "closure",
-            "failures",
-            "limitations",
-        ):
+        for sid, _ in PAGE_SECTIONS:
             assert page.locator(f"section#{sid} h2").count() == 1, sid
         n_img = page.locator("figure img").count()
         loaded = page.evaluate(
@@ -124,7 +83,7 @@ def test_report_in_headless_chromium(demo_run, tmp_path):
 def test_mine_negatives_exports_train_split_negatives(demo_run):
     import pandas as pd
 
-    run, _, _ = demo_run
+    run, args, _ = demo_run
     r = CliRunner().invoke(
         app,
         [
@@ -134,7 +93,7 @@ def test_mine_negatives_exports_train_split_negatives(demo_run):
             str(run),
             "--top-k",
             "5",
-            *sum((["--set", s] for s in SMALL), []),
+            *args[4:],  # the demo's --set overrides
         ],
     )
     assert r.exit_code == 0, r.output[-2000:]

@@ -26,6 +26,7 @@ STAGE_ORDER: tuple[str, ...] = (
     "report",
 )
 
+CONFIG = "config.yaml"
 MANIFEST = "_stage.json"
 INPROGRESS = "_inprogress.json"
 

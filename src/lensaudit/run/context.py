@@ -35,8 +35,8 @@ from rich.progress import (
 )
 
 from lensaudit.config import RunConfig
-from lensaudit.errors import ContractError, UpstreamError
-from lensaudit.run.artifacts import ARTIFACTS, MANIFEST, relpath
+from lensaudit.errors import ContractError, InputError, UpstreamError
+from lensaudit.run.artifacts import ARTIFACTS, CONFIG, MANIFEST, relpath
 from lensaudit.run.manifest import Manifest
 from lensaudit.run.shards import ShardLog
 
@@ -70,6 +70,17 @@ class RunContext:
         self._client: Any = None
         self._cluster: Any = None
         self._setup_logging()
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path, console: Console | None = None) -> RunContext:
+        """The context of an existing run, from the ``config.yaml`` the runner saved in it (paths re-rooted at
+        ``run_dir``, so a copied run directory reads its own files)."""
+        from lensaudit.config import load_config
+
+        cfg_path = Path(run_dir) / CONFIG
+        if not cfg_path.is_file():
+            raise InputError(f"{run_dir} is not a run directory: {cfg_path} is missing")
+        return cls(load_config(cfg_path, [], Path(run_dir)), console=console)
 
     @property
     def seed(self) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 from lensaudit import __version__
 from lensaudit.config import dump_config
 from lensaudit.errors import GateFailed
-from lensaudit.run.artifacts import INPROGRESS, SCRATCH, relpath
+from lensaudit.run.artifacts import CONFIG, INPROGRESS, SCRATCH, relpath
 from lensaudit.run.context import RunContext, StageContext, config_parts, log, sections, upstream
 from lensaudit.run.manifest import Manifest, git_commit
 from lensaudit.utils import atomic_write_json, file_fingerprint, sha256_json
@@ -65,7 +65,7 @@ def run_stage(mod: ModuleType, ctx: RunContext, force: bool = False) -> Manifest
             _clear_dir(sdir)
     sdir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(inprog, {"fingerprint": fp, "started": _now()})
-    (ctx.run_dir / "config.yaml").write_text(dump_config(ctx.config))
+    (ctx.run_dir / CONFIG).write_text(dump_config(ctx.config))
     started, t0 = _now(), time.perf_counter()
     log.info("%s: running", name)
     sctx = StageContext(ctx, mod)
