@@ -22,3 +22,12 @@ def test_docs_stage_contract_table_is_current():
     assert table.strip() == contracts_markdown().strip(), (
         "regenerate: lensaudit stages --markdown (docs/artifacts.md)"
     )
+
+
+def test_docs_gate_reference_is_current():
+    from lensaudit.cli.validate import gates_markdown
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "gates.md"
+    assert doc.read_text().strip() == gates_markdown().strip(), (
+        "regenerate: lensaudit gates --markdown > docs/gates.md"
+    )

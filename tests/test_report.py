@@ -251,6 +251,6 @@ def test_the_stage_reads_every_stage_and_warns_on_missing_ones(tmp_path):
     cfg = load_config(None, [], tmp_path)
     man = run_stage(mod, RunContext(cfg, quiet=True))
     g = man.gate("all_stages_reported")
-    assert g is not None and g.status == "warn" and "train" in g.message and "sample" not in g.message
+    assert g is not None and g.status == "fail" and "train" in g.message and "sample" not in g.message
     assert (tmp_path / "report" / "index.html").is_file() and (tmp_path / "report" / "skymap.png").is_file()
     assert man.outputs == ["index.html", "skymap.png"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast, overload
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -328,11 +328,21 @@ class CutoutsConfig(Section):
         8.0, ge=0.0, description="Stamps with any NaN within this radius are excluded."
     )
     max_bad_pixel_frac: float = Field(
-        0.2, ge=0.0, le=1.0, description="Stamps with more bad pixels (invvar=0 or masked) are excluded."
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Stamps with more bad pixels (NaN, invvar=0 or masked) are excluded "
+            "(decision: ≤ 2% for training stamps)."
+        ),
     )
     min_ok_fraction: float = Field(0.9, ge=0.0, le=1.0, description="Gate: fraction of stamps OK.")
     core_ratio_bounds: tuple[float, float] = Field(
         (0.9, 1.1), description="Warn gate: positive/negative median core brightness ratio (shortcut sign)."
+    )
+    core_ratio_fail_bounds: tuple[float, float] = Field(
+        (0.8, 1.25),
+        description="Fail gate: positive/negative median core brightness ratio outside these (a shortcut).",
     )
 
 
@@ -442,6 +452,16 @@ class EvaluateConfig(Section):
         0.60, description="Shortcut gate: yellow when the lower CI bound of the core-only AUC exceeds this."
     )
     shortcut_fail: float = Field(0.70, description="Shortcut gate: red above this.")
+    auc_warn: float = Field(
+        0.90, gt=0.5, le=1.0, description="test_auc gate: warn below this test AUC (design: AUC ≥ 0.90)."
+    )
+    category_fpr_max: float = Field(
+        0.10,
+        gt=0.0,
+        lt=1.0,
+        description="fpr_<category> gates: largest contaminant FPR at the operating point per N2 category "
+        "(design: ≤ 0.10).",
+    )
     top_k: int = Field(25, ge=1, le=1000, description="Gallery size.")
 
 
@@ -507,6 +527,20 @@ class InjectConfig(Section):
         (0.5, 2.0), description="Realism: injected/real arc SNR percentiles ratio bounds."
     )
     colour_tol_mag: float = Field(0.2, gt=0.0, description="Realism: median arc colour tolerance.")
+    noise_sigma_tol: tuple[float, float] = Field(
+        (0.05, 0.15),
+        description=(
+            "Realism: the added noise's measured/predicted σ ratio (injected − real host stamp, high-passed) "
+            "passes within 1 ± the first value, warns within 1 ± the second, fails beyond."
+        ),
+    )
+
+    @field_validator("noise_sigma_tol")
+    @classmethod
+    def _noise_tol_ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1] < 1:
+            raise ValueError(f"noise_sigma_tol must satisfy 0 < pass ≤ fail < 1, got {v}")
+        return v
 
 
 class SelectionConfig(Section):
@@ -541,6 +575,13 @@ class ReportConfig(Section):
     """The HTML report."""
 
     title: str = Field("lensaudit report", description="Report title.")
+    threshold_overrides: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Config keys that set a gate threshold away from the design's default → the reason "
+            "(the config's own comment); the report repeats them."
+        ),
+    )
 
 
 class RunConfig(Section):
@@ -574,6 +615,12 @@ class RunConfig(Section):
     def run_dir(self) -> Path:
         return Path(self.run.run_dir)
 
+    @overload
+    def resolve_path(self, value: str) -> Path: ...
+    @overload
+    def resolve_path(self, value: None) -> None: ...
+    @overload
+    def resolve_path(self, value: str | None) -> Path | None: ...
     def resolve_path(self, value: str | None) -> Path | None:
         if value is None:
             return None
@@ -581,7 +628,7 @@ class RunConfig(Section):
 
     @property
     def sky_dir(self) -> Path:
-        return self.resolve_path(self.data.sky_dir)  # type: ignore[return-value]
+        return self.resolve_path(self.data.sky_dir)
 
     @property
     def sweeps_location(self) -> str:
@@ -592,7 +639,7 @@ class RunConfig(Section):
     @property
     def coadd_dir(self) -> Path:
         if self.data.coadd_dir:
-            return self.resolve_path(self.data.coadd_dir)  # type: ignore[return-value]
+            return self.resolve_path(self.data.coadd_dir)
         return self.sky_dir / "coadd"
 
     def section_dict(self, name: str) -> dict[str, Any]:
@@ -681,7 +728,7 @@ def config_reference_markdown() -> str:
     """The config reference, generated from the pydantic models so it cannot drift."""
     out = ["# Config reference", "", "Generated from `lensaudit.config` (`lensaudit config reference`).", ""]
     for name, field in RunConfig.model_fields.items():
-        model = field.annotation
+        model = cast(type[BaseModel], field.annotation)  # every RunConfig field is a section model
         out += [
             f"## `{name}`",
             "",
@@ -690,8 +737,8 @@ def config_reference_markdown() -> str:
             "| key | default | description |",
             "|---|---|---|",
         ]
-        for key, f in model.model_fields.items():  # type: ignore[union-attr]
-            default = f.default_factory() if f.default_factory is not None else f.default
+        for key, f in model.model_fields.items():
+            default = f.get_default(call_default_factory=True)
             out.append(f"| `{key}` | `{json.dumps(default, default=str)}` | {f.description or ''} |")
         out.append("")
     return "\n".join(out)

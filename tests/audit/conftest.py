@@ -44,7 +44,7 @@ def _tables(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
             "n2_category": n2,
             "split": np.array(["test", "val", "train"])[i % 3],
             "nobs_z_bin": np.array(["1-2", "3-4", "5+"])[i % 3],
-            "healpix_128": rng.integers(0, 1000, N),
+            "healpix": rng.integers(0, 1000, N),
             "type": np.array(["DEV", "SER", "EXP", "REX"])[i % 4],
             "nobs_z": rng.integers(1, 8, N),
             "ebv": rng.random(N).astype(np.float32) * 0.1,
@@ -72,6 +72,11 @@ def _tables(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
             stamps[f"core{r}_{b}"] = rng.lognormal(np.log(0.02), 0.5, N).astype(np.float32)
         stamps[f"annulus_{b}"] = rng.normal(0.002, 0.001, N).astype(np.float32)
         stamps[f"mad_{b}"] = rng.normal(0.002, 0.0002, N).astype(np.float32)
+    core10 = np.random.default_rng(
+        10
+    )  # the design's core aperture, drawn apart: the other draws are unchanged
+    for b in "grz":
+        stamps[f"core10_{b}"] = core10.lognormal(np.log(0.05), 0.5, N).astype(np.float32)
     # the cutouts index carries copies of sample columns; the sample's values must win
     stamps["label"], stamps["split"], stamps["psfsize_r"] = -1, "bogus", np.float32(99.0)
     return sample, stamps

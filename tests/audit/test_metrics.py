@@ -1,4 +1,4 @@
-"""Audit metrics against hand-computed values, and the shortcut gate in both directions."""
+"""Audit metrics against hand-computed values, and the shortcut measurements in both directions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lensaudit.audit import metrics as M
-from lensaudit.audit.shortcuts import shortcut_gates
+from lensaudit.audit.shortcuts import shortcut_metrics
 
 
 def test_auc_hand_computed():
@@ -49,7 +49,7 @@ def _q(core_boost, seed=0, n=300):
     rng = np.random.default_rng(seed)
     lab = (np.arange(n) % 3 == 0).astype(int)
     d = {"label": lab}
-    for r in (2, 3, 4, 8, 12):
+    for r in (2, 3, 4, 8, 10, 12):
         for b in "grz":
             d[f"core{r}_{b}"] = rng.lognormal(np.log(0.02), 0.5, n) * np.where(lab == 1, core_boost, 1.0)
     for b in "grz":
@@ -58,10 +58,20 @@ def _q(core_boost, seed=0, n=300):
     return pd.DataFrame(d)
 
 
-def test_shortcut_gate_red_on_bright_cores_green_when_matched():
-    red, _ = shortcut_gates(_q(3.0))
-    green, _ = shortcut_gates(_q(1.0))
-    assert {g.name: g.status for g in red}["core_only_auc"] == "fail"
-    assert {g.name: g.status for g in red}["core_brightness_ratio"] == "fail"
-    assert {g.name: g.status for g in green}["core_only_auc"] == "pass"
-    assert {g.name: g.value for g in green}["annulus_only_auc"] > 0.8
+def test_shortcut_measurements_see_bright_cores_and_not_matched_ones():
+    bright, matched = shortcut_metrics(_q(3.0)), shortcut_metrics(_q(1.0))
+    assert list(bright) == [
+        "core_only",
+        "core_colour",
+        "annulus_only",
+        "core_brightness_ratio",
+        "noise_mad_ratio",
+    ]
+    assert bright["core_only"]["ci68"][0] > 0.7 and bright["core_brightness_ratio"] > 1.33
+    assert matched["core_only"]["ci68"][0] < 0.6 and 0.75 < matched["core_brightness_ratio"] < 1.33
+    assert matched["annulus_only"]["value"] > 0.8
+
+
+def test_shortcut_measurements_are_seeded():
+    a, b = shortcut_metrics(_q(1.5), seed=7), shortcut_metrics(_q(1.5), seed=7)
+    assert a == b

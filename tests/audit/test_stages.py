@@ -1,5 +1,6 @@
-"""The evaluate and failures stages on a tiny run: their contracts, artifacts, manifests and the failure audit
-with and without the synthetic sky's truth."""
+"""The evaluate and failures stages on a tiny run: their contracts, artifacts, manifests, gates (recomputed
+from the artifacts as ``lensaudit verify`` does) and the failure audit with and without the synthetic sky's
+truth."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 import pandas as pd
 import pytest
 
+from lensaudit import validation
 from lensaudit.audit.evaluation import thresholds
 from lensaudit.audit.failure_modes import TAXONOMY_COLUMNS, failure_audit
 from lensaudit.audit.scoring import SCORE_COLUMNS
@@ -17,6 +19,9 @@ from lensaudit.config import EvaluateConfig, load_config
 from lensaudit.run import ARTIFACTS, RunContext, StageContext, run_stage
 from lensaudit.stages import evaluate, failures, get_stage
 from lensaudit.stamps.store import StampStore
+from lensaudit.validation import Inputs
+from lensaudit.validation.gates.evaluate import SHORTCUT_GATES
+from lensaudit.validation.verify import verify_run
 
 METRIC_KEYS = [
     "model_sha256", "n_test", "n_test_pos", "auc_test", "auc_val", "auc_val_minus_test", "thresholds",
@@ -29,6 +34,11 @@ SMALL = [
     "failures.gallery_size=2",
     "evaluate.operating_point=fpr=0.2",
 ]
+EVALUATE_GATES = [
+    "test_auc", "tier_A_recall_at_op", "ece", "fpr_ring_proxy", "fpr_edge_on_proxy", "fpr_spiral_proxy",
+    "fpr_blue_clumpy", "fpr_large_galaxy", "core_only_auc", "inner_core_only_auc", "core_colour_auc",
+    "annulus_only_auc", "core_brightness_ratio", "noise_mad_ratio",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("mod", [evaluate, failures])
@@ -61,7 +71,14 @@ def test_evaluate_stage_artifacts_and_manifest(ran):
     assert list(metrics) == METRIC_KEYS and metrics["desi_sl_vac"] is None
     assert metrics["operating_threshold"] == m.extra["operating_threshold"]
     assert metrics["model_sha256"] == m.extra["model_sha256"]
-    assert [g.name for g in m.gates][:3] == ["test_auc", "tier_A_recall_at_op", "ece"]
+    assert [g.name for g in m.gates] == EVALUATE_GATES and not any(g.blocking for g in m.gates)
+    gates = {g.name: g for g in m.gates}
+    assert gates["test_auc"].value == metrics["auc_test"]["value"]
+    assert gates["inner_core_only_auc"].value == metrics["shortcuts"]["core_only"]["value"]
+    assert gates["core_only_auc"].value is not None  # the r < 10 px aperture is in the cutouts index
+    # the tiny world has no large_galaxy / blue_clumpy negative: those categories cannot be audited
+    assert gates["fpr_large_galaxy"].status == "fail" and gates["fpr_ring_proxy"].ci is not None
+    assert m.extra["trustworthy"] is not any(gates[n].status == "fail" for n in SHORTCUT_GATES)
     scores = pd.read_parquet(run / "evaluate" / "scores.parquet")
     assert list(scores.columns) == SCORE_COLUMNS and set(scores.split) == {"val", "test"}
     assert scores.row.is_monotonic_increasing
@@ -87,6 +104,19 @@ def test_failures_stage_artifacts_galleries_and_truth(ran):
     assert [g.name for g in m.gates] == [
         "taxonomy_accuracy_vs_truth", "missed_taxonomy_accuracy_vs_truth", "collapse_cells"
     ]  # fmt: skip
+    gates = {g.name: g for g in m.gates}
+    assert gates["collapse_cells"].value == 2 / 5  # of the 5 sufficient cells
+    assert gates["taxonomy_accuracy_vs_truth"].value == pytest.approx(
+        summary["taxonomy_accuracy"]["accuracy"]
+    )
+
+
+def test_gates_recompute_from_the_artifacts(ran):
+    """What ``lensaudit verify`` does: every recorded gate of both stages is recomputed identically."""
+    _, ctx, _, _ = ran
+    checks = verify_run(ctx, ["evaluate", "failures"])
+    assert len(checks) == len(EVALUATE_GATES) + 3
+    assert [(c.gate, c.problem) for c in checks if not c.agrees] == []
 
 
 def test_failure_audit_without_truth_is_unscored(ran):
@@ -103,7 +133,10 @@ def test_failure_audit_without_truth_is_unscored(ran):
         gallery_size=2,
     )
     assert fa.accuracy["n"] == 0 and fa.missed_accuracy["n"] == 0
-    assert {g.name: g.status for g in fa.gates()}["taxonomy_accuracy_vs_truth"] == "warn"
+    real = load_config(None, [*SMALL, "data.source=dr10"], run_dir=run)  # real data: no truth
+    gates = {g.name: g for g in validation.evaluate("failures", Inputs(ctx.path, real, ctx.manifest))}
+    for name in ("taxonomy_accuracy_vs_truth", "missed_taxonomy_accuracy_vs_truth"):
+        assert gates[name].status == "fail" and "insufficient" in gates[name].message
     assert [name for name, _, _ in fa.galleries] == json.loads(
         (run / "failures" / "failures.json").read_text()
     )["galleries"]

@@ -51,7 +51,7 @@ def test_catalog_and_sample_gates_and_partition_independence(tmp_path, tiny_sky)
     assert 0 < cat.extra["n2_fraction"] < 0.6
     s1 = pd.read_parquet(tmp_path / "a" / "sample" / "sample.parquet")
     assert s1.label.sum() > 0 and (s1.label == 0).sum() > 0
-    assert (s1.groupby("healpix_128").split.nunique() == 1).all()
+    assert (s1.groupby("healpix").split.nunique() == 1).all() and (s1.healpix_nside == 8192).all()
     ctx2 = _ctx(tmp_path / "b", tiny_sky, "engine.partitions_per_file=3")
     _run(ctx2, "positives", "catalog", "sample")
     s2 = pd.read_parquet(tmp_path / "b" / "sample" / "sample.parquet")

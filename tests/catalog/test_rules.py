@@ -104,6 +104,50 @@ def test_sampling_is_order_and_partition_free():
     )
 
 
+def test_realised_strata_measure_the_sample_not_the_plan():
+    """The sample gates' per-stratum table: from the realised rows it gives the quotas' own shortfall when
+    the selection took what the plan said, and the real deficit when rows are missing."""
+    from lensaudit.catalog.sampling import realised_strata
+
+    rng = np.random.default_rng(0)
+    pool = pd.DataFrame(
+        {
+            "galaxy_id": [f"b_{i}" for i in range(400)],
+            "nobs_z_bin": rng.choice(["3-5", "6-10"], 400),
+            "type_bin": "DEV",
+            "pool": rng.choice(["N1", "N2"], 400, p=[0.9, 0.1]),
+            "mag_bin": "all",
+        }
+    )
+    pos_counts = pd.Series({("3-5", "DEV", "all"): 5, ("6-10", "DEV", "all"): 30})
+    counts = pool.value_counts(["nobs_z_bin", "type_bin", "mag_bin", "pool"]).rename("n").reset_index()
+    q = quotas(pos_counts, counts, ratio=10, n1_fraction=0.85)
+    neg = select(candidate_filter(pool, q, 1), q)
+    pos = pd.DataFrame(
+        [
+            {"nobs_z_bin": k[0], "type_bin": k[1], "mag_bin": k[2], "pool": "positive"}
+            for k, n in pos_counts.items()
+            for _ in range(n)
+        ]
+    )
+    sample = pd.concat([pos, neg], ignore_index=True)
+    by = realised_strata(sample, 10, 0.85)
+    assert by.shortfall.sum() == q.shortfall.sum() > 0  # the 6-10 stratum wants 300 of ~200 rows
+    assert by.loc[("3-5", "DEV", "all"), "neg_per_pos"] == 10
+    fewer = realised_strata(sample.drop(sample.index[sample.pool == "N2"]), 10, 0.85)
+    assert fewer.shortfall.sum() == q.shortfall.sum() + (sample.pool == "N2").sum()
+
+
+def test_cells_in_several_splits_recomputes_cells_from_positions():
+    from lensaudit.catalog.spatial import cells_in_several_splits, healpix_columns
+
+    ra, dec = np.array([10.0, 10.00001, 40.0]), np.zeros(3)
+    cols = healpix_columns(ra, dec, 1024, 64)
+    assert cols["healpix"][0] == cols["healpix"][1] and (cols["healpix_nside"] == 1024).all()
+    assert cells_in_several_splits(ra, dec, ["train", "train", "test"], 1024) == 0
+    assert cells_in_several_splits(ra, dec, ["train", "val", "test"], 1024) == 1
+
+
 def test_mag_bins():
     from lensaudit.catalog.sampling import add_mag_bin
 

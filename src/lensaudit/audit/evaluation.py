@@ -1,10 +1,9 @@
 """The audit of the frozen finder on the val and test splits: operating thresholds, AUC with bootstrap CIs,
 Tier-A/B recall, calibration (ECE, temperature), FPR by N2 category, metrics stratified by observing
-conditions, recall on the DESI strong-lens VAC, shortcut gates, and the evaluate gates.
+conditions, recall on the DESI strong-lens VAC and the shortcut measurements.
 
-Red shortcut gates do not stop the pipeline: they mark the audit as not trustworthy (manifest extra, report
-banner, CLI summary). Intervals are at ``EvaluateConfig.interval`` (Jeffreys for rates, percentile bootstrap
-for AUCs).
+The evaluate gates are declared in :mod:`lensaudit.validation.gates.evaluate` and computed from the written
+artifacts. Intervals are at ``EvaluateConfig.interval`` (Jeffreys for rates, percentile bootstrap for AUCs).
 """
 
 from __future__ import annotations
@@ -16,10 +15,9 @@ import numpy as np
 import pandas as pd
 
 from lensaudit.audit import metrics as M
-from lensaudit.audit.shortcuts import shortcut_gates
+from lensaudit.audit.shortcuts import shortcut_metrics
 from lensaudit.audit.stratified import add_bins, stratified
 from lensaudit.config import EvaluateConfig
-from lensaudit.gates import Gate
 
 #: the conditions the stratified table is grouped by, in order
 STRATA_BY = ("psf_bin", "depth_bin", "nobs_z_bin", "type")
@@ -28,22 +26,20 @@ STRATA_BY = ("psf_bin", "depth_bin", "nobs_z_bin", "type")
 @dataclass
 class Evaluation:
     """What :func:`evaluate` found: ``metrics`` (metrics.json), ``strata`` (stratified.parquet), the scored
-    ``test`` and ``val`` tables, the operating threshold ``op`` (score), gates and whether the audit is
-    trustworthy (no red shortcut gate)."""
+    ``test`` and ``val`` tables and the operating threshold ``op`` (score)."""
 
     metrics: dict[str, Any]
     strata: pd.DataFrame
     test: pd.DataFrame
     val: pd.DataFrame
     op: float
-    gates: list[Gate]
-    trustworthy: bool
     counts: dict[str, int]
 
-    def extra(self) -> dict[str, Any]:
-        """The evaluate manifest's extra keys (read downstream: ``operating_threshold`` by failures)."""
+    def extra(self, trustworthy: bool) -> dict[str, Any]:
+        """The evaluate manifest's extra keys (read downstream: ``operating_threshold`` by failures);
+        ``trustworthy``: no shortcut gate failed."""
         return {
-            "trustworthy": self.trustworthy,
+            "trustworthy": trustworthy,
             "operating_threshold": self.op,
             "model_sha256": self.metrics["model_sha256"],
             "auc_test": self.metrics["auc_test"]["value"],
@@ -103,8 +99,8 @@ def evaluate(
     df: pd.DataFrame, cfg: EvaluateConfig, seed: int, model_sha: str, vac: pd.DataFrame | None = None
 ) -> Evaluation:
     """The audit of a :func:`~lensaudit.audit.scoring.score_table` of the val and test splits (with the
-    quality columns, for the shortcut gates). ``vac``: the DESI strong-lens VAC table (ra, dec in degrees),
-    if any."""
+    quality columns, for the shortcut measurements). ``vac``: the DESI strong-lens VAC table (ra, dec in
+    degrees), if any."""
     test, val = df[df.split == "test"], df[df.split == "val"]
     lv = cfg.interval
     thr, op = thresholds(cfg, test[test.label == 0].score.to_numpy())
@@ -124,7 +120,7 @@ def evaluate(
     strata = pd.concat([stratified(tb, op, by, cfg.min_bin_count, lv) for by in STRATA_BY], ignore_index=True)
     vac_recall = desi_vac_recall(vac, df, op, lv)
     quality = df[["label"] + [c for c in df.columns if c.startswith(("core", "annulus_", "mad_"))]]
-    sc_gates, sc = shortcut_gates(quality, cfg.shortcut_warn, cfg.shortcut_fail, seed)
+    sc = shortcut_metrics(quality, seed)
     y, s = test.label.to_numpy(), test.score.to_numpy()
     metrics = {
         "model_sha256": model_sha,
@@ -155,40 +151,8 @@ def evaluate(
         test=test,
         val=val,
         op=op,
-        gates=evaluate_gates(metrics, cfg.operating_point) + sc_gates,
-        trustworthy=not any(g.status == "fail" for g in sc_gates),
         counts=counts,
     )
-
-
-def evaluate_gates(metrics: dict[str, Any], operating_point: str) -> list[Gate]:
-    """Test AUC (with its 68% CI), Tier-A recall at the operating point and ECE; all non-blocking."""
-    auc, rec = metrics["auc_test"], metrics["recall_tier_A"][operating_point]
-    a68 = auc["ci68"]
-    return [
-        Gate(
-            name="test_auc",
-            value=auc["value"],
-            ci=a68,
-            warn=0.8,
-            fail=0.5,
-            higher_is_better=True,
-            blocking=False,
-            message=f"68% CI [{a68[0]:.3f}, {a68[1]:.3f}]",
-        ),
-        Gate(
-            name="tier_A_recall_at_op",
-            value=rec["rate"],
-            warn=0.5,
-            fail=0.0,
-            higher_is_better=True,
-            blocking=False,
-            message=f"{rec['k']}/{rec['n']} at {operating_point}",
-        ),
-        Gate(
-            name="ece", value=metrics["ece"], warn=0.1, fail=0.25, blocking=False, message="equal-mass bins"
-        ),
-    ]
 
 
 def gallery_picks(test: pd.DataFrame, k: int) -> list[tuple[str, pd.DataFrame, str]]:

@@ -1,7 +1,7 @@
 """The failure-mode audit of the test split at the operating threshold: FPR by confuser category × observing
 conditions, the completeness-collapse cells of the selection function, and the rule-based taxonomy of false
 positives and missed Tier-A lenses (rules in :mod:`lensaudit.audit.failures`), scored against the synthetic
-sky's truth when it is given.
+sky's truth when it is given. Its gates are declared in :mod:`lensaudit.validation.gates.failures`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from lensaudit.audit.failures import (
 )
 from lensaudit.audit.metrics import rate
 from lensaudit.audit.stratified import add_bins
-from lensaudit.gates import Gate
 from lensaudit.selection.realism import measured_arc
 
 #: the columns of ``failures/taxonomy.parquet``, in order
@@ -88,24 +87,6 @@ class FailureAudit:
             "galleries": galleries,
         }
 
-    def gates(self) -> list[Gate]:
-        """The rules' accuracies against truth and the number of collapse cells (all non-blocking)."""
-        return [
-            accuracy_gate("taxonomy_accuracy_vs_truth", self.accuracy, "false positives with confuser truth"),
-            accuracy_gate(
-                "missed_taxonomy_accuracy_vs_truth",
-                self.missed_accuracy,
-                "missed Tier-A lenses (not masked) with truth θE / arc SNR",
-            ),
-            Gate(
-                name="collapse_cells",
-                value=int(len(self.collapse)),
-                forced="pass",
-                blocking=False,
-                message=f"cells with C < {self.collapse_threshold}",
-            ),
-        ]
-
 
 def fpr_by_category_conditions(neg: pd.DataFrame, op: float, level: float) -> pd.DataFrame:
     """FPR (score ≥ ``op``) of test negatives per (confuser category, conditions bin), with Jeffreys
@@ -153,14 +134,13 @@ def failure_audit(
     st = _table(stamps)[["galaxy_id", "bad_pixel_frac", "star_mask_frac", "core3_r"]]
     smp = _table(sample)[["galaxy_id", "shape_r", "ellipticity", "g_r"]]
     df = add_bins(sc[sc.split == "test"].merge(st, on="galaxy_id").merge(smp, on="galaxy_id"))
-    tr = None if truth is None else _table(truth)
+    tr = None if truth is None else truth_columns(_table(truth))
     if tr is not None:
-        tr = tr[tr.objid >= 0][["galaxy_id", "kind", "theta_e_arcsec", "arc_snr"]]
         df = df.merge(tr, on="galaxy_id", how="left")
     neg = df[df.label == 0].assign(category=lambda d: d.n2_category.replace("", "N1"))
     fpr_tab = fpr_by_category_conditions(neg, op, level)
     sel = _table(selection)
-    collapse = sel[(~sel.insufficient) & (sel.c_mean < collapse_threshold)]
+    collapse = collapse_cells(sel, collapse_threshold)
     fp = neg[neg.score >= op].copy()
     fp["mode"] = classify_false_positive(fp)
     missed = df[(df.label == 1) & (df.tier == "A") & (df.score < op)].copy()
@@ -199,23 +179,27 @@ def gallery_picks(tax: pd.DataFrame, size: int) -> list[tuple[str, pd.DataFrame,
     return picks
 
 
-def accuracy_gate(name: str, acc: dict, what: str, n_min: int = 5) -> Gate:
-    """Accuracy of the rules against truth; with fewer than ``n_min`` scored failures the value is reported
-    but the gate says insufficient (warn) instead of passing or failing on one or two objects."""
-    if acc.get("n", 0) < n_min:
-        return Gate(
-            name=name,
-            value=acc.get("accuracy"),
-            forced="warn",
-            blocking=False,
-            message=f"insufficient: {acc.get('n', 0)} {what} to score (< {n_min})",
-        )
-    return Gate(
-        name=name,
-        value=acc["accuracy"],
-        warn=0.6,
-        fail=0.3,
-        higher_is_better=True,
-        blocking=False,
-        message=f"{acc['n']} {what}",
+def truth_columns(truth: pd.DataFrame) -> pd.DataFrame:
+    """The synthetic sky's truth rows of catalogued objects, with the columns that score the rules."""
+    return truth[truth.objid >= 0][["galaxy_id", "kind", "theta_e_arcsec", "arc_snr"]]
+
+
+def collapse_cells(selection: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Cells of the selection-function table with enough injections and completeness below ``threshold``."""
+    return selection[(~selection.insufficient) & (selection.c_mean < threshold)]
+
+
+def rule_accuracies(taxonomy: pd.DataFrame, truth: pd.DataFrame | None) -> tuple[dict, dict]:
+    """The rules' accuracies against the synthetic sky's ``truth`` (None: unscored), recomputed from the
+    taxonomy artifact (:data:`TAXONOMY_COLUMNS`): (false positives, missed Tier-A lenses), as in
+    :func:`failure_audit`."""
+    if truth is None:
+        return dict(_NO_ACCURACY), dict(_NO_ACCURACY)
+    tax = taxonomy.merge(truth_columns(truth), on="galaxy_id", how="left")
+    fp = tax[tax.kind_of_failure == "false_positive"].reset_index(drop=True)
+    missed = tax[tax.kind_of_failure == "missed_tier_A"].reset_index(drop=True)
+    acc = taxonomy_accuracy(fp["mode"], fp["kind"]) if len(fp) else dict(_NO_ACCURACY)
+    acc_missed = (
+        missed_accuracy(missed["mode"], truth_missed_mode(missed)) if len(missed) else dict(_NO_ACCURACY)
     )
+    return acc, acc_missed

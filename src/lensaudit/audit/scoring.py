@@ -33,7 +33,7 @@ COND = [
     "mag_r",
     "ra",
     "dec",
-    "healpix_128",
+    "healpix",
 ]
 #: the columns of ``evaluate/scores.parquet``, in order
 SCORE_COLUMNS = ["row", "galaxy_id", "label", "tier", "pool", "n2_category", "split", "logit", "score"] + COND

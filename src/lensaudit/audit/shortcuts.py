@@ -1,15 +1,21 @@
-"""Shortcut gates: can trivial features separate positives from negatives?
+"""Shortcut measurements: can trivial features separate positives from negatives?
 
-- core-only (the predecessor's "core brightness" shortcut): logistic regression on the mean r flux within
-  r < 2 and r < 3 px (≤ 0.79″: inside the 0.8″ inner edge of the arc annulus, so the feature is the
-  deflector's core and not the arcs — wider apertures such as r < 8/12 px contain the arcs of θE ≲ 2″ lenses
-  and would flag the real signal as a shortcut), log-scaled, 5-fold cross-validated AUC with a bootstrap CI.
-  Green if the lower 68% bound < 0.60, yellow 0.60–0.70, red above 0.70 (non-blocking; red marks the audit
-  not trustworthy);
-- core colour (the same apertures in g, r, z): lens deflectors are red massive galaxies, so some separation is
-  physical; yellow above the red threshold, never red — reported so a colour prior is visible, not hidden;
-- annulus-only (4 ≤ r < 16 px): should be strong if the finder can learn arcs; reported, not gated;
-- core-brightness ratio (r < 3 px, r band) and noise (MAD) ratio, positives/negatives medians, within 0.9–1.1.
+Each measurement is the 5-fold cross-validated AUC (seeded, so that ``lensaudit verify`` recomputes it
+exactly) of a standardised logistic regression on sign-log features of the cutouts stage's per-stamp
+quality columns, with a percentile-bootstrap CI:
+
+- core-only (the design's "core brightness" shortcut): the mean r flux within r < 10 px
+  (:data:`CORE`; the design's aperture: 2.6″, which also holds the arcs of θE ≲ 2″ lenses, so some
+  separation is signal);
+- inner core-only (r < 2 and r < 3 px, ≤ 0.79″: inside the 0.8″ inner edge of the arc annulus, so the feature
+  is the deflector's core and not the arcs) — :data:`INNER_CORE`;
+- core colour (the r < 10 px aperture in g, r, z): lens deflectors are red massive galaxies, so some
+  separation is physical;
+- annulus-only (4 ≤ r < 16 px fluxes and the MAD noise): the arcs live here, so it should separate;
+- core-brightness ratio (r < 3 px, r band) and noise (MAD) ratio: positives/negatives medians.
+
+The gates built on these numbers are declared in :mod:`lensaudit.validation.gates.evaluate`;
+:func:`shortcut_metrics` is the ``shortcuts`` entry of ``evaluate/metrics.json``.
 """
 
 from __future__ import annotations
@@ -20,11 +26,19 @@ import numpy as np
 import pandas as pd
 
 from lensaudit.audit.metrics import bootstrap_ci
-from lensaudit.gates import Gate, Status
 
-CORE = [f"core{r}_r" for r in (2, 3)]
-CORE_COLOUR = [f"core{r}_{b}" for r in (2, 3) for b in "grz"]
-ANNULUS = [f"annulus_{b}" for b in "grz"]
+#: the design's core aperture (r < 10 px), r band
+CORE = ["core10_r"]
+#: the same aperture in g, r, z
+CORE_COLOUR = [f"core10_{b}" for b in "grz"]
+#: the inner core (r < 2 and r < 3 px), r band
+INNER_CORE = [f"core{r}_r" for r in (2, 3)]
+#: the inner core in g, r, z (``metrics.json`` only)
+INNER_CORE_COLOUR = [f"core{r}_{b}" for r in (2, 3) for b in "grz"]
+#: the arc annulus (4 ≤ r < 16 px) fluxes and the MAD noise, g, r, z
+ANNULUS = [f"annulus_{b}" for b in "grz"] + [f"mad_{b}" for b in "grz"]
+#: (name, column) of the positives/negatives median ratios
+RATIOS = (("core_brightness_ratio", "core3_r"), ("noise_mad_ratio", "mad_r"))
 
 
 def cv_auc(
@@ -52,57 +66,25 @@ def cv_auc(
     return bootstrap_ci(y, p, n=n_boot, seed=seed)
 
 
-def shortcut_gates(
-    q: pd.DataFrame, warn: float = 0.60, fail: float = 0.70, seed: int = 0
-) -> tuple[list[Gate], dict]:
-    """Gates from a table with label and the quality metrics of the stamps (one row per stamp)."""
-    y = q.label.to_numpy(int)
-    core = cv_auc(np.nan_to_num(q[CORE].to_numpy(float)), y, seed)
-    col = cv_auc(np.nan_to_num(q[CORE_COLOUR].to_numpy(float)), y, seed)
-    ann = cv_auc(np.nan_to_num(q[ANNULUS + [f"mad_{b}" for b in "grz"]].to_numpy(float)), y, seed)
-    gates = [
-        Gate(
-            name="core_only_auc",
-            value=core["value"],
-            ci=core["ci68"],
-            warn=warn,
-            fail=fail,
-            use_ci_bound=True,
-            blocking=False,
-            message="logistic regression on central r<2/3 px (≤0.79″) r fluxes; lower 68% bound gated",
-        ),
-        Gate(
-            name="core_colour_auc",
-            value=col["value"],
-            ci=col["ci68"],
-            warn=fail,
-            use_ci_bound=True,
-            blocking=False,
-            message="same apertures in g, r, z: deflector colour prior "
-            "(yellow above the red core threshold, never red)",
-        ),
-        Gate(
-            name="annulus_only_auc",
-            value=ann["value"],
-            ci=ann["ci68"],
-            forced="pass",
-            blocking=False,
-            message="4–16 px annulus: arcs live here; expected strong",
-        ),
-    ]
-    out: dict[str, Any] = {"core_only": core, "core_colour": col, "annulus_only": ann}
-    for name, column in (("core_brightness_ratio", "core3_r"), ("noise_mad_ratio", "mad_r")):
-        pos, neg = q[q.label == 1][column].median(), q[q.label == 0][column].median()
-        r = float(pos / neg) if neg and np.isfinite(neg) else float("nan")
-        st: Status = "pass" if 0.9 <= r <= 1.1 else ("warn" if 0.75 <= r <= 1.33 else "fail")
-        gates.append(
-            Gate(
-                name=name,
-                value=r,
-                forced=st,
-                blocking=False,
-                message=f"median {column} positives/negatives (green 0.9–1.1)",
-            )
-        )
-        out[name] = r
-    return gates, out
+def feature_auc(q: pd.DataFrame, columns: list[str], seed: int = 0) -> dict:
+    """:func:`cv_auc` of the ``columns`` of a table with ``label`` (NaN features read as 0)."""
+    return cv_auc(np.nan_to_num(q[columns].to_numpy(float)), q.label.to_numpy(int), seed)
+
+
+def median_ratio(q: pd.DataFrame, column: str) -> float:
+    """Median of ``column`` over positives / over negatives (NaN when the negatives' median is 0 or NaN)."""
+    pos, neg = q[q.label == 1][column].median(), q[q.label == 0][column].median()
+    return float(pos / neg) if neg and np.isfinite(neg) else float("nan")
+
+
+def shortcut_metrics(q: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
+    """The ``shortcuts`` entry of ``metrics.json`` from a table with label and the quality metrics of the
+    stamps (one row per stamp): inner-core, inner-core colour and annulus AUCs, and the median ratios."""
+    out: dict[str, Any] = {
+        "core_only": feature_auc(q, INNER_CORE, seed),
+        "core_colour": feature_auc(q, INNER_CORE_COLOUR, seed),
+        "annulus_only": feature_auc(q, ANNULUS, seed),
+    }
+    for name, column in RATIOS:
+        out[name] = median_ratio(q, column)
+    return out

@@ -1,5 +1,6 @@
 """The catalogue build: DR10 sweeps → parent cuts → N1/N2 → 11″ known-lens exclusion → HEALPix split, on Dask;
-then the positives ↔ Tractor crossmatch and the catalogue gates.
+then the positives ↔ Tractor crossmatch and the catalogue summary (the gates are in
+:mod:`lensaudit.validation.gates.catalog`).
 
 Each (sweep file, chunk) is one Dask task that reads only the needed columns, runs the pure
 :func:`lensaudit.catalog.pool.build_partition`, writes its pool parts
@@ -22,10 +23,9 @@ from lensaudit import __version__
 from lensaudit.catalog.columns import SWEEP_READ
 from lensaudit.catalog.n2_rules import RULE_ORDER
 from lensaudit.catalog.pool import build_partition, read_pool
-from lensaudit.catalog.spatial import SPLITS, ExclusionIndex, assign_split, healpix_nest
+from lensaudit.catalog.spatial import SPLITS, ExclusionIndex, assign_split, healpix_columns
 from lensaudit.config import CatalogConfig, RunConfig
 from lensaudit.errors import InputError
-from lensaudit.gates import Gate
 from lensaudit.run import ShardLog, git_commit
 from lensaudit.run.context import ConfigView
 from lensaudit.survey.lenses import packaged_lenscat_path, read_lenscat_csv
@@ -169,110 +169,38 @@ def crossmatch_positives(
     near = near.drop(columns=["covered"]).set_index("pos_index")
     pos = pos.join(near.rename(columns={"sep_arcsec": "match_sep_arcsec"}), how="left", rsuffix="_tractor")
     pos["matched"] = pos.match_sep_arcsec <= cfg.match_radius_arcsec
-    pos["healpix_128"] = healpix_nest(pos.ra, pos.dec, cfg.nside)
-    pos["healpix_64"] = healpix_nest(pos.ra, pos.dec, cfg.nside_analysis)
-    pos["split"] = assign_split(pos.healpix_128, cfg.split_fractions, seed)
+    for k, v in healpix_columns(pos.ra, pos.dec, cfg.nside, cfg.nside_analysis).items():
+        pos[k] = v
+    pos["split"] = assign_split(pos.healpix, cfg.split_fractions, seed)
     return pos
 
 
-def catalog_gates(
-    pool_dir: Path, cfg: CatalogConfig, matched: pd.DataFrame, counts: dict[str, int]
-) -> tuple[list[Gate], dict[str, Any]]:
-    """The pool's invariants, split fractions, N2 fraction, TYPE coverage and the positive match rate.
-
-    Adds the per-N2-category and per-split counts to ``counts``; returns (gates, manifest extra).
-    """
-    cols = [
-        "galaxy_id",
-        "ra",
-        "dec",
-        "type",
-        "split",
-        "pool",
-        "n2_category",
-        "healpix_128",
-        "nobs_z",
-        "mag_r",
-    ]
-    pool = read_pool(pool_dir, cols)
-    n = len(pool)
-    critical = ["galaxy_id", "ra", "dec", "type", "split", "healpix_128"]
-    gates = [
-        Gate.check("pool_not_empty", n > 0, value=n),
-        Gate.check(
-            "unique_galaxy_id",
-            not pool.galaxy_id.duplicated().any(),
-            value=int(pool.galaxy_id.duplicated().sum()),
-        ),
-        Gate.check("no_nulls_critical", not pool[critical].isna().any().any()),
-        Gate.check(
-            "coordinates_in_range", bool(pool.ra.between(0, 360).all() and pool.dec.between(-90, 90).all())
-        ),
-        Gate.check("one_split_per_cell", bool((pool.groupby("healpix_128").split.nunique() <= 1).all())),
-    ]
-    frac = pool.split.value_counts(normalize=True).reindex(list(SPLITS), fill_value=0.0)
-    for s in SPLITS:
-        gates.append(
-            Gate(
-                name=f"split_fraction_{s}",
-                value=float(frac[s]),
-                lo=cfg.split_fractions[s] - cfg.split_tolerance,
-                hi=cfg.split_fractions[s] + cfg.split_tolerance,
-                message=f"target {cfg.split_fractions[s]:.2f}",
-            )
-        )
-    per_cat = {c: int((pool.n2_category == c).sum()) for c in RULE_ORDER}
-    n2 = float((pool.pool == "N2").mean()) if n else 0.0
-    lo, hi = cfg.n2_fraction_bounds
-    gates.append(
-        Gate(
-            name="n2_fraction",
-            value=n2,
-            lo=lo,
-            hi=hi,
-            detail=per_cat,
-            message="per category: " + ", ".join(f"{k}={v}" for k, v in per_cat.items()),
-        )
-    )
-    gates.append(
-        Gate(
-            name="types_present",
-            value=int(pool.type.nunique()),
-            fail=2.5,
-            higher_is_better=True,
-            message=", ".join(sorted(pool.type.unique())),
-        )
-    )
-    cov = matched[matched.covered]
-    rate = float(cov.matched.mean()) if len(cov) else float("nan")
-    seps = cov.match_sep_arcsec.dropna()
-    gates.append(
-        Gate(
-            name="positive_match_rate",
-            value=rate,
-            warn=cfg.min_match_rate,
-            fail=0.5,
-            higher_is_better=True,
-            message=f"{int(cov.matched.sum())}/{len(cov)} positives with sweep coverage within "
-            f"{cfg.match_radius_arcsec}″ (predecessor 93.8%)",
-        )
-    )
-    gates.append(
-        Gate(
-            name="match_sep_p90_arcsec",
-            value=float(seps.quantile(0.9)) if len(seps) else float("nan"),
-            warn=cfg.match_radius_arcsec,
-            fail=cfg.match_report_radius_arcsec,
-            blocking=False,
-            message="90th percentile of nearest separations",
-        )
-    )
+def catalog_summary(pool_dir: Path, matched: pd.DataFrame, counts: dict[str, int]) -> dict[str, Any]:
+    """The per-N2-category and per-split counts (added to ``counts``) and the manifest extra: the N2
+    fraction, the N2 counts per category, the positive match rate and the separation quantiles. (The gates
+    are in :mod:`lensaudit.validation.gates.catalog`.)"""
+    pool = read_pool(pool_dir, ["split", "pool", "n2_category"])
+    per_cat = n2_per_category(pool)
+    n2 = float((pool.pool == "N2").mean()) if len(pool) else 0.0
+    rate, seps = match_rate(matched)
     counts.update({f"n2_{k}": v for k, v in per_cat.items()})
     counts.update({f"split_{s}": int((pool.split == s).sum()) for s in SPLITS})
-    extra = {
+    return {
         "n2_fraction": n2,
         "n2_per_category": per_cat,
         "match_rate": rate,
         "sep_quantiles": {str(q): float(seps.quantile(q)) for q in (0.5, 0.9, 0.99)} if len(seps) else {},
     }
-    return gates, extra
+
+
+def n2_per_category(pool: pd.DataFrame) -> dict[str, int]:
+    """Pool rows per N2 category, in rule order."""
+    return {c: int((pool.n2_category == c).sum()) for c in RULE_ORDER}
+
+
+def match_rate(matched: pd.DataFrame) -> tuple[float, pd.Series]:
+    """The match rate of the positives with sweep coverage (NaN without any), and their nearest
+    separations (″)."""
+    cov = matched[matched.covered]
+    rate = float(cov.matched.mean()) if len(cov) else float("nan")
+    return rate, cov.match_sep_arcsec.dropna()

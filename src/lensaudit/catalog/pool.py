@@ -10,7 +10,7 @@ import pandas as pd
 from lensaudit.catalog.columns import canonical
 from lensaudit.catalog.cuts import nobs_z_bin, parent_mask, type_bin
 from lensaudit.catalog.n2_rules import classify
-from lensaudit.catalog.spatial import ExclusionIndex, assign_split, healpix_nest, nearest_matches
+from lensaudit.catalog.spatial import ExclusionIndex, assign_split, healpix_columns, nearest_matches
 from lensaudit.config import CatalogConfig
 
 #: per-object Tractor measurements and observing conditions (lower-case pool names), in table column order
@@ -99,9 +99,9 @@ def build_partition(
     pool = df[keep & ~excluded].copy()
     pool["nobs_z_bin"] = nobs_z_bin(pool.nobs_z, cfg.nobs_z_edges)
     pool["type_bin"] = type_bin(pool.type)
-    pool["healpix_128"] = healpix_nest(pool.ra, pool.dec, cfg.nside)
-    pool["healpix_64"] = healpix_nest(pool.ra, pool.dec, cfg.nside_analysis)
-    pool["split"] = assign_split(pool.healpix_128, cfg.split_fractions, seed)
+    for k, v in healpix_columns(pool.ra, pool.dec, cfg.nside, cfg.nside_analysis).items():
+        pool[k] = v
+    pool["split"] = assign_split(pool.healpix, cfg.split_fractions, seed)
     pool["n2_category"] = classify(pool, cfg.n2_rules).to_numpy()
     pool["pool"] = np.where(pool.n2_category == "", "N1", "N2")
     for k, v in provenance.items():

@@ -5,8 +5,9 @@ split N1:N2 = n1_fraction : 1 − n1_fraction. Pass 2 keeps, within each (stratu
 with the smallest ``hash(galaxy_id, seed)``: the result does not depend on partitioning or row order, and
 needs no global sort. When a stratum lacks rows, all are taken and the shortfall is reported.
 
-The sample workflow (:func:`sampling_positives`, :func:`draw_sample` on Dask, :func:`sample_counts`,
-:func:`sample_gates`) is what the ``sample`` stage orchestrates.
+The sample workflow (:func:`sampling_positives`, :func:`draw_sample` on Dask, :func:`sample_counts`) is what
+the ``sample`` stage orchestrates; :func:`realised_strata` measures the realised sample for its gates
+(:mod:`lensaudit.validation.gates.sample`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import pandas as pd
 from lensaudit.catalog.cuts import nobs_z_bin, parent_mask, type_bin
 from lensaudit.catalog.pool import MEASUREMENTS
 from lensaudit.config import CatalogConfig, SampleConfig
-from lensaudit.gates import Gate
 from lensaudit.utils import hash_unit_interval
 
 STRATUM = ["nobs_z_bin", "type_bin", "mag_bin"]
@@ -41,12 +41,25 @@ COLUMNS = [
     "nobs_z_bin",
     "type_bin",
     "mag_bin",
-    "healpix_128",
-    "healpix_64",
+    "healpix",
+    "healpix_nside",
+    "healpix_analysis",
+    "healpix_analysis_nside",
     *CONDITIONS,
 ]
 #: integer columns written as int64 (pool and positives tables may hold narrower or nullable types)
-_INT64 = ("label", "nobs_g", "nobs_r", "nobs_z", "objid", "brickid", "release", "maskbits")
+_INT64 = (
+    "label",
+    "healpix_nside",
+    "healpix_analysis_nside",
+    "nobs_g",
+    "nobs_r",
+    "nobs_z",
+    "objid",
+    "brickid",
+    "release",
+    "maskbits",
+)
 
 
 def add_mag_bin(df: pd.DataFrame, edges: list[float]) -> pd.DataFrame:
@@ -199,68 +212,23 @@ def sample_counts(sample: pd.DataFrame, q: pd.DataFrame) -> dict[str, int]:
     return c
 
 
-def sample_gates(sample: pd.DataFrame, q: pd.DataFrame, cfg: SampleConfig) -> list[Gate]:
-    """Realised neg/pos ratio per stratum, shortfalls, the N1 fraction, and the split/identity invariants."""
-    gates = []
-    by = q.groupby(STRATUM).agg(
-        n_pos=("n_pos", "first"),
-        wanted=("wanted", "sum"),
-        taken=("taken", "sum"),
-        shortfall=("shortfall", "sum"),
-    )
-    realised = by.taken / by.n_pos.clip(lower=1)
-    ok_strata = by[by.shortfall == 0]
-    worst_dev = (
-        float((ok_strata.taken / ok_strata.wanted.clip(lower=1) - 1).abs().max()) if len(ok_strata) else 0.0
-    )
-    gates.append(
-        Gate(
-            name="ratio_per_stratum_max_rel_dev",
-            value=worst_dev,
-            warn=cfg.ratio_tolerance,
-            fail=3 * cfg.ratio_tolerance,
-            detail={_label(k): round(float(v), 2) for k, v in realised.items()},
-            message="strata without shortfall; realised neg/pos per stratum in detail",
-        )
-    )
-    short = by[by.shortfall > 0]
-    gates.append(
-        Gate.check(
-            "strata_shortfall",
-            short.empty,
-            value=int(by.shortfall.sum()),
-            warn_only=True,
-            message="; ".join(f"{_label(k)}: short {int(r.shortfall)}" for k, r in short.iterrows()),
-        )
-    )
-    n1n2 = q.pivot_table(index=STRATUM, columns="pool", values="taken", aggfunc="sum").fillna(0)
-    n1 = n1n2["N1"].sum() if "N1" in n1n2 else 0
-    frac_n1 = float(n1 / max(n1n2.values.sum(), 1))
-    gates.append(
-        Gate(
-            name="n1_fraction",
-            value=frac_n1,
-            lo=cfg.n1_fraction - 0.1,
-            hi=cfg.n1_fraction + 0.1,
-            soft=True,
-            message=f"target {cfg.n1_fraction}",
-        )
-    )
-    pos_ids = set(sample.galaxy_id[sample.label == 1])
-    neg_ids = set(sample.galaxy_id[sample.label == 0])
-    gates.append(
-        Gate.check("no_positive_negative_overlap", not (pos_ids & neg_ids), value=len(pos_ids & neg_ids))
-    )
-    gates.append(
-        Gate.check("no_cell_in_two_splits", bool((sample.groupby("healpix_128").split.nunique() <= 1).all()))
-    )
-    gates.append(Gate.check("unique_galaxy_id", not sample.galaxy_id.duplicated().any()))
-    gates.append(
-        Gate(name="positives_in_sample", value=int(sample.label.sum()), fail=0.5, higher_is_better=True)
-    )
-    return gates
+def realised_strata(sample: pd.DataFrame, ratio: float, n1_fraction: float) -> pd.DataFrame:
+    """Per stratum of the realised sample: positives, N1 and N2 negatives, what the quotas want of each
+    (``ratio × n_pos`` split N1:N2 as :func:`quotas` rounds it), the shortfall (Σ over N1, N2 of wanted −
+    realised, when positive) and the realised negatives per positive. Strata holding only negatives appear
+    with ``n_pos = 0``."""
+    n = sample.groupby(STRATUM + ["pool"]).size().unstack("pool")
+    by = n.reindex(columns=["positive", "N1", "N2"], fill_value=0).fillna(0).astype(int)
+    by.columns = pd.Index(["n_pos", "N1", "N2"])
+    want_n1 = (ratio * by.n_pos * n1_fraction).round().astype(int)
+    want_n2 = (ratio * by.n_pos * (1.0 - n1_fraction)).round().astype(int)
+    by["wanted"] = want_n1 + want_n2
+    by["shortfall"] = (want_n1 - by.N1).clip(lower=0) + (want_n2 - by.N2).clip(lower=0)
+    by["n_neg"] = by.N1 + by.N2
+    by["neg_per_pos"] = by.n_neg / by.n_pos.clip(lower=1)
+    return by
 
 
-def _label(stratum: Hashable) -> str:
+def stratum_label(stratum: Hashable) -> str:
     """A stratum key (nobs_z_bin, type_bin, mag_bin) as one label: ``"3-5|SER|19-20"``."""
     return "|".join(cast(tuple[str, ...], stratum))

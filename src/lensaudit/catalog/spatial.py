@@ -21,6 +21,31 @@ def healpix_nest(ra, dec, nside: int) -> np.ndarray:
     )
 
 
+def healpix_columns(ra, dec, nside: int, nside_analysis: int) -> dict[str, np.ndarray]:
+    """The HEALPix columns of a table (nested): ``healpix`` at the split nside, ``healpix_analysis`` at the
+    analysis nside, and the two nsides (``healpix_nside``, ``healpix_analysis_nside``) as integer columns."""
+    n = len(np.asarray(ra))
+    return {
+        "healpix": healpix_nest(ra, dec, nside),
+        "healpix_nside": np.full(n, nside, np.int64),
+        "healpix_analysis": healpix_nest(ra, dec, nside_analysis),
+        "healpix_analysis_nside": np.full(n, nside_analysis, np.int64),
+    }
+
+
+def cells_in_several_splits(ra, dec, split, nside: int) -> int:
+    """How many HEALPix cells (nested, ``nside``) recomputed from RA/Dec hold rows of more than one split: 0
+    when the split is spatially disjoint.
+
+    >>> cells_in_several_splits([10.0, 10.0001, 50.0], [0.0, 0.0, 0.0], ["train", "test", "test"], 128)
+    1
+    """
+    if len(np.asarray(ra)) == 0:
+        return 0
+    cells = pd.Series(np.asarray(split)).groupby(healpix_nest(ra, dec, nside)).nunique()
+    return int((cells > 1).sum())
+
+
 def assign_split(cells, fractions: Mapping[str, float], seed: int) -> np.ndarray:
     """Split of each HEALPix cell from a deterministic hash of (cell, seed): one split per cell, always.
 

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from lensaudit import __version__
-from lensaudit.cli import mine, sky
+from lensaudit.cli import mine, sky, validate
 from lensaudit.cli.common import (
     DEFAULT_CONFIG,
     ConfigArg,
@@ -45,6 +45,8 @@ config_app = typer.Typer(no_args_is_help=True, help="Show or document the config
 app.add_typer(config_app, name="config")
 app.add_typer(sky.app, name="sky")
 app.command("mine-negatives")(mine.mine_negatives)
+app.command("gates")(validate.gates)
+app.command("verify")(validate.verify)
 
 
 def _version(value: bool) -> None:

@@ -266,6 +266,18 @@ def noise_sigma(host_images: np.ndarray, host_invvar: np.ndarray | None, model: 
     return sig
 
 
+def arc_noise_variance(
+    arc: np.ndarray, sigma_pix: np.ndarray, pixscale: float = 0.262, bands: str = "grz"
+) -> np.ndarray:
+    """Variance (B, nb, S, S) of the noise :func:`inject` adds to an arc (B, nb, S, S) in hosts of per-pixel σ
+    ``sigma_pix``: the arc's own Poisson noise, arc·σ_pix²/S_sky per pixel (S_sky: the typical dark-sky level
+    per pixel of :data:`SKY_MAG_ARCSEC2`; negative arc values add none)."""
+    sky = np.array([10 ** (-0.4 * (SKY_MAG_ARCSEC2[b] - 22.5)) * pixscale**2 for b in bands])[
+        None, :, None, None
+    ]
+    return np.clip(arc, 0, None) * sigma_pix**2 / sky
+
+
 def inject(
     host_images,
     host_invvar,
@@ -287,10 +299,7 @@ def inject(
     )
     arc = arcs.cpu().numpy().astype(np.float64)
     sig = noise_sigma(host, None if host_invvar is None else np.asarray(host_invvar), noise_model)
-    sky = np.array([10 ** (-0.4 * (SKY_MAG_ARCSEC2[b] - 22.5)) * pixscale**2 for b in bands])[
-        None, :, None, None
-    ]
-    var_add = np.clip(arc, 0, None) * sig**2 / sky
+    var_add = arc_noise_variance(arc, sig, pixscale, bands)
     g = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     noise = g.standard_normal(arc.shape) * np.sqrt(var_add)
     stamps = (host + arc + noise).astype(np.float32)

@@ -30,6 +30,7 @@ from lensaudit import __version__
 from lensaudit.gates import Gate
 from lensaudit.report.figures.report import skymap
 from lensaudit.run import STAGE_ORDER, Manifest
+from lensaudit.validation.registry import spec_for
 
 #: ``path(stage, name)``: where a registered artifact lives (``StageContext.artifact`` in the stage)
 Resolver = Callable[[str, str], Path]
@@ -242,6 +243,7 @@ class Cell:
 
     value: Any
     cls: str = ""
+    title: str = ""
 
 
 @dataclass
@@ -342,21 +344,43 @@ def _gate_row(g: Gate) -> list[Any]:
     return [g.name, Cell(g.status, g.status), g.value, g.ci, Cell(thresholds(g), "nowrap"), g.message or DASH]
 
 
+def _source(stage: str, g: Gate) -> Cell:
+    """Where a gate's thresholds come from (the design, or ours), with the reason as a tooltip."""
+    spec = spec_for(stage, g.name)
+    if spec is None:
+        return Cell("unregistered", "fail", "not in the gate registry (lensaudit gates)")
+    return Cell(spec.threshold.source, "", spec.threshold.why)
+
+
 def _gates(mans: Mapping[str, Manifest]) -> Table:
     rows: list[list[Any]] = []
     cls: list[str] = []
     for s in UPSTREAM:
         for g in mans[s].gates if s in mans else []:
-            rows.append([s, *_gate_row(g)])
+            row = [s, *_gate_row(g)]
+            rows.append([*row[:6], _source(s, g), *row[6:]])
             cls.append("" if g.status == "pass" else g.status)
     return Table(
         "Every validation gate, in stage order (warnings and failures tinted). Thresholds say which "
         "values warn or fail; 'by rule' gates are set by the stage from a boolean check or a documented "
-        "rule.",
-        ["stage", "gate", "status", "value", "68% CI", "thresholds", "message"],
+        "rule. Source: 'design' = the original design's threshold, 'ours' = this project's choice (hover for "
+        "the reason; every gate is listed by `lensaudit gates`).",
+        ["stage", "gate", "status", "value", "68% CI", "thresholds", "source", "message"],
         rows,
         cls,
         cls="tbl gates",
+    )
+
+
+def _overrides(overrides: Mapping[str, str]) -> Table | None:
+    """The thresholds this run's config sets away from the defaults, with the reason the config gives."""
+    if not overrides:
+        return None
+    return Table(
+        "Thresholds overridden by this run's config (report.threshold_overrides): the defaults are the "
+        "design's; the reason is the config's own comment.",
+        ["config key", "reason"],
+        [[k, v] for k, v in overrides.items()],
     )
 
 
@@ -791,7 +815,12 @@ def _environment(path: Resolver) -> Environment:
 
 
 def build(
-    path: Resolver, manifests: Mapping[str, Manifest], config_yaml: str, title: str, skymap_png: Path
+    path: Resolver,
+    manifests: Mapping[str, Manifest],
+    config_yaml: str,
+    title: str,
+    skymap_png: Path,
+    overrides: Mapping[str, str] | None = None,
 ) -> str:
     """The report page.
 
@@ -826,6 +855,7 @@ def build(
             summary=summary,
             counts=counts,
             gates=_gates(mans),
+            overrides=_overrides(overrides or {}),
             data=_data(path, mans, skymap_png),
             training=_training(mans),
             audit=_audit(ev),

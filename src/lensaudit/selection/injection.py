@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 from lensaudit.config import InjectConfig
-from lensaudit.gates import Gate
 from lensaudit.lensing import inject as inject_arcs
 from lensaudit.lensing import sample_systems
 from lensaudit.run.shards import ShardLog
@@ -35,10 +34,6 @@ from lensaudit.utils import stable_seed
 #: source r-magnitude shift (mag) of each prior variant
 VARIANTS = {"main": 0.0, "bright": -0.75, "faint": 0.75, "morphology": 0.0}
 OTHER_MODEL = {"sersic": "clumpy", "clumpy": "sersic"}
-N_NOISE_BATCHES = 4  # the noise realism gate uses every pixel of the first batches
-
-#: (residual = stamp − host − noiseless arc, added σ, stamp), each (N, B, S, S) nanomaggies
-NoiseTerms = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def wanted(v: str, cfg: InjectConfig, prior_variants: int) -> bool:
@@ -149,11 +144,6 @@ def measured_record(rec: pd.DataFrame, stamps: np.ndarray, info: dict) -> pd.Dat
     )
 
 
-def noise_terms(stamps: np.ndarray, info: dict, host_img: np.ndarray) -> NoiseTerms:
-    """(residual = stamp − host − noiseless arc, added σ, stamp) for the noise realism gate."""
-    return stamps - host_img - info["noiseless_arc"], info["added_noise_sigma"], stamps
-
-
 def inject_all(
     cfg: InjectConfig,
     pl: pd.DataFrame,
@@ -162,13 +152,12 @@ def inject_all(
     shards: ShardLog,
     seed: int,
     advance: Callable[[int], Any] | None = None,
-) -> tuple[pd.DataFrame, NoiseTerms | None, StampStore]:
+) -> tuple[pd.DataFrame, StampStore]:
     """Render every batch of the plan into the store at ``store_path`` (created, or reopened on a restart),
     skipping batches recorded in ``shards``. ``advance(n)`` after each batch (a progress bar).
 
-    Returns (the injections table — the batches' records in order, with ``row`` = store row —, the noise
-    terms of the first :data:`N_NOISE_BATCHES` batches, the output store). Batches recorded before a restart
-    are re-rendered for the noise terms (deterministic)."""
+    Returns (the injections table — the batches' records in order, with ``row`` = store row —, the output
+    store)."""
     bs = cfg.batch_size
     resumed = (store_path / "zarr.json").is_file()
     out = (
@@ -176,68 +165,20 @@ def inject_all(
         if resumed
         else StampStore.create(store_path, len(pl), shard_size=bs)
     )
-    noise: dict[int, NoiseTerms] = {}
     for k, a in enumerate(range(0, len(pl), bs)):
         if shards.done(f"{k:05d}"):
             if advance is not None:
                 advance(min(bs, len(pl) - a))
             continue
-        stamps, iv, info, rec, host_img = render_batch(cfg, pl.iloc[a : a + bs], hosts, seed, k)
+        stamps, iv, info, rec, _ = render_batch(cfg, pl.iloc[a : a + bs], hosts, seed, k)
         out.write(a, stamps, iv, np.zeros(stamps.shape[:1] + stamps.shape[2:], np.int32))
         rec = measured_record(rec, stamps, info)
         shards.record(f"{k:05d}", rec, {"start": a, "rows": len(rec)})
-        if k < N_NOISE_BATCHES:
-            noise[k] = noise_terms(stamps, info, host_img)
         if advance is not None:
             advance(len(rec))
-    for k, a in enumerate(range(0, min(len(pl), N_NOISE_BATCHES * bs), bs)):
-        if k not in noise:  # resumed run: these batches were written before the restart; redo them
-            stamps, _, info, _, host_img = render_batch(cfg, pl.iloc[a : a + bs], hosts, seed, k)
-            noise[k] = noise_terms(stamps, info, host_img)
-    terms = tuple(np.concatenate([noise[k][j] for k in sorted(noise)]) for j in range(3)) if noise else None
     inj = shards.table()
     inj.insert(0, "row", np.arange(len(inj)))
-    return inj, terms, out  # type: ignore[return-value]
-
-
-def no_hosts_gate(host_info: dict) -> Gate:
-    """The failing gate of an empty plan."""
-    return Gate.check("hosts_available", False, message=f"no N1 test hosts match any cell ({host_info})")
-
-
-def coverage_gates(grid: pd.DataFrame, inj: pd.DataFrame, host_info: dict) -> list[Gate]:
-    """Grid coverage (fraction of cells with main-prior injections) and host-pool size (non-blocking)."""
-    n_cells = len(grid)
-    filled = inj[inj.variant == "main"].cell.nunique()
-    w = host_info.get("window", {})
-    window = (
-        f": types {w['types']}, r {w['mag_r'][0]:.2f}–{w['mag_r'][1]:.2f}, "
-        f"g−r {w['g_r'][0]:.2f}–{w['g_r'][1]:.2f})"
-        if "window" in host_info
-        else ")"
-    )
-    return [
-        Gate(
-            name="cells_with_hosts",
-            value=filled / n_cells,
-            warn=0.95,
-            fail=0.5,
-            higher_is_better=True,
-            blocking=False,
-            message=f"{filled}/{n_cells} cells; degraded hosts in {inj[inj.degraded].cell.nunique()} "
-            "(predecessor: 43% empty)",
-        ),
-        Gate(
-            name="host_pool_size",
-            value=host_info["hosts"],
-            warn=50,
-            fail=10,
-            higher_is_better=True,
-            blocking=False,
-            message=f"{host_info['hosts']} of {host_info['n1_test']} N1 test negatives "
-            f"({host_info['match']} hosts" + window,
-        ),
-    ]
+    return inj, out
 
 
 def counts(grid: pd.DataFrame, inj: pd.DataFrame, host_info: dict) -> dict[str, int]:

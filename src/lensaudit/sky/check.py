@@ -1,17 +1,23 @@
-"""`sky check`: realism gates of a synthetic sky against real DR10 measurements.
+"""`sky check`: the measurements behind the realism gates of a synthetic sky against real DR10 measurements.
 
-Each gate records the measured value and its threshold:
+The gates themselves are declared in :mod:`lensaudit.validation.gates.sky` (each with its threshold):
 - background MAD per band against the MAD its depth and PSF imply (±30%);
 - r-band MAD, rescaled to the real sample's median depth (24.4) and PSF (1.36″), against the MAD of the real
   DR10 cutouts packaged in lensaudit/data/dr10_reference (±30%);
 - star FWHM fitted on the images (Moffat with the brick's β) within 5% of the brick's PSF;
 - median g−r and r−z of red galaxies within 0.1 mag of the real Tractor sample with the same cut;
 - catalogued source density within a factor 2 of the real regions' median.
+
+This module holds the measurements (functions of the sky's files and arrays); :func:`check_sky` evaluates the
+registered realism gates on a sky directory (``lensaudit sky check``).
 """
 
 from __future__ import annotations
 
+import fnmatch
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +28,26 @@ from lensaudit.gates import Gate
 from lensaudit.sky.model import PIX
 from lensaudit.survey.bricks import brick_center
 from lensaudit.survey.coadds import CoaddReader, _wcs
+
+#: the realism gates (``check_sky``; the sky stage also gates the lenses it wrote)
+REALISM_GATES = (
+    "background_mad_*_vs_depth",
+    "mad_r_vs_real_cutouts",
+    "star_fwhm_vs_psf",
+    "red_galaxy_median_*",
+    "galaxy_density_vs_real",
+)
+
+
+def is_realism(gate_name: str) -> bool:
+    """Whether a gate (or family member) name is one of :data:`REALISM_GATES`."""
+    return any(fnmatch.fnmatchcase(gate_name, p) for p in REALISM_GATES)
+
+
+#: the real sample's median r depth (mag) and PSF FWHM (″) that ``mad_r_vs_real_cutouts`` rescales to
+REAL_DEPTH_R, REAL_FWHM_R = 24.4, 1.36
+#: the sweep columns the catalogue gates read
+SWEEP_COLS = ["BRICKNAME", "OBJID", "TYPE", "FLUX_G", "FLUX_R", "FLUX_Z", "RA", "DEC"]
 
 
 def _mad(x: np.ndarray) -> float:
@@ -60,91 +86,108 @@ def _fit_fwhm(stamp: np.ndarray, beta: float) -> float:
     return float(abs(p[3]) * PIX)
 
 
-def check_sky(sky_dir: str | Path) -> list[Gate]:
-    from lensaudit.sky.render import pixel_sigma
-    from lensaudit.survey.sweeps import read_sweep
+@dataclass
+class CoaddMeasures:
+    """What the coadd gates measure, per brick and band."""
 
-    sky = Path(sky_dir)
-    cond = pd.read_parquet(sky / "conditions.parquet")
-    truth = pd.read_parquet(sky / "truth.parquet")
-    reader = CoaddReader(sky / "coadd", "grz", cache_bricks=2)
-    gates: list[Gate] = []
-    ratios: dict[str, list[float]] = {b: [] for b in "grz"}
-    scaled_r, fwhm_ratio = [], []
+    #: measured / implied background pixel MAD, per band (one value per brick)
+    mad_ratio: dict[str, list[float]] = field(default_factory=lambda: {b: [] for b in "grz"})
+    #: r-band MAD rescaled to the real sample's median depth and PSF (nmgy, one value per brick)
+    scaled_mad_r: list[float] = field(default_factory=list)
+    #: fitted / brick FWHM of isolated 17–19 mag stars in r
+    fwhm_ratio: list[float] = field(default_factory=list)
+    #: pixels per brick side (of the first brick)
+    npix: int = 0
+
+
+def background_mad_ratio(image: np.ndarray, psfdepth_mag: float, fwhm: float, beta: float) -> float:
+    """Measured background pixel MAD of one image over the MAD its depth and PSF imply."""
+    from lensaudit.sky.render import pixel_sigma
+
+    return _mad(image) / (0.6745 * pixel_sigma(psfdepth_mag, fwhm, beta))
+
+
+def scaled_mad(image: np.ndarray, psfdepth_mag: float, fwhm: float) -> float:
+    """Background MAD rescaled to the real sample's median depth and PSF."""
+    return _mad(image) * 10 ** (0.4 * (psfdepth_mag - REAL_DEPTH_R)) * fwhm / REAL_FWHM_R
+
+
+def star_fwhm_ratios(
+    image: np.ndarray,
+    header: dict[str, Any],
+    stars: pd.DataFrame,
+    others: pd.DataFrame,
+    fwhm: float,
+    beta: float,
+) -> list[float]:
+    """Fitted / nominal FWHM of each star (RA/Dec in ``stars``) with no other object (``others``) within 8″
+    and at least 15 px from the image edges."""
+    npix = image.shape[0]
+    w = _wcs(header)
+    out = []
+    for s in stars.itertuples():
+        x, y = w.wcs_world2pix([s.ra], [s.dec], 0)
+        ix, iy = int(round(x[0])), int(round(y[0]))
+        d = np.hypot((others.ra - s.ra) * np.cos(np.deg2rad(s.dec)), others.dec - s.dec) * 3600
+        if (d < 8.0).sum() > 1 or not (15 <= ix < npix - 15 and 15 <= iy < npix - 15):
+            continue
+        st = image[iy - 12 : iy + 13, ix - 12 : ix + 13].astype(np.float64)
+        if not np.isfinite(st).all():
+            continue
+        out.append(_fit_fwhm(st, beta) / fwhm)
+    return out
+
+
+def measure_coadds(coadd_dir: str | Path, cond: pd.DataFrame, truth: pd.DataFrame) -> CoaddMeasures:
+    """Background MADs and star FWHMs of every brick in ``cond`` (conditions.parquet), from its coadds."""
+    reader = CoaddReader(coadd_dir, "grz", cache_bricks=2)
+    m = CoaddMeasures()
     for name, c in cond.groupby("brickname"):
-        data = reader.brick(brick_center(name))
+        data = reader.brick(brick_center(str(name)))
         if data is None:
-            raise InputError(f"sky check: brick {name} is in conditions.parquet but has no coadds in {sky}")
+            raise InputError(
+                f"sky check: brick {name} is in conditions.parquet but has no coadds in {coadd_dir}"
+            )
+        m.npix = m.npix or data.npix
         for row in c.itertuples():
             img = data.image[row.band]
-            m = _mad(img)
-            implied = 0.6745 * pixel_sigma(row.psfdepth_mag, row.psf_fwhm_arcsec, row.moffat_beta)
-            ratios[row.band].append(m / implied)
-            if row.band == "r":
-                scaled_r.append(m * 10 ** (0.4 * (row.psfdepth_mag - 24.4)) * row.psf_fwhm_arcsec / 1.36)
-        r = c.set_index("band").loc["r"]
-        stars = truth[
-            (truth.brickname == name) & (truth.kind == "star") & truth.mag_r_true.between(17.0, 19.0)
-        ]
-        w = _wcs(data.header)
-        allpos = truth[truth.brickname == name]
-        for s in stars.itertuples():
-            x, y = w.wcs_world2pix([s.ra], [s.dec], 0)
-            ix, iy = int(round(x[0])), int(round(y[0]))
-            d = np.hypot((allpos.ra - s.ra) * np.cos(np.deg2rad(s.dec)), allpos.dec - s.dec) * 3600
-            if (d < 8.0).sum() > 1 or not (15 <= ix < data.npix - 15 and 15 <= iy < data.npix - 15):
-                continue
-            st = data.image["r"][iy - 12 : iy + 13, ix - 12 : ix + 13].astype(np.float64)
-            if not np.isfinite(st).all():
-                continue
-            fwhm_ratio.append(_fit_fwhm(st, r.moffat_beta) / r.psf_fwhm_arcsec)
-    for b in "grz":
-        v = float(np.median(ratios[b]))
-        gates.append(
-            Gate(
-                name=f"background_mad_{b}_vs_depth",
-                value=v,
-                lo=0.7,
-                hi=1.3,
-                message="measured/implied pixel MAD",
+            m.mad_ratio[row.band].append(
+                background_mad_ratio(img, row.psfdepth_mag, row.psf_fwhm_arcsec, row.moffat_beta)
             )
+            if row.band == "r":
+                m.scaled_mad_r.append(scaled_mad(img, row.psfdepth_mag, row.psf_fwhm_arcsec))
+        r = c.set_index("band").loc["r"]
+        here = truth[truth.brickname == name]
+        stars = here[(here.kind == "star") & here.mag_r_true.between(17.0, 19.0)]
+        m.fwhm_ratio += star_fwhm_ratios(
+            data.image["r"], data.header, stars, here, float(r.psf_fwhm_arcsec), float(r.moffat_beta)
         )
-    real = real_cutout_mad_r()
-    v = float(np.median(scaled_r)) / real
-    gates.append(
-        Gate(
-            name="mad_r_vs_real_cutouts",
-            value=v,
-            lo=0.7,
-            hi=1.3,
-            message=f"median MAD at depth 24.4 / real cutouts' {real:.5f} nmgy",
-        )
-    )
-    v = float(np.median(fwhm_ratio)) if fwhm_ratio else float("nan")
-    gates.append(
-        Gate(
-            name="star_fwhm_vs_psf",
-            value=v,
-            lo=0.95,
-            hi=1.05,
-            message=f"{len(fwhm_ratio)} isolated stars",
-            detail={"n_stars": len(fwhm_ratio)},
-        )
-    )
-    cat = pd.concat(
-        [
-            read_sweep(f, ["BRICKNAME", "OBJID", "TYPE", "FLUX_G", "FLUX_R", "FLUX_Z", "RA", "DEC"])
-            for f in sorted((sky / "sweep").glob("sweep-*.fits"))
-        ],
-        ignore_index=True,
-    )
+    return m
+
+
+def read_sweeps(sweep_dir: str | Path) -> pd.DataFrame:
+    """The catalogue columns the gates need, from every sweep file of the sky."""
+    from lensaudit.survey.sweeps import read_sweep
+
+    files = sorted(Path(sweep_dir).glob("sweep-*.fits"))
+    if not files:
+        raise InputError(f"sky check: no sweep files in {sweep_dir}")
+    return pd.concat([read_sweep(f, SWEEP_COLS) for f in files], ignore_index=True)
+
+
+def red_galaxy_offsets(cat: pd.DataFrame, truth: pd.DataFrame) -> tuple[dict[str, float], int, int]:
+    """Median g−r and r−z of our red galaxies minus the real Tractor sample's, at matched r.
+
+    Returns ({"g_r": Δ, "r_z": Δ}, number of our red galaxies, number of real ones). Red galaxies: the
+    red-sequence cut on catalogued DEV/SER field galaxies (confusers are not red galaxies, and a deflector's
+    catalogue photometry is contaminated by its blue arcs). The real sample is an LRG selection concentrated
+    at r ≈ 21, and red galaxies get redder in g−r with magnitude (redshift), so medians are differenced per
+    0.5-mag bin (bins with ≥ 5 galaxies on both sides, weighted by ours).
+    """
     gid = cat.BRICKNAME + "_" + cat.OBJID.astype(str)
     kind = gid.map(truth[truth.objid >= 0].set_index("galaxy_id").kind)
     with np.errstate(divide="ignore", invalid="ignore"):
         g, r_, z = (22.5 - 2.5 * np.log10(cat[f"FLUX_{b}"].clip(lower=1e-6)) for b in "GRZ")
-    # red galaxies: the red-sequence cut on catalogued DEV/SER field galaxies (confusers are not red
-    # galaxies, and a
-    # deflector's catalogue photometry is contaminated by its blue arcs)
     red = (
         cat.TYPE.isin(["DEV", "SER"])
         & r_.between(18, 21.5)
@@ -154,9 +197,8 @@ def check_sky(sky_dir: str | Path) -> list[Gate]:
     with reference_file("lrg_tractor_sample.parquet") as f:
         lrg = pd.read_parquet(f)
     lrg = lrg[lrg.TYPE.isin(["DEV", "SER"]) & lrg.r_mag.between(18, 21.5) & ((lrg.g_mag - lrg.r_mag) > 1.0)]
-    # compare at matched magnitude: the real sample is an LRG selection concentrated at r ≈ 21, and red
-    # galaxies get redder in g−r with magnitude (redshift), so medians are differenced per 0.5-mag bin
     edges = np.arange(18.0, 21.51, 0.5)
+    out = {}
     for name, ours, theirs in (("g_r", (g - r_), lrg.g_mag - lrg.r_mag), ("r_z", (r_ - z), lrg.r_minus_z)):
         diffs, weights = [], []
         for lo, hi in zip(edges[:-1], edges[1:]):
@@ -165,31 +207,28 @@ def check_sky(sky_dir: str | Path) -> list[Gate]:
             if len(a) >= 5 and len(b) >= 5:
                 diffs.append(float(np.median(a) - np.median(b)))
                 weights.append(len(a))
-        d = float(np.average(diffs, weights=weights)) if diffs else float("nan")
-        gates.append(
-            Gate(
-                name=f"red_galaxy_median_{name}",
-                value=d,
-                lo=-0.1,
-                hi=0.1,
-                message=f"ours − real at matched r ({int(red.sum())} vs {len(lrg)} galaxies)",
-            )
-        )
-    first = reader.brick(brick_center(cond.brickname.iloc[0]))
-    if first is None:
-        raise InputError(f"sky check: no coadds for brick {cond.brickname.iloc[0]} in {sky}")
-    area = len(cond.brickname.unique()) * (first.npix * PIX / 3600) ** 2
+        out[name] = float(np.average(diffs, weights=weights)) if diffs else float("nan")
+    return out, int(red.sum()), len(lrg)
+
+
+def real_galaxy_density() -> float:
+    """The median catalogued galaxy density (per deg²) of the real DR10 reference regions."""
     with reference_file("regions_conditions.csv") as f:
         regions = pd.read_csv(f)
-    real_dens = float((regions.total_n_gal / regions.total_area_deg2).median())
-    ours = (cat.TYPE != "PSF").sum() / area
-    gates.append(
-        Gate(
-            name="galaxy_density_vs_real",
-            value=float(ours / real_dens),
-            lo=0.5,
-            hi=2.0,
-            message=f"{ours:.0f} vs {real_dens:.0f} per deg²",
-        )
-    )
-    return gates
+    return float((regions.total_n_gal / regions.total_area_deg2).median())
+
+
+def galaxy_density(cat: pd.DataFrame, n_bricks: int, npix: int) -> float:
+    """Catalogued non-PSF sources per deg² over ``n_bricks`` bricks of ``npix`` pixels a side."""
+    area = n_bricks * (npix * PIX / 3600) ** 2
+    return float((cat.TYPE != "PSF").sum() / area)
+
+
+def check_sky(sky_dir: str | Path) -> list[Gate]:
+    """The registered realism gates of the sky in ``sky_dir`` (its files under their registered names)."""
+    from lensaudit.run.artifacts import relpath
+    from lensaudit.validation import Inputs, specs
+
+    sky = Path(sky_dir)
+    inputs = Inputs(lambda stage, name: sky / relpath(stage, name), None, lambda stage: None)
+    return [g for s in specs("sky") if is_realism(s.name) for g in s.evaluate(inputs)]

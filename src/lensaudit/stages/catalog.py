@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from lensaudit import validation
 from lensaudit.catalog.build import (
     build_pool,
-    catalog_gates,
+    catalog_summary,
     crossmatch_positives,
     exclusion_paths,
     exclusion_positions,
@@ -51,7 +52,8 @@ def run(cfg: CatalogConfig, ctx: StageContext) -> Manifest:
         counts = build_pool(client, files, nparts, pool, parts, cfg, ctx.seed, excl, positives, bar.advance)
     matched = crossmatch_positives(positives, parts.table(), cfg, ctx.seed)
     write_parquet_atomic(matched, ctx.output("positives_matched"))
-    gates, extra = catalog_gates(pool, cfg, matched, counts)
+    extra = catalog_summary(pool, matched, counts)
     covered, n_matched = int(matched.covered.sum()), int(matched.matched.sum())
     counts.update(sweep_files=len(files), positives_covered=covered, positives_matched=n_matched)
+    gates = validation.evaluate(NAME, validation.stage_inputs(ctx))
     return Manifest(counts=counts, gates=gates, extra=extra)

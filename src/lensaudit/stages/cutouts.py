@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from lensaudit import validation
 from lensaudit.config import CutoutsConfig
 from lensaudit.run import Manifest, StageContext
 from lensaudit.stamps.fetch import (
@@ -15,7 +16,6 @@ from lensaudit.stamps.fetch import (
     fetch_stamps,
     open_store,
     stamps_counts,
-    stamps_gates,
     stamps_table,
 )
 from lensaudit.utils import write_parquet_atomic
@@ -37,4 +37,5 @@ def run(cfg: CutoutsConfig, ctx: StageContext) -> Manifest:
     stamps = stamps_table(store, log.table(), sample, cfg)
     write_parquet_atomic(stamps, ctx.output("index"))
     extra = {"failures_by_reason": failure_reasons(stamps)}
-    return Manifest(counts=stamps_counts(stamps), gates=stamps_gates(stamps, cfg), extra=extra)
+    gates = validation.evaluate(NAME, validation.stage_inputs(ctx))
+    return Manifest(counts=stamps_counts(stamps), gates=gates, extra=extra)

@@ -1,6 +1,7 @@
 """evaluate: score val and test with the frozen finder; AUC, Tier-A/B recall, ECE, FPR by N2 category and by
-observing conditions, shortcut gates, figures and galleries. Red shortcut gates do not stop the pipeline:
-they mark the audit as not trustworthy (manifest extra, report banner, CLI summary).
+observing conditions, shortcut measurements, figures and galleries. The gates are computed from the written
+artifacts (:mod:`lensaudit.validation.gates.evaluate`); red shortcut gates do not stop the pipeline: they mark
+the audit as not trustworthy (manifest extra, report banner, CLI summary).
 
 Science in :mod:`lensaudit.audit.scoring` and :mod:`lensaudit.audit.evaluation`; figures in
 :mod:`lensaudit.report.figures.audit`. ``mined_negatives`` is written by :func:`mine` (``lensaudit
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lensaudit import validation
 from lensaudit.audit.evaluation import evaluate, gallery_picks
 from lensaudit.audit.scoring import SCORE_COLUMNS, mine_negatives, score_table
 from lensaudit.config import EvaluateConfig
@@ -21,6 +23,7 @@ from lensaudit.run import Manifest, StageContext
 from lensaudit.stamps.store import StampStore
 from lensaudit.train.infer import FrozenModel, load_frozen
 from lensaudit.utils import atomic_write_json, write_parquet_atomic
+from lensaudit.validation.gates.evaluate import trustworthy
 
 NAME = "evaluate"
 SECTIONS = ("evaluate", "train.device")
@@ -60,7 +63,8 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> Manifest:
     fig.stratified(ev.strata, ctx.output("stratified_plot"))
     for name, sel, title in gallery_picks(ev.test, cfg.top_k):
         fig.score_gallery(store, sel, ctx.output(name), title)
-    return Manifest(counts=ev.counts, gates=ev.gates, extra=ev.extra())
+    gates = validation.evaluate(NAME, validation.stage_inputs(ctx))
+    return Manifest(counts=ev.counts, gates=gates, extra=ev.extra(trustworthy(gates)))
 
 
 def mine(ctx: StageContext, top_k: int) -> Path:

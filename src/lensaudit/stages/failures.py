@@ -2,11 +2,13 @@
 false positives and missed Tier-A lenses, scored against the synthetic sky's truth when it exists.
 
 Science in :mod:`lensaudit.audit.failure_modes` (rules in :mod:`lensaudit.audit.failures`); galleries drawn by
-:mod:`lensaudit.report.figures.audit` into the ``galleries`` directory.
+:mod:`lensaudit.report.figures.audit` into the ``galleries`` directory. The gates are computed from the
+written artifacts (:mod:`lensaudit.validation.gates.failures`).
 """
 
 from __future__ import annotations
 
+from lensaudit import validation
 from lensaudit.audit.failure_modes import TAXONOMY_COLUMNS, failure_audit
 from lensaudit.config import FailuresConfig
 from lensaudit.report.figures.audit import failure_galleries
@@ -50,4 +52,4 @@ def run(cfg: FailuresConfig, ctx: StageContext) -> Manifest:
     write_parquet_atomic(fa.taxonomy[TAXONOMY_COLUMNS], ctx.output("taxonomy"))
     galleries = failure_galleries(store, fa.galleries, ctx.output("galleries"))
     atomic_write_json(ctx.output("summary"), fa.summary(galleries))
-    return Manifest(counts=fa.counts, gates=fa.gates())
+    return Manifest(counts=fa.counts, gates=validation.evaluate(NAME, validation.stage_inputs(ctx)))

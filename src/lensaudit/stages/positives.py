@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lensaudit import validation
 from lensaudit.config import PositivesConfig, RunConfig
 from lensaudit.run import Manifest, StageContext
 from lensaudit.survey import positives as P
@@ -41,4 +42,4 @@ def run(cfg: PositivesConfig, ctx: StageContext) -> Manifest:
         vac = read_desi_sl_vac(P.config_path(ctx.config, cfg.desi_sl_vac))
         write_parquet_atomic(vac, ctx.output("desi_sl_vac"))
         counts["desi_sl_vac"] = len(vac)
-    return Manifest(counts=counts, gates=P.gates(merged, counts, problems, cfg))
+    return Manifest(counts=counts, gates=validation.evaluate(NAME, validation.stage_inputs(ctx)))

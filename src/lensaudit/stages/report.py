@@ -1,15 +1,16 @@
 """report: one self-contained HTML page (report/index.html) from every stage's manifest and artifacts.
 
 Every stage is an optional upstream: the report renders whatever completed and lists the rest as missing
-(the ``all_stages_reported`` gate warns). READS names every artifact the page embeds; for the stages whose
-artifacts it does not embed (sky, positives, catalog, cutouts) it names one, so that their manifests are
-readable through ``ctx.manifest`` and their fingerprints chain into the report's (it reruns when any changes).
+(the non-blocking ``all_stages_reported`` gate fails, :mod:`lensaudit.validation.gates.report`). READS names
+every artifact the page embeds; for the stages whose artifacts it does not embed (sky, positives, catalog,
+cutouts) it names one, so that their manifests are readable through ``ctx.manifest`` and their fingerprints
+chain into the report's (it reruns when any changes).
 """
 
 from __future__ import annotations
 
+from lensaudit import validation
 from lensaudit.config import ReportConfig, dump_config
-from lensaudit.gates import Gate
 from lensaudit.report.html import SECTIONS as PAGE_SECTIONS
 from lensaudit.report.html import UPSTREAM, build
 from lensaudit.run import Manifest, StageContext
@@ -46,16 +47,16 @@ WRITES = ("html", "skymap")
 
 
 def run(cfg: ReportConfig, ctx: StageContext) -> Manifest:
-    """Render the page from the completed stages; warn (never fail) when some stage is missing."""
+    """Render the page from the recorded stages (a missing or failed stage fails a non-blocking gate)."""
     manifests = {s: m for s in UPSTREAM if (m := ctx.recorded(s)) is not None}
-    html = build(ctx.artifact, manifests, dump_config(ctx.config.full()), cfg.title, ctx.output("skymap"))
-    atomic_write_bytes(ctx.output("html"), html.encode())
-    missing = [s for s in UPSTREAM if s not in manifests]
-    gate = Gate.check(
-        "all_stages_reported",
-        not missing,
-        value=len(missing),
-        warn_only=True,
-        message=f"missing: {', '.join(missing)}" if missing else "",
+    html = build(
+        ctx.artifact,
+        manifests,
+        dump_config(ctx.config.full()),
+        cfg.title,
+        ctx.output("skymap"),
+        dict(cfg.threshold_overrides),
     )
-    return Manifest(counts={"bytes": len(html), "sections": len(PAGE_SECTIONS)}, gates=[gate])
+    atomic_write_bytes(ctx.output("html"), html.encode())
+    gates = validation.evaluate(NAME, validation.stage_inputs(ctx))
+    return Manifest(counts={"bytes": len(html), "sections": len(PAGE_SECTIONS)}, gates=gates)

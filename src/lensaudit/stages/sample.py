@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from lensaudit import validation
 from lensaudit.catalog.pool import pool_parts
-from lensaudit.catalog.sampling import draw_sample, sample_counts, sample_gates, sampling_positives
+from lensaudit.catalog.sampling import draw_sample, sample_counts, sampling_positives
 from lensaudit.config import SampleConfig
 from lensaudit.run import Manifest, StageContext
 from lensaudit.utils import write_parquet_atomic
@@ -28,5 +29,5 @@ def run(cfg: SampleConfig, ctx: StageContext) -> Manifest:
     write_parquet_atomic(sample, ctx.output("sample"))
     write_parquet_atomic(q, ctx.output("strata"))
     counts = {**sample_counts(sample, q), "positives_failing_parent_cuts": n_cut}
-    gates = sample_gates(sample, q, cfg)
+    gates = validation.evaluate(NAME, validation.stage_inputs(ctx))
     return Manifest(counts=counts, gates=gates, extra={"strata": q.to_dict(orient="records")})

@@ -1,18 +1,19 @@
 """selection: score the injections with the frozen finder (hash checked against the train manifest) at the
 evaluate stage's operating threshold → completeness per cell with Beta posteriors → lookup table (FITS +
-Parquet), heatmaps, marginals, robustness and prior sensitivity, and the closure test on the synthetic sky."""
+Parquet), heatmaps, marginals, robustness and prior sensitivity, and the closure test on the synthetic sky.
+The gates are computed from the written artifacts (:mod:`lensaudit.validation.gates.selection`)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
+from lensaudit import validation
 from lensaudit.config import SelectionConfig
 from lensaudit.errors import GateFailed
 from lensaudit.report.figures import selection as figures
 from lensaudit.run import Manifest, StageContext
 from lensaudit.selection.closure import closure
 from lensaudit.selection.completeness import completeness_table, lookup_table, selection_counts
-from lensaudit.selection.gates import selection_gates
 from lensaudit.selection.grid import grid_of
 from lensaudit.selection.robustness import robustness, variant_curves
 from lensaudit.selection.scoring import SCORE_COLUMNS, check_frozen, score_injections
@@ -25,6 +26,7 @@ SECTIONS = ("selection", "inject", "evaluate.operating_point", "train.device", "
 READS = (
     "inject.injections",
     "inject.stamps",
+    "inject.realism",
     "train.best",
     "train.model_card",
     "evaluate.scores",
@@ -72,6 +74,6 @@ def run(cfg: SelectionConfig, ctx: StageContext) -> Manifest:
     atomic_write_json(ctx.output("closure"), clo)
     paths = {n: ctx.output(n) for n in ("heatmaps", "marginals", "variants", "closure_plot")}
     figures.selection_figures(table, axes, variant_curves(inj, axes[0], cfg), clo, paths, verdict != "GO")
-    gates = selection_gates(table, robust, inj, clo, cfg, verdict)
+    gates = validation.evaluate(NAME, validation.stage_inputs(ctx))
     extra = {"forced": verdict != "GO", "operating_threshold": op}
     return Manifest(counts=selection_counts(inj, table), gates=gates, extra=extra)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from lensaudit import validation
 from lensaudit.config import SkyConfig
-from lensaudit.gates import Gate
 from lensaudit.run import Manifest, StageContext
 from lensaudit.sky.build import build_sky, plan
-from lensaudit.sky.check import check_sky
+from lensaudit.sky.check import is_realism
 from lensaudit.utils import atomic_write_json
 
 NAME = "sky"
@@ -21,9 +21,6 @@ def run(cfg: SkyConfig, ctx: StageContext) -> Manifest:
     root = check.parent  # the sky directory (data.sky_dir): every sky artifact lives under it
     with ctx.progress(len(plan(cfg, ctx.seed)), "sky: rendering bricks") as bar:
         counts = build_sky(root, cfg, ctx.seed, workers=cfg.workers, on_brick=lambda _: bar.advance(1))
-    gates = check_sky(root)
-    atomic_write_json(check, [g.to_dict() for g in gates])
-    gates.append(
-        Gate(name="lenses_in_lenses_csv", value=counts["lenses_csv"], fail=0.5, higher_is_better=True)
-    )
+    gates = validation.evaluate(NAME, validation.stage_inputs(ctx))
+    atomic_write_json(check, [g.to_dict() for g in gates if is_realism(g.name)])
     return Manifest(counts=counts, gates=gates)

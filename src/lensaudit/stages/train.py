@@ -6,11 +6,12 @@ from typing import Any
 
 import pandas as pd
 
+from lensaudit import validation
 from lensaudit.config import TrainConfig
 from lensaudit.report.figures.train import plot_curves
 from lensaudit.run import Manifest, StageContext
 from lensaudit.stamps.store import StampStore
-from lensaudit.train.card import model_card, train_counts, train_gates
+from lensaudit.train.card import model_card, train_counts
 from lensaudit.train.data import load_table
 from lensaudit.train.infer import pick_device
 from lensaudit.train.loop import CheckpointPaths, fit, new_model, training_data
@@ -49,7 +50,8 @@ def run(cfg: TrainConfig, ctx: StageContext) -> Manifest:
     atomic_write_json(ctx.output("model_card"), card)
     plot_curves(res.history, ctx.output("curves"))
     extra = {"frozen_sha256": card["frozen_sha256"], "best_val_auc": res.best_auc, "stopped": res.stopped}
-    return Manifest(counts=train_counts(data, res), gates=train_gates(data, res), extra=extra)
+    gates = validation.evaluate(NAME, validation.stage_inputs(ctx))
+    return Manifest(counts=train_counts(data, res), gates=gates, extra=extra)
 
 
 def _epoch_text(rec: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""Filling the stamp store from a cutout provider, shard by shard, then the per-stamp quality table and gates.
+"""Filling the stamp store from a cutout provider, shard by shard, then the per-stamp quality table (the gates
+are in :mod:`lensaudit.validation.gates.cutouts`).
 
 Row i of the store is row i of sample.parquet. Each store shard is fetched by one Dask task (or, for the
 rate-limited service, by the driver's thread pool), written whole, and recorded in a
@@ -16,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from lensaudit.config import CutoutsConfig, RunConfig
-from lensaudit.gates import Gate
 from lensaudit.run import ShardLog
 from lensaudit.stamps.labelled import COPIED
 from lensaudit.stamps.providers import ShardResult, get_provider
@@ -101,13 +101,26 @@ def fetch_stamps(
             advance(f.result())
 
 
-def _quality(store: StampStore, cfg: CutoutsConfig) -> pd.DataFrame:
+def store_quality(store: StampStore, central_nan_radius: float) -> pd.DataFrame:
     """Quality metrics of every stored stamp, shard by shard, in row order."""
     parts = []
     for a, b in store.shard_ranges():
         img, iv, mb = store.read(slice(a, b))
-        parts.append(quality_metrics(img, iv, mb, cfg.central_nan_radius_pix))
-    return pd.concat(parts, ignore_index=True)
+        parts.append(quality_metrics(img, iv, mb, central_nan_radius))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def quality_verdict(fetched_ok, central_nan, bad_pixel_frac, max_bad_pixel_frac: float) -> np.ndarray:
+    """Which stamps are usable: fetched, no NaN near the centre, at most ``max_bad_pixel_frac`` bad pixels.
+
+    >>> quality_verdict(np.array([True, True, False]), np.array([False, True, False]), np.zeros(3), 0.02)
+    array([ True, False, False])
+    """
+    return (
+        np.asarray(fetched_ok, bool)
+        & ~np.asarray(central_nan, bool)
+        & (np.asarray(bad_pixel_frac, float) <= max_bad_pixel_frac)
+    )
 
 
 def stamps_table(
@@ -117,9 +130,9 @@ def stamps_table(
     verdict (``quality_ok``; ``status`` ok/failed/excluded with a ``reason``) and the :data:`COPIED` sample
     columns."""
     index = index.sort_values("row").reset_index(drop=True)
-    stamps = pd.concat([index, _quality(store, cfg)], axis=1)
-    stamps["quality_ok"] = (
-        (stamps.status == "ok") & ~stamps.central_nan & (stamps.bad_pixel_frac <= cfg.max_bad_pixel_frac)
+    stamps = pd.concat([index, store_quality(store, cfg.central_nan_radius_pix)], axis=1)
+    stamps["quality_ok"] = quality_verdict(
+        stamps.status == "ok", stamps.central_nan, stamps.bad_pixel_frac, cfg.max_bad_pixel_frac
     )
     stamps.loc[(stamps.status == "ok") & ~stamps.quality_ok, "status"] = "excluded"
     stamps.loc[stamps.central_nan & (stamps.reason == ""), "reason"] = "NaN within the central radius"
@@ -145,37 +158,3 @@ def stamps_counts(s: pd.DataFrame) -> dict[str, int]:
         "quality_ok": int(s.quality_ok.sum()),
         "max_attempts_used": int(s.attempts.max()) if len(s) else 0,
     }
-
-
-def stamps_gates(s: pd.DataFrame, cfg: CutoutsConfig) -> list[Gate]:
-    """The quality-ok fraction, and the positives/negatives inner-core brightness ratio (a shortcut
-    warning)."""
-    frac = float(s.quality_ok.mean()) if len(s) else 0.0
-    reasons = failure_reasons(s)
-    gates = [
-        Gate(
-            name="fraction_ok",
-            value=frac,
-            fail=cfg.min_ok_fraction,
-            higher_is_better=True,
-            detail=reasons,
-            message="failures: " + "; ".join(f"{k} ×{v}" for k, v in list(reasons.items())[:5]),
-        )
-    ]
-    ok = s[s.quality_ok]
-    pos, neg = ok[ok.label == 1].core3_r, ok[ok.label == 0].core3_r
-    ratio = float(pos.median() / neg.median()) if len(pos) and len(neg) and neg.median() > 0 else float("nan")
-    lo, hi = cfg.core_ratio_bounds
-    gates.append(
-        Gate(
-            name="core_brightness_ratio_pos_neg",
-            value=ratio,
-            lo=lo,
-            hi=hi,
-            soft=True,
-            blocking=False,
-            message="median inner-core (r<3 px) r flux, positives/negatives: "
-            "a shortcut warning sign outside 0.9–1.1",
-        )
-    )
-    return gates

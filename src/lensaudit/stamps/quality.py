@@ -1,10 +1,10 @@
 """Per-stamp quality metrics, vectorised over a batch (N, 3, S, S), and the shortcut diagnostics.
 
-Radii in pixels from the stamp centre: core r < 4/8/12 (the predecessor's metadata), inner core r < 2
-and r < 3 (≤ 0.79″, inside the 0.8″ inner edge of the arc annulus used by the realism gates: the
-deflector's light, with as little arc light as the PSF allows — the shortcut gates use these), annulus
-4 ≤ r < 16, outer r ≥ 30. MAD is the raw median absolute deviation (not scaled by 1.4826) of the outer
-region, as in the predecessor's metadata.
+Radii in pixels from the stamp centre: core r < 4/8/12 (the predecessor's metadata), core r < 10 (2.6″:
+the design's core-only aperture of the shortcut gate), inner core r < 2 and r < 3 (≤ 0.79″, inside the 0.8″
+inner edge of the arc annulus used by the realism gates: the deflector's light, with as little arc light as
+the PSF allows — the inner-core shortcut gates use these), annulus 4 ≤ r < 16, outer r ≥ 30. MAD is the
+raw median absolute deviation (not scaled by 1.4826) of the outer region, as in the predecessor's metadata.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ BAD_BITS = (
 )
 
 
+#: radii (px) of the core apertures ``core<r>_<band>``: mean flux within r < that radius
+CORE_RADII = (2, 3, 4, 8, 10, 12)
+
+
 def radius_map(size: int) -> np.ndarray:
     c = (size - 1) / 2.0
     yy, xx = np.mgrid[0:size, 0:size]
@@ -35,24 +39,34 @@ def _masked_mean(x: np.ndarray, m: np.ndarray) -> np.ndarray:
         return np.nanmean(v.reshape(len(x), -1), axis=1)
 
 
+def pixel_defects(
+    image: np.ndarray, invvar: np.ndarray, maskbits: np.ndarray, central_nan_radius: float = 8.0
+) -> dict[str, np.ndarray]:
+    """Per stamp: NaN pixels (any band), whether one lies within ``central_nan_radius`` of the centre, and the
+    bad-pixel fraction (NaN, invvar ≤ 0 in any band, or a star/saturation/ALLMASK bit)."""
+    n, _, s, _ = image.shape
+    r = radius_map(s)
+    nan = ~np.isfinite(image)
+    bad = nan.any(axis=1) | (invvar <= 0).any(axis=1) | ((maskbits & BAD_BITS) != 0)
+    return {
+        "nan_pixel_count": nan.any(axis=1).reshape(n, -1).sum(axis=1),
+        "central_nan": (nan.any(axis=1) & (r < central_nan_radius)).reshape(n, -1).any(axis=1),
+        "bad_pixel_frac": bad.reshape(n, -1).mean(axis=1),
+    }
+
+
 def quality_metrics(
     image: np.ndarray, invvar: np.ndarray, maskbits: np.ndarray, central_nan_radius: float = 8.0
 ) -> pd.DataFrame:
     """Metrics for stamps image/invvar (N, 3, S, S) and maskbits (N, S, S)."""
     n, nb, s, _ = image.shape
     r = radius_map(s)
-    nan = ~np.isfinite(image)
-    out = {
-        "nan_pixel_count": nan.any(axis=1).reshape(n, -1).sum(axis=1),
-        "central_nan": (nan.any(axis=1) & (r < central_nan_radius)).reshape(n, -1).any(axis=1),
-    }
-    bad = nan.any(axis=1) | (invvar <= 0).any(axis=1) | ((maskbits & BAD_BITS) != 0)
-    out["bad_pixel_frac"] = bad.reshape(n, -1).mean(axis=1)
+    out = pixel_defects(image, invvar, maskbits, central_nan_radius)
     out["star_mask_frac"] = ((maskbits & STAR_BITS) != 0).reshape(n, -1).mean(axis=1)
     with np.errstate(invalid="ignore"):
         for k, band in enumerate(BANDS[:nb]):
             x = image[:, k]
-            for rad in (2, 3, 4, 8, 12):
+            for rad in CORE_RADII:
                 out[f"core{rad}_{band}"] = _masked_mean(x, np.broadcast_to(r < rad, x.shape))
             out[f"annulus_{band}"] = _masked_mean(x, np.broadcast_to((r >= 4) & (r < 16), x.shape))
             outer = np.where(r >= 30, x, np.nan).reshape(n, -1)

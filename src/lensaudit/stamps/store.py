@@ -116,9 +116,11 @@ class StampStore:
     def read(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Read rows (int, slice, or sorted/unsorted index array) → (image, invvar, maskbits)."""
         if isinstance(rows, (int, np.integer)):
-            return tuple(self._a(a)[int(rows)] for a in ARRAYS)  # type: ignore[return-value]
+            image, invvar, maskbits = (self._a(a)[int(rows)] for a in ARRAYS)
+            return image, invvar, maskbits
         if isinstance(rows, slice):
-            return tuple(self._a(a)[rows] for a in ARRAYS)  # type: ignore[return-value]
+            image, invvar, maskbits = (self._a(a)[rows] for a in ARRAYS)
+            return image, invvar, maskbits
         idx = np.asarray(rows, dtype=np.int64)
         order = np.argsort(idx, kind="stable")
         out = []
@@ -127,7 +129,8 @@ class StampStore:
             res = np.empty_like(arr)
             res[order] = arr
             out.append(res)
-        return tuple(out)  # type: ignore[return-value]
+        image, invvar, maskbits = out
+        return image, invvar, maskbits
 
     def read_image(self, row: int) -> np.ndarray:
         """One stamp's image (B, S, S): reads a single chunk."""

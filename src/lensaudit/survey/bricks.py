@@ -49,7 +49,8 @@ def _center(row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _name(ra_c: float, dec_c: float) -> str:
-    return "%04d%s%03d" % (int(ra_c * 10 + 1e-9), "p" if dec_c >= 0 else "m", int(abs(dec_c) * 10 + 1e-9))  # noqa: UP031 — DR10's own printf formats
+    # DR10's printf format "%04d%s%03d" (RA·10, p/m, |Dec|·10)
+    return f"{int(ra_c * 10 + 1e-9):04d}{'p' if dec_c >= 0 else 'm'}{int(abs(dec_c) * 10 + 1e-9):03d}"
 
 
 def brickid_from_radec(ra, dec) -> np.ndarray:
@@ -143,9 +144,9 @@ def sweep_filename(ra: float, dec: float) -> str:
     decmin = np.floor(dec / 5.0) * 5.0
 
     def fmtra(x: float) -> str:
-        return "%03g" % x  # noqa: UP031 — DR10's own printf formats
+        return f"{x:03g}"  # DR10's printf format "%03g"
 
     def fmtdec(x: float) -> str:
-        return ("%+04g" % x).replace("-", "m").replace("+", "p")  # noqa: UP031 — DR10's own printf formats
+        return f"{x:+04g}".replace("-", "m").replace("+", "p")  # DR10's printf format "%+04g"
 
-    return "sweep-%s%s-%s%s.fits" % (fmtra(ramin), fmtdec(decmin), fmtra(ramin + 5), fmtdec(decmin + 5))  # noqa: UP031 — DR10's own printf formats
+    return f"sweep-{fmtra(ramin)}{fmtdec(decmin)}-{fmtra(ramin + 5)}{fmtdec(decmin + 5)}.fits"

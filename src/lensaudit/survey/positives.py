@@ -1,5 +1,6 @@
 """The positives workflow: read lenscat and extra CSVs (malformed rows reported with line numbers), select
-tiers, merge duplicates, locate each lens in its DR10 brick and the footprint, count and gate."""
+tiers, merge duplicates, locate each lens in its DR10 brick and the footprint, count (the gates are in
+:mod:`lensaudit.validation.gates.positives`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from lensaudit.config import PositivesConfig
-from lensaudit.gates import Gate
 from lensaudit.run import log
 from lensaudit.survey.bricks import brickid_from_radec, brickname_from_radec
 from lensaudit.survey.lenses import packaged_lenscat_path, positive_id, read_lenscat_csv
@@ -77,38 +76,16 @@ def counts(
     return counts
 
 
-def gates(
-    merged: pd.DataFrame, counts: dict[str, int], problems: list[str], cfg: PositivesConfig
-) -> list[Gate]:
-    ra, dec = merged.ra.to_numpy(), merged.dec.to_numpy()
-    dup_ids = int(merged.positive_id.duplicated().sum())
-    return [
-        Gate(
-            name="n_tier_A",
-            value=counts["tier_A"],
-            fail=0.5,
-            higher_is_better=True,
-            message="Tier-A positives present",
-        ),
-        Gate(name="n_positives_in_footprint", value=counts["in_footprint"], fail=0.5, higher_is_better=True),
-        Gate.check(
-            "no_nan_coordinates",
-            bool(np.isfinite(ra).all() and np.isfinite(dec).all()),
-            value=int((~np.isfinite(ra)).sum()),
-        ),
-        Gate.check("ra_dec_in_range", bool(((ra >= 0) & (ra < 360)).all() and (np.abs(dec) <= 90).all())),
-        Gate.check("unique_positive_id", not merged.positive_id.duplicated().any(), value=dup_ids),
-        Gate.check(
-            "malformed_rows",
-            not problems,
-            value=len(problems),
-            warn_only=True,
-            message="excluded with line numbers in malformed_rows.txt" if problems else "",
-        ),
-        Gate(
-            name="duplicates_merged",
-            value=counts["duplicates_merged"],
-            forced="pass",
-            message=f"within {cfg.duplicate_radius_arcsec}″; see duplicates.csv",
-        ),
-    ]
+def source_rows(cfg: Any) -> int:
+    """Data rows (well-formed or not) of every configured source CSV: the denominator of the malformed
+    fraction."""
+    return sum(len(pd.read_csv(path, dtype=str, keep_default_na=False)) for _, path in sources(cfg))
+
+
+def malformed_row_keys(lines: list[str]) -> set[str]:
+    """The distinct ``<file>:<line>`` of the malformed-row messages (a row can have several problems).
+
+    >>> sorted(malformed_row_keys(["a.csv:3: empty name (…)", "a.csv:3: RA is not … (…)", "b.csv:9: x"]))
+    ['a.csv:3', 'b.csv:9']
+    """
+    return {ln.split(": ", 1)[0] for ln in lines if ln.strip()}

@@ -1,4 +1,5 @@
-"""The model card (what the frozen checkpoint is, and what it was trained on) and the training verdict."""
+"""The model card (what the frozen checkpoint is, and what it was trained on) and the training counts (the
+gates are in :mod:`lensaudit.validation.gates.train`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import numpy as np
 import torch
 
 from lensaudit.config import TrainConfig
-from lensaudit.gates import Gate
 from lensaudit.run import git_commit
 from lensaudit.train.loop import FitResult, TrainData
 from lensaudit.utils import sha256_file
@@ -58,17 +58,20 @@ def train_counts(data: TrainData, res: FitResult) -> dict[str, int]:
     }
 
 
-def train_gates(data: TrainData, res: FitResult) -> list[Gate]:
-    """The best validation AUC (warn < 0.75, fail < 0.55), and a validation split holding both classes."""
-    val_y = data.val.t.label[data.val.idx]
-    return [
-        Gate(
-            name="best_val_auc",
-            value=res.best_auc,
-            warn=0.75,
-            fail=0.55,
-            higher_is_better=True,
-            message=f"epoch {res.best_epoch}; {res.stopped}",
-        ),
-        Gate.check("val_has_both_classes", len(np.unique(val_y)) == 2, value=int(val_y.sum())),
-    ]
+def val_logits(
+    model: Any, store: Any, sample: Any, index: Any, threads: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, logits) of the frozen ``model`` on the quality-ok stamps of the validation split, scored on
+    CPU with torch pinned to ``threads`` threads (so the same artifacts give the same logits bit for bit);
+    torch's thread count is restored afterwards."""
+    from lensaudit.train.data import load_table
+
+    t = load_table(sample, index)
+    va = np.flatnonzero(t.split == "val")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        logits = model.score_rows(store, t.rows[va])
+    finally:
+        torch.set_num_threads(before)
+    return t.label[va], logits

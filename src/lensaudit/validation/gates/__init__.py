@@ -1,0 +1,15 @@
+"""One module of gate declarations per stage; importing this package fills the registry."""
+
+from lensaudit.validation.gates import (  # noqa: F401
+    catalog,
+    cutouts,
+    evaluate,
+    failures,
+    inject,
+    positives,
+    report,
+    sample,
+    selection,
+    sky,
+    train,
+)
