@@ -394,7 +394,6 @@ class TrainConfig(Section):
     noise_sigma_frac: float = Field(
         0.1, ge=0.0, le=0.1, description="Added noise σ as a fraction of the background σ (≤ 0.1)."
     )
-    num_workers: int = Field(0, ge=0, le=64, description="DataLoader workers.")
     stuck_auc_epochs: int = Field(
         5,
         ge=1,
@@ -481,7 +480,6 @@ class InjectConfig(Section):
         description="r-band 5σ depth start, stop, step in mag (decision: 22.5–24.5 by 0.5).",
     )
     n_per_cell: int = Field(200, ge=1, le=100000, description="Injections per cell (decision: ≥ 200).")
-    host_type_axis: bool = Field(False, description="Optional 4th grid axis: host TYPE.")
     source_model: Literal["sersic", "clumpy"] = Field(
         "sersic", description="Source morphology; the report brackets with the other."
     )
