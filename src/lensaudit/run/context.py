@@ -36,7 +36,7 @@ from rich.progress import (
 
 from lensaudit.config import RunConfig
 from lensaudit.errors import ContractError, InputError, UpstreamError
-from lensaudit.run.artifacts import ARTIFACTS, CONFIG, MANIFEST, relpath
+from lensaudit.run.artifacts import CONFIG, MANIFEST, relpath
 from lensaudit.run.manifest import Manifest
 from lensaudit.run.shards import ShardLog
 
@@ -320,30 +320,19 @@ class StageContext:
         """The resume log kept in this stage's declared scratch artifact ``name``."""
         return ShardLog(self.output(name))
 
-    def manifest(self, stage: str) -> Manifest:
-        """The completed manifest of a declared upstream stage."""
+    def _declared_upstream(self, stage: str) -> None:
         if stage not in self._upstream:
             raise ContractError(
                 f"stage {self.name} reads the {stage} manifest without declaring a read of {stage}"
             )
+
+    def manifest(self, stage: str) -> Manifest:
+        """The completed manifest of a declared upstream stage."""
+        self._declared_upstream(stage)
         return self.run.require(stage)
 
     def recorded(self, stage: str) -> Manifest | None:
         """The manifest of a declared upstream stage whatever its status (None if it never ran): for the
         report, which shows failed stages with their failing gates."""
-        if stage not in self._upstream:
-            raise ContractError(
-                f"stage {self.name} reads the {stage} manifest without declaring a read of {stage}"
-            )
+        self._declared_upstream(stage)
         return self.run.manifest(stage)
-
-    def has(self, stage: str) -> bool:
-        """Whether a declared upstream stage has completed (for optional reads)."""
-        if stage not in self._upstream:
-            raise ContractError(f"stage {self.name} asks for {stage} without declaring a read of it")
-        m = self.run.manifest(stage)
-        return m is not None and m.status == "complete"
-
-    @staticmethod
-    def registered(stage: str) -> dict[str, str]:
-        return dict(ARTIFACTS[stage])
