@@ -72,6 +72,8 @@ SMALL_DEMO = [
     "selection.n_min=6",
     "catalog.nside=4096",
     "catalog.split_tolerance=0.15",
+    "population.enabled=true",  # a second sky of 2 bricks with fainter, larger lens sources (~45 s)
+    "population.n_bricks=2",
 ]
 
 

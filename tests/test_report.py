@@ -118,30 +118,85 @@ def _artifacts(root: Path) -> dict[str, Manifest]:
         root / "selection" / "closure.json",
         {
             "available": True,
+            "axis": "src_mag",
+            "condition_on": "src_mag",
+            "mag_column": "src_mag_r",
             "n_lenses": 10,
             "fraction_within_1sigma": 0.5,
+            "fraction_within_2sigma": 1.0,
+            "chi2": 1.0,
+            "chi2_dof": 1,
+            "chi2_pvalue": 0.32,
             "note": "independent renderer",
-            "bins": [
+            "theta_bins": [
                 {
-                    "theta_lo": 0.25,
-                    "theta_hi": 0.75,
+                    "lo": 0.25,
+                    "hi": 0.75,
                     "n": 4,
                     "expected": 2.0,
                     "observed": 3,
                     "sigma": 1.0,
+                    "sigma_binomial": 0.9,
+                    "sigma_table": 0.4,
                     "pull": 1.0,
                 },
                 {
-                    "theta_lo": 0.75,
-                    "theta_hi": 1.25,
+                    "lo": 0.75,
+                    "hi": 1.25,
                     "n": 6,
                     "expected": 3.0,
                     "observed": 3,
                     "sigma": 0.0,
+                    "sigma_binomial": 0.0,
+                    "sigma_table": 0.0,
                     "pull": float("nan"),
                 },
             ],
-            "total": {"expected": 5.0, "observed": 6, "sigma": 1.0, "pull": 1.0},
+            "mag_bins": [
+                {
+                    "lo": 22.0,
+                    "hi": 23.0,
+                    "n": 10,
+                    "expected": 5.0,
+                    "observed": 6,
+                    "sigma": 1.0,
+                    "sigma_binomial": 0.9,
+                    "sigma_table": 0.4,
+                    "pull": 1.0,
+                },
+            ],
+            "total": {
+                "expected": 5.0,
+                "observed": 6,
+                "sigma": 1.0,
+                "sigma_binomial": 0.9,
+                "sigma_table": 0.4,
+                "pull": 1.0,
+            },
+            "ladder": [
+                {
+                    "rung": "marginal",
+                    "what": "(a) marginal",
+                    "expected": 4.0,
+                    "observed": 6,
+                    "sigma_binomial": 1.0,
+                    "sigma_table": 0.2,
+                    "pull": 2.0,
+                    "chi2_pvalue": 0.1,
+                    "fraction_within_1sigma": 0.5,
+                },
+                {
+                    "rung": "src_mag",
+                    "what": "(b) at m_src",
+                    "expected": 5.0,
+                    "observed": 6,
+                    "sigma_binomial": 0.9,
+                    "sigma_table": 0.4,
+                    "pull": 1.0,
+                    "chi2_pvalue": 0.32,
+                    "fraction_within_1sigma": 0.5,
+                },
+            ],
         },
     )
     pd.DataFrame({"cell": [0, 1], "binning_shift": [0.1, 0.2], "prior_shift": [0.05, math.nan]}).to_parquet(
@@ -194,7 +249,8 @@ def test_sections_are_tables_with_headers(page):
     for word, headers in (
         ("Stages of this run", ("stage", "status", "wall time (s)")),
         ("validation gate", ("stage", "gate", "status", "value", "thresholds", "message")),
-        ("Closure test", ("θE range (″)", "n", "expected ± σ", "observed", "pull")),
+        ("per true θE bin", ("range", "n", "expected ± σ", "σ binomial / table", "observed", "pull")),
+        ("Closure ladder", ("rung", "expected", "observed", "σ binomial", "σ table", "pull", "χ² p", "within 1σ")),
         ("Audit metrics", ("metric", "value", "68% CI")),
         ("Recall per tier", ("threshold", "Tier A k/n")),
         ("Robustness", ("coarser depth binning",)),
@@ -223,7 +279,7 @@ def test_catalogue_strings_are_escaped(page):
 
 def test_numbers_use_one_format(page):
     assert fmt(float("nan")) == fmt(None) == "—"
-    closure = _table(page, "Closure test")
+    closure = _table(page, "per true θE bin")
     assert "<td>—</td>" in closure or ">—<" in closure  # the NaN pull
     gates = _table(page, "validation gate")
     assert "0.912" in gates and "0.91234" not in gates and "[0.900, 0.930]" in gates

@@ -148,6 +148,24 @@ class SkyConfig(Section):
     seed_offset: int = Field(
         0, ge=0, description="Added to the run seed for the sky (to make independent skies)."
     )
+    src_mag_offset: float = Field(
+        0.0,
+        ge=-5.0,
+        le=5.0,
+        description=(
+            "Magnitudes added to every lens source's unlensed r magnitude (0 = the demo sky; a second "
+            "population sets it, see population.src_mag_offset)."
+        ),
+    )
+    src_size_scale: float = Field(
+        1.0,
+        gt=0.0,
+        le=10.0,
+        description=(
+            "Factor on the lensed source's component r_eff and offsets (1 = the demo sky; a second "
+            "population sets it, see population.src_size_scale)."
+        ),
+    )
 
 
 class PositivesConfig(Section):
@@ -486,12 +504,36 @@ class InjectConfig(Section):
     morphology_bracket: bool = Field(
         True,
         description=(
-            "Also inject half as many arcs per cell with the other source model (Sersic ↔ clumpy); "
-            "selection reports the completeness shift (the morphology bracket)."
+            "Also inject bracket_fraction × n_per_cell arcs per cell with the other source model "
+            "(Sersic ↔ clumpy); selection reports the completeness shift (the morphology bracket)."
+        ),
+    )
+    host_bracket: bool = Field(
+        True,
+        description=(
+            "Also inject bracket_fraction × n_per_cell arcs per cell into all N1 hosts of the host splits "
+            "(not "
+            "only deflector-like ones): the closure ladder's host-population term."
+        ),
+    )
+    bracket_fraction: float = Field(
+        0.25, gt=0.0, le=1.0, description="Injections per cell of each bracket, as a fraction of n_per_cell."
+    )
+    host_splits: tuple[Literal["val", "test"], ...] = Field(
+        ("val", "test"),
+        min_length=1,
+        description=(
+            "Splits whose N1 negatives host the injections. Never train: the finder must not have seen a "
+            "host. Validation hosts double the deflector-like pool; val only chose the epoch and temperature."
         ),
     )
     src_mag_r_range: tuple[float, float] = Field(
-        (22.0, 26.0), description="Unlensed source r magnitude prior."
+        (20.0, 27.0),
+        description=(
+            "Unlensed source r magnitude prior (uniform). Broad on purpose: it spans sources every finder "
+            "detects and sources none does, and the selection function is conditioned on it (its 4th axis), "
+            "so the prior sets coverage, not the answer; it is not taken from any sky."
+        ),
     )
     magnification_range: tuple[float, float] = Field((5.0, 30.0), description="Target magnification prior.")
     src_reff_arcsec_range: tuple[float, float] = Field(
@@ -552,11 +594,76 @@ class SelectionConfig(Section):
     )
     n_min: int = Field(20, ge=1, description="Cells with fewer injections are 'insufficient'.")
     smoothing: Literal["none"] = Field("none", description="No smoothing (documented decision).")
-    prior_variants: int = Field(
-        2, ge=0, le=5, description="Alternative source priors for the sensitivity run."
+    condition_on: Literal["src_mag", "arc_mag"] = Field(
+        "src_mag",
+        description=(
+            "The selection function's 4th axis: the unlensed source r magnitude (src_mag) or the lensed "
+            "arc's "
+            "r magnitude (arc_mag). Both are tabulated from the same injections and both enter the closure "
+            "ladder; this one is written to selection_function.fits (docs/selection.md says why)."
+        ),
+    )
+    mag_bin_width: float = Field(
+        0.5,
+        gt=0.0,
+        le=5.0,
+        description=(
+            "Width (mag) of the magnitude bins of the 4th axis. 0.5: with 1-mag bins, linear interpolation "
+            "across a finder's 0.5-mag-wide completeness transition biased a closure test to χ² p = 0.002 "
+            "(tests/selection/test_closure.py)."
+        ),
+    )
+    n_min_mag_bin: int = Field(
+        5,
+        ge=1,
+        description="4-D cells (θE, PSF, depth, magnitude bin) with fewer injections are insufficient.",
+    )
+    max_ci68_width: float = Field(
+        0.15,
+        gt=0.0,
+        lt=1.0,
+        description=(
+            "ci68_width gate: the largest median 68% interval width of the main 3-D grid (issue 15: a "
+            "closure "
+            "must not pass through wide intervals)."
+        ),
     )
     force: bool = Field(
         False, description="Run even on a NO-GO realism verdict (figures stamped 'realism gates failed')."
+    )
+
+
+class PopulationConfig(Section):
+    """A second synthetic lens population (synthetic data only): a second sky like the run's `sky` section
+    but with fainter, larger lens sources, whose catalogued lenses the frozen finder scores."""
+
+    enabled: bool = Field(
+        False,
+        description=(
+            "Render a second synthetic sky whose lens sources differ and judge the selection function on it "
+            "(closure on a second population); synthetic data only."
+        ),
+    )
+    src_mag_offset: float = Field(
+        0.7,
+        ge=-5.0,
+        le=5.0,
+        description="Magnitudes added to the second sky's unlensed source r magnitudes (sky.src_mag_offset).",
+    )
+    src_size_scale: float = Field(
+        1.5,
+        gt=0.0,
+        le=10.0,
+        description="Factor on the second sky's source sizes and component offsets (sky.src_size_scale).",
+    )
+    n_bricks: int = Field(6, ge=1, le=2000, description="Bricks of the second sky.")
+    seed_offset: int = Field(
+        1000,
+        ge=1,
+        description=(
+            "Added to sky.seed_offset for the second sky, so that its bricks and objects are drawn "
+            "independently of the run's sky; every other sky setting is the run's."
+        ),
     )
 
 
@@ -597,6 +704,7 @@ class RunConfig(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     inject: InjectConfig = Field(default_factory=InjectConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    population: PopulationConfig = Field(default_factory=PopulationConfig)
     failures: FailuresConfig = Field(default_factory=FailuresConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 

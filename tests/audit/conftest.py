@@ -115,7 +115,7 @@ def audit_world(tmp_path_factory) -> dict[str, Path]:
         {"cell": np.arange(6), "n": [50, 50, 3, 50, 50, 50], "c_mean": [0.1, 0.5, 0.05, 0.15, 0.9, 0.3]}
     )
     cells["insufficient"] = cells.n < 10
-    cells.to_parquet(run / "selection" / "selection_function.parquet", index=False)
+    cells.to_parquet(run / "selection" / "selection_marginal.parquet", index=False)
     kinds = np.array(["galaxy", "ring", "spiral", "edge_on", "merger", "blue_clumpy"])
     truth = pd.DataFrame(
         {

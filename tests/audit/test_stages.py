@@ -125,7 +125,7 @@ def test_failure_audit_without_truth_is_unscored(ran):
         run / "evaluate" / "scores.parquet",
         run / "cutouts" / "stamps.parquet",
         run / "sample" / "sample.parquet",
-        run / "selection" / "selection_function.parquet",
+        run / "selection" / "selection_marginal.parquet",
         StampStore.open(run / "cutouts" / "stamps.zarr"),
         m_eval.extra["operating_threshold"],
         level=0.68,

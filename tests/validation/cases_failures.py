@@ -53,7 +53,7 @@ def _selection(root: Path, c_mean: list[float]) -> Inputs:
     sel = pd.DataFrame({"cell": np.arange(len(c_mean)), "c_mean": c_mean, "n": 200})
     sel["insufficient"] = False
     sel.loc[0, ["insufficient", "c_mean", "n"]] = [True, 0.0, 3]  # an insufficient cell never counts
-    return Run(root).table("selection", "table", sel).inputs()
+    return Run(root).table("selection", "marginal", sel).inputs()
 
 
 CASES = {

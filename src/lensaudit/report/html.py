@@ -88,7 +88,9 @@ LABELS = {
     "frozen_sha256": "frozen model SHA-256",
     "stopped": "stopping reason",
     "epochs": "epochs run",
-    "n1_test": "N1 test negatives",
+    "n1_candidates": "N1 negatives of the host splits",
+    "splits": "host splits",
+    "hosts_all": "hosts (all N1, host bracket)",
     "match": "host match",
     "hosts": "hosts",
     "mag_r": "r magnitude range",
@@ -127,8 +129,9 @@ _TOKENS = {
 FAILURE_KINDS = {"false_positive": "false positive", "missed_tier_A": "missed Tier-A lens"}
 SHIFTS = {
     "binning_shift": "coarser depth binning",
-    "prior_shift": "source prior (bright / faint)",
+    "prior_shift": "source prior ∓ 0.75 mag (re-weighted marginal)",
     "morphology_shift": "source morphology (Sérsic ↔ clumpy)",
+    "host_shift": "hosts (deflector-like ↔ all N1)",
 }
 
 
@@ -646,42 +649,81 @@ def _selection(path: Resolver, mans: Mapping[str, Manifest]) -> dict[str, Table 
     return out
 
 
-def _closure(c: Mapping[str, Any]) -> Table | None:
-    bins = c.get("bins") or []
-    if not bins:
-        return None
-    rows = [
+def _closure_bins(bins: list[dict[str, Any]], unit: str) -> list[list[Any]]:
+    return [
         [
-            _num(f"{fmt(b.get('theta_lo'), 2)}–{fmt(b.get('theta_hi'), 2)}"),
+            _num(f"{fmt(b.get('lo'), 2)}–{fmt(b.get('hi'), 2)}"),
             b.get("n"),
             _num(f"{fmt(b.get('expected'), 2)} ± {fmt(b.get('sigma'), 2)}"),
+            _num(f"{fmt(b.get('sigma_binomial'), 2)} / {fmt(b.get('sigma_table'), 2)}"),
             b.get("observed"),
             _num(fmt(b.get("pull"), 2)),
         ]
         for b in bins
     ]
-    cls = [""] * len(rows)
-    t = c.get("total") or {}
-    if t:
-        rows.append(
-            [
-                "all bins",
-                sum(b.get("n") or 0 for b in bins),
-                _num(f"{fmt(t.get('expected'), 2)} ± {fmt(t.get('sigma'), 2)}"),
-                t.get("observed"),
-                _num(fmt(t.get("pull"), 2)),
-            ]
+
+
+def _closure(c: Mapping[str, Any], where: str = "the synthetic sky") -> list[Table]:
+    """The closure tables: the ladder, then expected vs observed per θE bin and per magnitude bin."""
+    if not c.get("theta_bins"):
+        return []
+    out = []
+    if c.get("ladder"):
+        out.append(
+            Table(
+                f"Closure ladder on {where}: the total pull of the true lenses' detections under each way of "
+                "predicting them (σ = binomial ⊕ table). The row the run's table uses is in bold.",
+                ["rung", "expected", "observed", "σ binomial", "σ table", "pull", "χ² p", "within 1σ"],
+                [
+                    [
+                        r.get("what"),
+                        _num(fmt(r.get("expected"), 1)),
+                        r.get("observed"),
+                        _num(fmt(r.get("sigma_binomial"), 2)),
+                        _num(fmt(r.get("sigma_table"), 2)),
+                        _num(fmt(r.get("pull"), 2)),
+                        _num(fmt(r.get("chi2_pvalue"), 3)),
+                        _num(fmt(r.get("fraction_within_1sigma"), 2)),
+                    ]
+                    for r in c["ladder"]
+                ],
+                ["total" if r.get("rung") == c.get("condition_on") else "" for r in c["ladder"]],
+            )
         )
-        cls.append("total")
-    return Table(
-        f"Closure test: expected detections of the synthetic sky's true lenses from C(θE, PSF, depth) "
-        f"against those observed, per true θE bin. Fraction of bins within 1σ: "
-        f"{fmt(c.get('fraction_within_1sigma'), 2)}.",
-        ["θE range (″)", "n", "expected ± σ", "observed", "pull"],
-        rows,
-        cls,
-        note=f"Note: {c['note']}." if c.get("note") else "",
+    head = ["range", "n", "expected ± σ", "σ binomial / table", "observed", "pull"]
+    t = c.get("total") or {}
+    summary = (
+        f"All {c.get('n_lenses')} lenses: {t.get('observed')} observed vs {fmt(t.get('expected'), 1)} ± "
+        f"{fmt(t.get('sigma'), 1)} expected (pull {fmt(t.get('pull'), 2)}); χ² = {fmt(c.get('chi2'), 1)} "
+        "over "
+        f"{c.get('chi2_dof')} θE × magnitude bins with ≥ 5 expected, p = {fmt(c.get('chi2_pvalue'), 3)}; "
+        f"bins within 1σ {fmt(c.get('fraction_within_1sigma'), 2)}, within 2σ "
+        f"{fmt(c.get('fraction_within_2sigma'), 2)}."
     )
+    out.append(
+        Table(
+            f"Closure on {where} per true θE bin (arcsec), table on axis {c.get('axis')}. {summary}",
+            head,
+            _closure_bins(c["theta_bins"], "″"),
+            note=f"Note: {c['note']}." if c.get("note") else "",
+        )
+    )
+    out.append(
+        Table(
+            f"Closure on {where} per true {c.get('mag_column')} bin (mag).",
+            head,
+            _closure_bins(c.get("mag_bins") or [], "mag"),
+        )
+    )
+    if c.get("mag_column") != "src_mag_r" and c.get("src_mag_bins"):
+        out.append(
+            Table(
+                f"Closure on {where} per true unlensed source r magnitude bin (same table).",
+                head,
+                _closure_bins(c["src_mag_bins"], "mag"),
+            )
+        )
+    return out
 
 
 def _failures(f: Mapping[str, Any], galleries: Path) -> dict[str, Any]:
@@ -862,6 +904,7 @@ def build(
             realism=_realism(inj, mans),
             selection=_selection(path, mans),
             closure=_closure(closure),
+            population_closure=_closure(_json(path("population", "closure")), "the second population"),
             closure_reason=closure.get("reason"),
             failures=_failures(fails, path("failures", "galleries")),
             limitations=_limitations(mans, closure),

@@ -22,6 +22,7 @@ STAGE_ORDER: tuple[str, ...] = (
     "evaluate",
     "inject",
     "selection",
+    "population",
     "failures",
     "report",
 )
@@ -83,11 +84,19 @@ ARTIFACTS: dict[str, dict[str, str]] = {
         "injection_scores": "injection_scores.parquet",
         "table_fits": "selection_function.fits",
         "table": "selection_function.parquet",
+        "table_alt": "selection_function_alt.parquet",
+        "marginal": "selection_marginal.parquet",
         "robustness": "robustness.parquet",
         "closure": "closure.json",
         "heatmaps": "heatmaps.png",
         "marginals": "marginals.png",
         "variants": "variants.png",
+        "closure_plot": "closure.png",
+    },
+    "population": {
+        "sky": "sky",
+        "lenses": "lenses.parquet",
+        "closure": "closure.json",
         "closure_plot": "closure.png",
     },
     "failures": {

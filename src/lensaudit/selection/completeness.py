@@ -3,16 +3,30 @@ lookup table (:class:`~lensaudit.selection.table.SelectionFunction`) with its FI
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from lensaudit.config import InjectConfig, SelectionConfig
 from lensaudit.selection.binomial import beta_posterior
-from lensaudit.selection.table import SelectionFunction
+from lensaudit.selection.table import SelectionFunction, beta_variance
+
+
+def _posterior_columns(t: pd.DataFrame, cfg: SelectionConfig, n_min: int) -> pd.DataFrame:
+    """Add the Beta-posterior columns and ``insufficient`` to a table with integer ``n`` and ``k``."""
+    t["n"], t["k"] = t.n.astype(int), t.k.astype(int)
+    post = beta_posterior(t.k, t.n, cfg.prior, (cfg.interval, 0.95))
+    tag = int(round(cfg.interval * 100))
+    t["c_mean"], t["c_lo68"], t["c_hi68"] = post["mean"], post[f"lo{tag}"], post[f"hi{tag}"]
+    t["c_lo95"], t["c_hi95"] = post["lo95"], post["hi95"]
+    t["c_var"] = beta_variance(t.k, t.n, cfg.prior)
+    t["insufficient"] = t.n < n_min
+    return t
 
 
 def completeness_table(grid: pd.DataFrame, inj: pd.DataFrame, cfg: SelectionConfig) -> pd.DataFrame:
     """One row per grid cell: injections ``n``, detections ``k``, posterior mean and central intervals
-    (``cfg.interval`` as ``c_lo68``/``c_hi68``, and 95%), and ``insufficient`` (n < ``cfg.n_min``).
+    (``cfg.interval`` as ``c_lo68``/``c_hi68``, and 95%), posterior variance ``c_var`` and ``insufficient``
+    (n < ``cfg.n_min``).
 
     ``inj`` needs ``cell`` and a boolean ``detected`` column; cells without injections get n = k = 0.
 
@@ -26,13 +40,56 @@ def completeness_table(grid: pd.DataFrame, inj: pd.DataFrame, cfg: SelectionConf
     """
     g = inj.groupby("cell").agg(n=("detected", "size"), k=("detected", "sum"))
     t = grid.join(g, on="cell").fillna({"n": 0, "k": 0})
-    t["n"], t["k"] = t.n.astype(int), t.k.astype(int)
-    post = beta_posterior(t.k, t.n, cfg.prior, (cfg.interval, 0.95))
-    tag = int(round(cfg.interval * 100))
-    t["c_mean"], t["c_lo68"], t["c_hi68"] = post["mean"], post[f"lo{tag}"], post[f"hi{tag}"]
-    t["c_lo95"], t["c_hi95"] = post["lo95"], post["hi95"]
-    t["insufficient"] = t.n < cfg.n_min
-    return t
+    return _posterior_columns(t, cfg, cfg.n_min)
+
+
+def completeness_table4(
+    grid: pd.DataFrame,
+    inj: pd.DataFrame,
+    mag_col: str,
+    edges: np.ndarray,
+    cfg: SelectionConfig,
+    n_min: int,
+) -> pd.DataFrame:
+    """One row per grid cell × magnitude bin [edges[j], edges[j+1]) (the last bin closed): the grid row's
+    columns, ``i_mag``, the bin centre ``<mag_col>`` and edges ``<mag_col>_lo``/``_hi``, then ``n``, ``k``,
+    the posterior columns of :func:`completeness_table` and ``insufficient`` (n < ``n_min``).
+
+    ``inj`` needs ``cell``, a boolean ``detected`` and ``mag_col``; injections outside the edges (or with a
+    non-finite magnitude) are dropped.
+
+    >>> from lensaudit.selection.grid import cells
+    >>> g = cells(np.array([1.0]), np.array([1.0]), np.array([24.0]))
+    >>> det, mag = [True, True, False, False], [21.0, 22.5, 23.0, 30.0]
+    >>> inj = pd.DataFrame({"cell": 0, "detected": det, "src_mag": mag})
+    >>> t = completeness_table4(g, inj, "src_mag", np.array([20.0, 22.0, 23.0]), SelectionConfig(), 2)
+    >>> t[["i_mag", "src_mag", "src_mag_lo", "src_mag_hi", "n", "k"]].to_dict("list")
+    {'i_mag': [0, 1], 'src_mag': [21.0, 22.5], 'src_mag_lo': [20.0, 22.0], 'src_mag_hi': [22.0, 23.0], \
+'n': [1, 2], 'k': [1, 1]}
+    >>> t.insufficient.tolist(), bool(t.c_var[1] > 0)
+    ([True, False], True)
+    """
+    edges = np.asarray(edges, float)
+    if edges.ndim != 1 or len(edges) < 2 or not (np.diff(edges) > 0).all():
+        raise ValueError(f"magnitude bin edges must increase: {edges.tolist()}")
+    nb = len(edges) - 1
+    m = inj[mag_col].to_numpy(float)
+    keep = np.isfinite(m) & (m >= edges[0]) & (m <= edges[-1])
+    j = np.clip(np.searchsorted(edges, m[keep], side="right") - 1, 0, nb - 1)
+    d = pd.DataFrame(
+        {"cell": inj["cell"].to_numpy()[keep], "i_mag": j, "detected": inj["detected"].to_numpy(bool)[keep]}
+    )
+    g = d.groupby(["cell", "i_mag"]).detected.agg(n="size", k="sum")
+    bins = pd.DataFrame(
+        {
+            "i_mag": np.arange(nb),
+            mag_col: (edges[:-1] + edges[1:]) / 2,
+            f"{mag_col}_lo": edges[:-1],
+            f"{mag_col}_hi": edges[1:],
+        }
+    )
+    t = grid.merge(bins, how="cross").join(g, on=["cell", "i_mag"]).fillna({"n": 0, "k": 0})
+    return _posterior_columns(t, cfg, n_min)
 
 
 def lookup_table(

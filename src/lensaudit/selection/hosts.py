@@ -1,10 +1,12 @@
-"""Injection hosts: real stamps of the test split's N1 negatives, matched to each cell's PSF and depth; cells
+"""Injection hosts: real stamps of the held-out splits' N1 negatives (``inject.host_splits``, never train),
+matched to each cell's PSF and depth; cells
 without a native host borrow a better-seeing, deeper host and degrade it (``degrade.py``), or are left empty.
 
-Host population (``inject.host_match``): ``deflector`` (default) keeps the N1 test negatives that look like
+Host population (``inject.host_match``): ``deflector`` (default) keeps the N1 negatives that look like
 the known lenses' deflectors — Tractor TYPE among those of ≥ 5% of the positives, r magnitude and g−r colour
 inside the positives' 5th–95th percentiles — so the selection function is that of lens-like hosts, and the
-realism gates compare injections with real lenses on like galaxies; ``all`` keeps every N1 test negative
+realism gates compare injections with real lenses on like galaxies; ``all`` keeps every N1 negative of those
+splits
 (the deployment population, where most hosts could never be a strong lens)."""
 
 from __future__ import annotations
@@ -29,12 +31,18 @@ def deflector_window(
 
 
 def host_pool(
-    sample: pd.DataFrame, stamps: pd.DataFrame, match: str = "deflector"
+    sample: pd.DataFrame,
+    stamps: pd.DataFrame,
+    match: str = "deflector",
+    splits: tuple[str, ...] = ("val", "test"),
 ) -> tuple[pd.DataFrame, dict]:
-    """N1 test-split hosts with quality-ok stamps (and, for ``deflector``, inside the positives' window)."""
+    """N1 hosts of ``splits`` (never train) with quality-ok stamps (and, for ``deflector``, inside the
+    positives' window)."""
+    if "train" in splits:
+        raise ValueError("injection hosts never come from the training split")
     q = labelled_stamps(sample, stamps)  # sorted by store row
-    h = q[(q.split == "test") & (q.pool == "N1")].reset_index(drop=True)
-    info = {"match": match, "n1_test": len(h)}
+    h = q[q.split.isin(list(splits)) & (q.pool == "N1")].reset_index(drop=True)
+    info = {"match": match, "splits": list(splits), "n1_candidates": len(h)}
     pos = q[q.label == 1]
     if match == "deflector" and len(pos):
         w = deflector_window(pos)

@@ -6,9 +6,16 @@ plan rows ``[k·batch_size, (k+1)·batch_size)`` and draws from ``stable_seed(se
 restarted run renders the same stamps. Each finished batch is written whole to the store, then recorded in a
 :class:`~lensaudit.run.shards.ShardLog` (key ``f"{k:05d}"``, the batch's record table) — a restart skips it.
 
-Prior variants for the sensitivity run: ``main`` (the configured prior), ``bright`` and ``faint`` (the source
-magnitude range shifted by ∓0.75 mag), and ``morphology`` (the other source model, Sersic ↔ clumpy: the
-morphology bracket), each with half the injections per cell.
+Variants: ``main`` (the configured prior into the configured hosts), ``morphology`` (the other source model,
+Sersic ↔ clumpy: the morphology bracket) and ``allhosts`` (the main prior into every N1 host of the host
+splits, not only deflector-like ones: the closure ladder's host term), the brackets with
+``inject.bracket_fraction`` × ``n_per_cell`` injections per cell. Source-prior sensitivity needs no
+injections: the selection function is conditioned on the source magnitude and re-weighted
+(:meth:`lensaudit.selection.table.SelectionFunction.marginalise`).
+
+Every injection records its unlensed source r magnitude and the lensed arc's r magnitude
+(``arc_mag_r`` = ``src_mag_r`` − 2.5 log10 μ, μ the rendered total magnification), the two candidate 4th
+axes of the selection function.
 """
 
 from __future__ import annotations
@@ -29,28 +36,31 @@ from lensaudit.selection.grid import grid_of
 from lensaudit.selection.hosts import assign_hosts, host_pool
 from lensaudit.selection.realism import measured_arc
 from lensaudit.stamps.store import StampStore
-from lensaudit.utils import stable_seed
+from lensaudit.utils import hash_unit_interval, stable_seed
 
-#: source r-magnitude shift (mag) of each prior variant
-VARIANTS = {"main": 0.0, "bright": -0.75, "faint": 0.75, "morphology": 0.0}
+VARIANTS = ("main", "morphology", "allhosts")
 OTHER_MODEL = {"sersic": "clumpy", "clumpy": "sersic"}
 
 
-def wanted(v: str, cfg: InjectConfig, prior_variants: int) -> bool:
-    """Whether variant ``v`` is injected: ``main`` always, ``morphology`` with the bracket,
-    ``bright``/``faint`` when ``selection.prior_variants`` > 0."""
+def wanted(v: str, cfg: InjectConfig) -> bool:
+    """Whether variant ``v`` is injected: ``main`` always, ``morphology`` with the morphology bracket,
+    ``allhosts`` with the host bracket when the main hosts are deflector-like (else it would repeat main)."""
     return (
         v == "main"
         or (v == "morphology" and cfg.morphology_bracket)
-        or (v in ("bright", "faint") and prior_variants > 0)
+        or (v == "allhosts" and cfg.host_bracket and cfg.host_match != "all")
     )
 
 
-def prior(cfg: InjectConfig, shift: float = 0.0) -> dict:
-    """The source/lens prior ranges for :func:`lensaudit.lensing.sample_systems`, the source r magnitude
-    shifted by ``shift`` mag."""
+def per_cell(v: str, cfg: InjectConfig) -> int:
+    """Injections per cell of variant ``v``."""
+    return cfg.n_per_cell if v == "main" else max(1, int(round(cfg.n_per_cell * cfg.bracket_fraction)))
+
+
+def prior(cfg: InjectConfig) -> dict:
+    """The source/lens prior ranges for :func:`lensaudit.lensing.sample_systems`."""
     return {
-        "src_mag_r": (cfg.src_mag_r_range[0] + shift, cfg.src_mag_r_range[1] + shift),
+        "src_mag_r": cfg.src_mag_r_range,
         "magnification": cfg.magnification_range,
         "src_reff": cfg.src_reff_arcsec_range,
         "src_n": cfg.src_n_range,
@@ -61,34 +71,56 @@ def prior(cfg: InjectConfig, shift: float = 0.0) -> dict:
 
 
 def plan(
-    cfg: InjectConfig, sample: pd.DataFrame, stamps: pd.DataFrame, seed: int, prior_variants: int
+    cfg: InjectConfig, sample: pd.DataFrame, stamps: pd.DataFrame, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(grid cells, one plan row per injection — hosts chosen per variant and cell —, host-pool info).
 
     ``sample`` is ``sample.parquet``, ``stamps`` the cutouts index ``stamps.parquet``; the plan is empty when
     no host matches any cell."""
     grid, _ = grid_of(cfg)
-    hosts, host_info = host_pool(sample, stamps, cfg.host_match)
-    parts = [
-        assign_hosts(
-            grid,
-            hosts,
-            cfg.n_per_cell if v == "main" else max(1, cfg.n_per_cell // 2),
-            cfg.psf_match_tol_arcsec,
-            cfg.depth_match_tol_mag,
-            cfg.allow_degradation,
-            seed,
-            v,
+    hosts, host_info = host_pool(sample, stamps, cfg.host_match, cfg.host_splits)
+    parts = []
+    for v in VARIANTS:
+        if not wanted(v, cfg):
+            continue
+        pool = hosts
+        if v == "allhosts":
+            pool, all_info = host_pool(sample, stamps, "all", cfg.host_splits)
+            host_info["hosts_all"] = all_info["hosts"]
+        parts.append(
+            assign_hosts(
+                grid,
+                pool,
+                per_cell(v, cfg),
+                cfg.psf_match_tol_arcsec,
+                cfg.depth_match_tol_mag,
+                cfg.allow_degradation,
+                seed,
+                v,
+            )
         )
-        for v in VARIANTS
-        if wanted(v, cfg, prior_variants)
-    ]
     plan_df = (
         pd.concat([p for p in parts if len(p)], ignore_index=True)
         if any(len(p) for p in parts)
         else pd.DataFrame()
     )
     return grid, plan_df, host_info
+
+
+def stratified_mags(b: pd.DataFrame, cfg: InjectConfig, seed: int) -> np.ndarray:
+    """Unlensed source r magnitudes of plan rows ``b``: row ``index`` j of a cell's n injections (per variant)
+    falls in slice j of n equal slices of ``inject.src_mag_r_range``, at a hash-uniform point within it.
+
+    >>> cfg = InjectConfig(n_per_cell=4, src_mag_r_range=(20.0, 24.0))
+    >>> b = pd.DataFrame({"variant": "main", "cell": 0, "index": [0, 1, 2, 3]})
+    >>> np.floor(stratified_mags(b, cfg, 1)).tolist()
+    [20.0, 21.0, 22.0, 23.0]
+    """
+    lo, hi = cfg.src_mag_r_range
+    n = b.variant.map(lambda v: per_cell(str(v), cfg)).to_numpy(float)
+    keys = [f"mag|{v}|{c}|{j}" for v, c, j in zip(b.variant, b.cell, b["index"])]
+    u = hash_unit_interval(keys, seed)
+    return lo + (b["index"].to_numpy(float) + u) / n * (hi - lo)
 
 
 def render_batch(
@@ -110,21 +142,27 @@ def render_batch(
         "r": np.where(b.degraded, b.psf_cell, b.host_psf_r),
         "z": b.host_psf_z.to_numpy() * np.where(b.degraded, scale, 1),
     }
-    shift = b.variant.map(VARIANTS).to_numpy()
     models = np.where(b.variant.to_numpy() == "morphology", OTHER_MODEL[cfg.source_model], cfg.source_model)
     systems = sample_systems(len(b), b.theta_e.to_numpy(), prior(cfg), rng, psf, 3.5, models)
+    # stratified source magnitudes: injection j of n in a cell takes the j-th of n equal slices of the prior
+    # (jittered within it), so every magnitude bin of the conditional table gets its share; colours are kept
+    m = stratified_mags(b, cfg, seed)
+    delta = m - systems.src_mag["r"].numpy()
     for band in "grz":
         # torch broadcasts the float64 array into the tensor (the stubs type the sum as an ndarray)
-        systems.src_mag[band] = systems.src_mag[band] + np.asarray(shift)  # type: ignore[assignment]
+        systems.src_mag[band] = systems.src_mag[band] + delta  # type: ignore[assignment]
     stamps, info = inject_arcs(
         img, iv, systems, rng=rng, noise_model=cfg.noise_model, supersample=cfg.supersample
     )
+    src_mag_r = systems.src_mag["r"].numpy()
+    mu = np.asarray(info["magnification"], float)
     rec = b.assign(
         source_model=models,
-        src_mag_r=systems.src_mag["r"].numpy(),
+        src_mag_r=src_mag_r,
+        arc_mag_r=np.where(mu > 0, src_mag_r - 2.5 * np.log10(np.where(mu > 0, mu, 1.0)), np.nan),
         src_reff=systems.src_reff.numpy(),
         src_n=systems.src_n.numpy(),
-        magnification=info["magnification"],
+        magnification=mu,
         arc_snr=info["arc_snr"],
         psf_r=psf["r"],
     )

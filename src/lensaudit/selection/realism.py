@@ -8,7 +8,10 @@ outer region; colours from the residual fluxes in g, r, z (unclipped for the col
 pixels biases faint arcs' colours towards 0, which hid a real 0.3 mag offset).
 
 :func:`compare` draws the comparison: the real positives and the main-prior injections drawn with
-:func:`condition_weights` (matched in PSF and depth). :func:`noise_z` and :func:`noise_sigma_ratios` compare
+:func:`condition_weights` (matched in PSF and depth) and :func:`brightness_weights` (matched in measured arc
+SNR: the selection function is conditioned on the source magnitude, so the realism gates judge arcs of like
+brightness, and the SNR percentiles test that the broad injection prior covers the real arcs). :func:`noise_z`
+and :func:`noise_sigma_ratios` compare
 the noise the injection added with the noise model, against the real host stamps the injection never touched.
 """
 
@@ -232,6 +235,42 @@ def condition_weights(main: pd.DataFrame, pos: pd.DataFrame) -> np.ndarray:
     return w / w.sum() if w.sum() > 0 else np.full(len(main), 1.0 / len(main))
 
 
+def brightness_weights(
+    inj_snr: np.ndarray, real_snr: np.ndarray, w: np.ndarray, n_bins: int = 10
+) -> np.ndarray:
+    """Re-weight ``w`` (over the injections) so that the injections' measured annulus SNR follows the real
+    positives' distribution: bins at the real SNR quantiles (outer edges the real minimum and maximum); each
+    bin's real fraction is shared among its injections in proportion to ``w``. Injections outside the real
+    range, and real bins without injections, get nothing: the realism gates then compare arcs of like
+    brightness, and the SNR percentile gates measure whether the injection prior *covers* the real arcs.
+
+    The selection function is conditioned on the source magnitude, so the injection prior must span the real
+    population, not copy it (docs/decisions.md).
+
+    >>> rng = np.random.default_rng(0)
+    >>> real, inj = rng.normal(10, 2, 400), rng.uniform(0, 40, 4000)
+    >>> w = brightness_weights(inj, real, np.full(4000, 1 / 4000))
+    >>> abs(float(np.average(inj, weights=w)) - 10) < 0.3
+    True
+    """
+    real = np.asarray(real_snr, float)
+    real = real[np.isfinite(real)]
+    x = np.asarray(inj_snr, float)
+    if len(real) < 2 or not (w > 0).any():
+        return w
+    n_bins = int(min(n_bins, max(2, len(real) // 5)))
+    edges = np.unique(np.quantile(real, np.linspace(0, 1, n_bins + 1)))
+    target = np.histogram(real, edges)[0] / len(real)
+    b = np.searchsorted(edges, x, side="right") - 1
+    b[x == edges[-1]] = len(edges) - 2
+    inside = np.isfinite(x) & (b >= 0) & (b < len(edges) - 1)
+    mass = np.bincount(b[inside], weights=w[inside], minlength=len(target))
+    out = np.zeros_like(w, dtype=float)
+    ok = inside & (mass[np.clip(b, 0, len(mass) - 1)] > 0)
+    out[ok] = w[ok] * target[b[ok]] / mass[b[ok]]
+    return out / out.sum() if out.sum() > 0 else w
+
+
 def _read(store: StampStore, rows: np.ndarray) -> np.ndarray:
     if len(rows) == 0:
         return np.zeros((0, len(store.bands), 101, 101), np.float32)
@@ -247,16 +286,22 @@ def compare(
     seed: int,
 ) -> Comparison:
     """The real positives (``sample`` + the cutouts ``index``, stamps in ``hosts``) and the main-prior
-    injections (``inj``, stamps in ``store``) drawn with :func:`condition_weights` (seeded by ``seed``): at
-    most max(200, 3 × positives) injections."""
+    injections (``inj``, stamps in ``store``) drawn with :func:`condition_weights` ×
+    :func:`brightness_weights`
+    (matched in PSF, depth and measured arc SNR; seeded by ``seed``): at most max(200, 3 × positives)
+    injections, and no more than the weights' effective sample size."""
     pos = positives(sample, index)
+    real_img = _read(hosts, pos.row.to_numpy())
     main = inj[inj.variant == "main"]
     rng = np.random.default_rng(stable_seed(seed, "probe"))
     w = condition_weights(main, pos)
-    size = min(int((w > 0).sum()), max(200, 3 * len(pos)))
+    if len(pos) and "meas_snr" in main:
+        w = brightness_weights(main.meas_snr.to_numpy(), measured_arc(real_img)["snr"], w)
+    n_eff = int(w.sum() ** 2 / (w**2).sum()) if (w > 0).any() else 0  # a weighted draw stays weighted
+    size = max(1, min(int((w > 0).sum()), max(200, 3 * len(pos)), n_eff))
     pick = np.sort(rng.choice(main.row.to_numpy(), size=size, replace=False, p=w))
     hosts_of_pick = main.set_index("row").loc[pick, "host_galaxy_id"].to_numpy()
-    return Comparison(pos, _read(hosts, pos.row.to_numpy()), pick, _read(store, pick), hosts_of_pick, rng)
+    return Comparison(pos, real_img, pick, _read(store, pick), hosts_of_pick, rng)
 
 
 def panel(c: Comparison, inj: pd.DataFrame) -> tuple[np.ndarray, list[str], int]:

@@ -1,5 +1,6 @@
-"""Robustness of the completeness table: coarser depth binning, alternative source priors (r ∓ 0.75 mag) and
-the morphology bracket (Sersic ↔ clumpy), per cell and as C(θE) curves over all PSF/depth cells."""
+"""Robustness of the completeness table: coarser depth binning, alternative source priors (r ∓ 0.75 mag,
+by re-weighting the conditional table — no re-injection), the morphology bracket (Sersic ↔ clumpy) and the
+host bracket (all N1 hosts), per cell and as C(θE) and C(m_src) curves over all PSF/depth cells."""
 
 from __future__ import annotations
 
@@ -9,13 +10,38 @@ import pandas as pd
 from lensaudit.config import SelectionConfig
 from lensaudit.selection.binomial import beta_posterior
 from lensaudit.selection.completeness import completeness_table
+from lensaudit.selection.table import SelectionFunction
+
+#: source-prior shifts (mag) of the prior-sensitivity check
+PRIOR_SHIFTS = (-0.75, 0.75)
+
+
+def shifted_weights(edges: np.ndarray, lo: float, hi: float, shift: float) -> np.ndarray:
+    """Weights per magnitude bin of the uniform prior (lo, hi) shifted by ``shift`` mag and truncated to the
+    table's range.
+
+    >>> shifted_weights(np.array([20.0, 21.0, 22.0]), 20.0, 22.0, 0.5).round(3).tolist()
+    [0.333, 0.667]
+    """
+    a, b = np.clip(lo + shift, edges[0], edges[-1]), np.clip(hi + shift, edges[0], edges[-1])
+    mass = np.clip(np.minimum(edges[1:], b) - np.maximum(edges[:-1], a), 0, None)
+    if mass.sum() <= 0:
+        raise ValueError(f"the prior ({lo:g}, {hi:g}) shifted by {shift:+g} mag leaves the table's range")
+    return mass / mass.sum()
 
 
 def robustness(
-    grid: pd.DataFrame, inj: pd.DataFrame, cfg: SelectionConfig, table: pd.DataFrame
+    grid: pd.DataFrame,
+    inj: pd.DataFrame,
+    cfg: SelectionConfig,
+    table: pd.DataFrame,
+    sf: SelectionFunction,
+    src_range: tuple[float, float],
 ) -> pd.DataFrame:
-    """Per cell: |ΔC| under coarser depth binning (adjacent depth cells merged) and under alternative
-    priors."""
+    """Per cell of the 3-D ``table``: |ΔC| under coarser depth binning (adjacent depth cells merged), under
+    the
+    source prior shifted by ∓0.75 mag (the 4-D ``sf`` on ``src_mag`` re-weighted, against its marginal under
+    the injection prior ``src_range``), and under the morphology and host brackets."""
     out = table[["cell", "theta_e", "psf_fwhm", "depth", "c_mean"]].copy()
     main = inj[inj.variant == "main"].merge(grid[["cell", "i_theta_e", "i_psf", "i_depth"]], on="cell")
     main["i_depth_coarse"] = main.i_depth // 2
@@ -25,20 +51,20 @@ def robustness(
     )
     post = beta_posterior(g["sum"].fillna(0), g["size"].fillna(0), cfg.prior)
     out["binning_shift"] = np.abs(post["mean"] - table.c_mean.to_numpy())
+    base = sf.marginalise("injection").table.set_index("cell").c_mean.reindex(table.cell).to_numpy()
+    out["c_marginal"] = base
     shifts = []
-    for v in ("bright", "faint"):
+    for name, s in zip(("bright", "faint"), PRIOR_SHIFTS):
+        alt = sf.marginalise(shifted_weights(sf.mag_edges, *src_range, s)).table.set_index("cell")
+        out[f"c_{name}"] = alt.c_mean.reindex(table.cell).to_numpy()
+        shifts.append(np.abs(out[f"c_{name}"].to_numpy() - base))
+    out["prior_shift"] = np.max(shifts, axis=0)
+    for v, col in (("morphology", "morphology_shift"), ("allhosts", "host_shift")):
         sub = inj[inj.variant == v]
-        if sub.empty:
-            continue
-        t = completeness_table(grid, sub, cfg)
-        out[f"c_{v}"] = t.c_mean.to_numpy()
-        shifts.append(np.abs(t.c_mean.to_numpy() - table.c_mean.to_numpy()))
-    out["prior_shift"] = np.max(shifts, axis=0) if shifts else np.nan
-    sub = inj[inj.variant == "morphology"]
-    if len(sub):
-        t = completeness_table(grid, sub, cfg)
-        out["c_morphology"] = t.c_mean.to_numpy()
-        out["morphology_shift"] = np.abs(t.c_mean.to_numpy() - table.c_mean.to_numpy())
+        if len(sub):
+            t = completeness_table(grid, sub, cfg)
+            out[f"c_{v}"] = t.c_mean.to_numpy()
+            out[col] = np.abs(t.c_mean.to_numpy() - table.c_mean.to_numpy())
     return out
 
 
@@ -70,7 +96,7 @@ def max_sufficient(
 def variant_curves(
     inj: pd.DataFrame, theta_e: np.ndarray, cfg: SelectionConfig
 ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """C(θE) over all PSF/depth cells for the main prior and each variant, in order of appearance:
+    """C(θE) over all PSF/depth cells for the main injections and each bracket, in order of appearance:
     (label, posterior mean, lower, upper bound of the ``cfg.interval`` credible interval) per variant."""
     out = []
     tag = int(round(cfg.interval * 100))
@@ -79,10 +105,28 @@ def variant_curves(
         post = beta_posterior(g["sum"].to_numpy(), g["size"].to_numpy(), cfg.prior, (cfg.interval,))
         model = sub.source_model.iloc[0] if "source_model" in sub else ""
         label = {
-            "main": f"main ({model})",
-            "bright": "source r − 0.75",
-            "faint": "source r + 0.75",
+            "main": f"main ({model}, deflector-like hosts)",
             "morphology": f"{model} sources",
+            "allhosts": "all N1 hosts",
         }.get(str(v), str(v))
         out.append((label, post["mean"], post[f"lo{tag}"], post[f"hi{tag}"]))
     return out
+
+
+def mag_curves(
+    inj: pd.DataFrame, theta_e: np.ndarray, edges: np.ndarray, cfg: SelectionConfig
+) -> tuple[np.ndarray, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:
+    """C(m_src) over all PSF/depth cells of the main injections, one curve per θE: (bin centres, [(label,
+    mean, lower, upper)])."""
+    main = inj[inj.variant == "main"]
+    centres = (edges[:-1] + edges[1:]) / 2
+    b = np.clip(np.searchsorted(edges, main.src_mag_r.to_numpy(), side="right") - 1, 0, len(centres) - 1)
+    tag = int(round(cfg.interval * 100))
+    out = []
+    for te in theta_e:
+        sel = main.theta_e.to_numpy() == te
+        k = np.bincount(b[sel], weights=main.detected.to_numpy()[sel].astype(float), minlength=len(centres))
+        n = np.bincount(b[sel], minlength=len(centres)).astype(float)
+        post = beta_posterior(k, n, cfg.prior, (cfg.interval,))
+        out.append((f"θE {te:g}″", post["mean"], post[f"lo{tag}"], post[f"hi{tag}"]))
+    return centres, out

@@ -24,6 +24,8 @@ SCORE_COLUMNS = [
     "host_galaxy_id",
     "degraded",
     "src_mag_r",
+    "arc_mag_r",
+    "src_reff",
     "magnification",
     "arc_snr",
     "score",

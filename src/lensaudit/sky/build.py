@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lensaudit.config import SkyConfig
-from lensaudit.sky.model import Reference, choose_bricks, draw_conditions, draw_objects
+from lensaudit.sky.model import Reference, SourceVariant, choose_bricks, draw_conditions, draw_objects
 from lensaudit.survey.bricks import Brick
 from lensaudit.survey.lenses import packaged_lenscat_path, read_lenscat_csv, select_positives
 from lensaudit.utils import write_parquet_atomic
@@ -66,6 +66,7 @@ def build_brick(out: str, brick: Brick, cfg: SkyConfig, seed: int) -> str:
         cfg.confusers_per_brick,
         cfg.theta_e_range_arcsec,
         inside,
+        SourceVariant(cfg.src_mag_offset, cfg.src_size_scale),
     )
     r = render_brick(cond, objs, cfg.brick_pixels, seed)
     write_coadd_brick(out_p / "coadd", brick, r.images, r.invvars, r.maskbits)

@@ -145,6 +145,19 @@ def draw_conditions(
     )
 
 
+@dataclass(frozen=True)
+class SourceVariant:
+    """How a sky's lensed sources depart from the demo sky's: ``mag_offset`` (mag) added to the unlensed r
+    magnitude, ``size_scale`` multiplying every source component's r_eff and offset (defaults: unchanged).
+
+    >>> SourceVariant().mag_offset, SourceVariant().size_scale
+    (0.0, 1.0)
+    """
+
+    mag_offset: float = 0.0
+    size_scale: float = 1.0
+
+
 @dataclass
 class SkyObject:
     """One rendered object (truth) and what Tractor would catalogue of it."""
@@ -206,9 +219,11 @@ def draw_objects(
     n_confusers: int,
     theta_e_range: tuple[float, float],
     real_lenses: pd.DataFrame,
+    src: SourceVariant | None = None,
 ) -> list[SkyObject]:
     """All objects of one brick's rendered area; positions uniform inside a margin, real lenses at their
-    positions."""
+    positions. ``src`` changes the lensed sources (a second population); None is the demo sky's."""
+    src = src or SourceVariant()
     rng = rng_for(seed, "sky", "objects", cond.brick.brickname)
     half_deg = (npix - 40) * PIX / 3600 / 2
     cosd = np.cos(np.deg2rad(cond.brick.dec))
@@ -275,6 +290,7 @@ def draw_objects(
                 name=r.name,
                 grading=r.grading,
                 ref_str=r.ref,
+                src=src,
             )
         )
     # simulated lenses scale with the brick's galaxy density (deeper bricks detect more galaxies): the
@@ -295,10 +311,11 @@ def draw_objects(
                 name=f"SIM-{p[0]:08.4f}{p[1]:+08.4f}",
                 grading=grading,
                 ref_str="lensaudit synthetic sky",
+                src=src,
             )
         )
     for _ in range(n_unknown_lenses):
-        objs.append(_lens(pos(), rng, ref, theta_e_range, name="", grading="", ref_str=""))
+        objs.append(_lens(pos(), rng, ref, theta_e_range, name="", grading="", ref_str="", src=src))
     return objs
 
 
@@ -409,8 +426,12 @@ def _lens(
     name: str,
     grading: str,
     ref_str: str,
+    src: SourceVariant | None = None,
 ) -> SkyObject:
-    """An LRG deflector from the same real distribution as red field galaxies, plus a lensed clumpy source."""
+    """An LRG deflector from the same real distribution as red field galaxies, plus a lensed clumpy source
+    (``src``: its magnitude offset and size scale; None is the demo sky's sources). The random draws do not
+    depend on ``src``, so a variant sky holds the same objects with changed sources."""
+    src = src or SourceVariant()
     # deflector brightness follows the same number counts as the field galaxies it must be matched against
     # (dN/dm ∝ 10^(0.33 m) over 18.5 < r < 22): a brighter deflector population would hand the finder a
     # core-brightness shortcut that no real negative sample could be matched to
@@ -421,9 +442,8 @@ def _lens(
     e1, e2, q = _ellip(rng, 0.5)
     theta_e = float(rng.uniform(*theta_e_range))
     n_src = int(rng.integers(2, 5))
-    src_mag_r = float(
-        rng.uniform(22.3, 25.3)
-    )  # unlensed; with μ ≈ 5–30 the arcs land at r ≈ 20–24, as real candidates
+    # unlensed; with μ ≈ 5–30 the arcs land at r ≈ 20–24, as real candidates
+    src_mag_r = float(rng.uniform(22.3, 25.3)) + src.mag_offset
     beta = float(rng.uniform(0.0, 0.35)) * theta_e
     ang = float(rng.uniform(0, 2 * np.pi))
     src_g_r, src_r_z = float(rng.normal(0.35, 0.15)), float(rng.normal(0.25, 0.15))
@@ -433,10 +453,10 @@ def _lens(
         comps.append(
             {
                 "frac": float(w[k]),
-                "reff": float(rng.uniform(0.06, 0.3)),
+                "reff": float(rng.uniform(0.06, 0.3)) * src.size_scale,
                 "n": float(rng.uniform(0.6, 1.5)),
-                "dx": float(rng.normal(0, 0.12)),
-                "dy": float(rng.normal(0, 0.12)),
+                "dx": float(rng.normal(0, 0.12)) * src.size_scale,
+                "dy": float(rng.normal(0, 0.12)) * src.size_scale,
                 "e1": float(rng.uniform(-0.2, 0.2)),
                 "e2": float(rng.uniform(-0.2, 0.2)),
             }
@@ -453,6 +473,7 @@ def _lens(
         "src_y": beta * np.sin(ang),
         "src_mag_r": src_mag_r,
         "src_flux": _fluxes(src_mag_r, src_g_r, src_r_z),
+        "src_reff_arcsec": float(sum(c["frac"] * c["reff"] for c in comps)),
         "components": comps,
         "name": name,
         "grading": grading,

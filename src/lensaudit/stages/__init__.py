@@ -16,6 +16,7 @@ from lensaudit.stages import (
     evaluate,
     failures,
     inject,
+    population,
     positives,
     report,
     sample,
@@ -26,7 +27,20 @@ from lensaudit.stages import (
 
 STAGES: dict[str, ModuleType] = {
     m.NAME: m
-    for m in (sky, positives, catalog, sample, cutouts, train, evaluate, inject, selection, failures, report)
+    for m in (
+        sky,
+        positives,
+        catalog,
+        sample,
+        cutouts,
+        train,
+        evaluate,
+        inject,
+        selection,
+        population,
+        failures,
+        report,
+    )
 }
 assert tuple(STAGES) == STAGE_ORDER
 
@@ -39,8 +53,14 @@ def get_stage(name: str) -> ModuleType:
 
 
 def pipeline_stages(cfg: RunConfig) -> list[ModuleType]:
-    """The stages `run`/`demo` execute, in order; `sky` only for synthetic data."""
-    return [m for n, m in STAGES.items() if n != "sky" or cfg.data.source == "synthetic"]
+    """The stages `run`/`demo` execute, in order; `sky` only for synthetic data, `population` only for
+    synthetic data with ``population.enabled``."""
+    synthetic = cfg.data.source == "synthetic"
+    return [
+        m
+        for n, m in STAGES.items()
+        if (n != "sky" or synthetic) and (n != "population" or (synthetic and cfg.population.enabled))
+    ]
 
 
 def contracts_markdown() -> str:

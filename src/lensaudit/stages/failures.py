@@ -23,7 +23,7 @@ READS = (
     "cutouts.index",
     "cutouts.stamps",
     "sample.sample",
-    "selection.table",
+    "selection.marginal",
     "?sky.truth",
 )
 WRITES = ("taxonomy", "summary", "fpr_by_category_conditions", "collapse_cells", "galleries")
@@ -39,7 +39,7 @@ def run(cfg: FailuresConfig, ctx: StageContext) -> Manifest:
         ctx.artifact("evaluate", "scores"),
         ctx.artifact("cutouts", "index"),
         ctx.artifact("sample", "sample"),
-        ctx.artifact("selection", "table"),
+        ctx.artifact("selection", "marginal"),
         store,
         op,
         level=ctx.config.evaluate.interval,

@@ -1,4 +1,4 @@
-"""inject: simulated arcs (our engine) in real N1 test-split hosts over the θE × PSF × depth grid, then the
+"""inject: simulated arcs (our engine) in real held-out N1 hosts over the θE × PSF × depth grid, then the
 realism gates (GO/NO-GO). Batches are fixed by the config and recorded in a resume log as they finish, so a
 restart resumes (:mod:`lensaudit.selection.injection`). The gates are computed from the written artifacts
 (:mod:`lensaudit.validation.gates.inject`); the verdict is NO-GO when a realism gate fails."""
@@ -21,7 +21,7 @@ from lensaudit.utils import atomic_write_json, write_parquet_atomic
 from lensaudit.validation.gates import inject as gates_of
 
 NAME = "inject"
-SECTIONS = ("inject", "selection.prior_variants")
+SECTIONS = ("inject",)
 READS = ("sample.sample", "cutouts.index", "cutouts.stamps", "train.best", "train.model_card")
 WRITES = ("injections", "stamps", "realism", "realism_panel", "batches")
 
@@ -32,7 +32,7 @@ def run(cfg: InjectConfig, ctx: StageContext) -> Manifest:
         pd.read_parquet(ctx.artifact("sample", "sample")),
         pd.read_parquet(ctx.artifact("cutouts", "index")),
     )
-    grid, pl, host_info = injection.plan(cfg, sample, index, ctx.seed, ctx.config.selection.prior_variants)
+    grid, pl, host_info = injection.plan(cfg, sample, index, ctx.seed)
     inp = validation.stage_inputs(ctx)
     if pl.empty:
         write_parquet_atomic(pd.DataFrame({"row": np.zeros(0, np.int64)}), ctx.output("injections"))

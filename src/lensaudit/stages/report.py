@@ -17,7 +17,7 @@ from lensaudit.run import Manifest, StageContext
 from lensaudit.utils import atomic_write_bytes
 
 NAME = "report"
-SECTIONS = ("report",)
+SECTIONS = ("report", "data.source", "population.enabled")
 READS = (
     "?sky.check",
     "?positives.positives",
@@ -40,6 +40,9 @@ READS = (
     "?selection.marginals",
     "?selection.variants",
     "?selection.closure_plot",
+    "?population.lenses",
+    "?population.closure",
+    "?population.closure_plot",
     "?failures.summary",
     "?failures.galleries",
 )

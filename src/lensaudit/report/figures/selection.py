@@ -75,61 +75,92 @@ def marginals(t: pd.DataFrame, ps: np.ndarray, dp: np.ndarray, path: str | Path,
     save(fig, path, dpi=80)
 
 
+Curve = tuple[str, np.ndarray, np.ndarray, np.ndarray]
+
+
 def variants(
-    curves: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+    curves: Sequence[Curve],
     te: np.ndarray,
+    mag: tuple[np.ndarray, Sequence[Curve]],
     path: str | Path,
     stamp: str = "",
 ) -> None:
-    """C(θE) over all PSF/depth cells per prior variant: ``curves`` of (label, mean, lower, upper)."""
-    fig, ax = plt.subplots(figsize=(5.8, 3.6))
+    """Left: C(θE) over all PSF/depth cells for the main injections and each bracket (``curves`` of
+    (label, mean, lower, upper)). Right: the conditional C(m_src) per θE (``mag``: bin centres, curves)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 3.8), layout="constrained")
+    ax = axes[0]
     for label, mean, lo, hi in curves:
         ax.errorbar(te, mean, yerr=[mean - lo, hi - mean], fmt="o-", capsize=2, label=label)
     ax.set(
         xlabel="θE (″)",
         ylabel="completeness (all PSF, depth cells)",
         ylim=(-0.02, 1.02),
-        title=f"{stamp}prior sensitivity and morphology bracket",
+        title=f"{stamp}brackets: source morphology, host population",
     )
     ax.legend(fontsize=7)
+    centres, mc = mag
+    ax = axes[1]
+    for label, mean, lo, hi in mc:
+        ax.errorbar(centres, mean, yerr=[mean - lo, hi - mean], fmt="o-", capsize=2, label=label)
+    ax.set(
+        xlabel="unlensed source r magnitude",
+        ylabel="completeness (all PSF, depth cells)",
+        ylim=(-0.02, 1.02),
+        title=f"{stamp}conditional completeness C(m_src) per θE",
+    )
+    ax.legend(fontsize=7, ncol=2)
     save(fig, path, dpi=80)
 
 
-def closure_plot(res: dict[str, Any], path: str | Path) -> None:
-    """Expected (from the selection function, ±1σ) vs observed detections of true lenses per θE bin; nothing
-    is drawn when the closure test is unavailable (real data)."""
+def closure_plot(res: dict[str, Any], path: str | Path, where: str = "the synthetic sky") -> None:
+    """Expected (from the selection function, ±1σ: binomial and table parts combined) vs observed detections
+    of true lenses per θE bin (left) and per magnitude bin (right); nothing is drawn when the closure test is
+    unavailable (real data)."""
     if not res.get("available"):
         return
-    bins = res.get("bins") or []
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    if bins:
-        c = [(b["theta_lo"] + b["theta_hi"]) / 2 for b in bins]
-        ax.errorbar(
-            c,
-            [b["expected"] for b in bins],
-            yerr=[b["sigma"] for b in bins],
-            fmt="s",
-            label="expected from C(θE, PSF, depth)",
-        )
-        ax.plot(c, [b["observed"] for b in bins], "o", label="observed detections")
-    ax.set(xlabel="true θE (″)", ylabel="lenses detected", title="closure test on the synthetic sky")
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 3.8), layout="constrained")
+    label = {"src_mag": "m_src", "arc_mag": "m_arc", "marginal": "marginal"}.get(str(res.get("axis")), "")
+    for ax, key, xl in (
+        (axes[0], "theta_bins", "true θE (″)"),
+        (axes[1], "mag_bins", f"true {res.get('mag_column', 'magnitude')} (mag)"),
+    ):
+        bins = res.get(key) or []
+        if bins:
+            c = [(b["lo"] + b["hi"]) / 2 for b in bins]
+            ax.errorbar(
+                c,
+                [b["expected"] for b in bins],
+                yerr=[b["sigma"] for b in bins],
+                fmt="s",
+                capsize=3,
+                label=f"expected from C(θE, PSF, depth, {label})",
+            )
+            ax.plot(c, [b["observed"] for b in bins], "o", label="observed detections")
+        ax.set(xlabel=xl, ylabel="lenses detected")
+        ax.legend(fontsize=8)
+    t = res["total"]
+    fig.suptitle(
+        f"closure on {where}: {t['observed']} observed vs {t['expected']:.1f} ± {t['sigma']:.1f} expected "
+        f"(pull {t['pull']:+.2f}, χ² p = {res.get('chi2_pvalue', float('nan')):.2f})",
+        fontsize=10,
+    )
     save(fig, path, dpi=90)
 
 
 def selection_figures(
     table: pd.DataFrame,
     axes: tuple[np.ndarray, np.ndarray, np.ndarray],
-    curves: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+    curves: tuple[Sequence[Curve], tuple[np.ndarray, Sequence[Curve]]],
     closure: dict[str, Any],
     paths: Mapping[str, Path],
     forced: bool,
 ) -> None:
     """Every selection figure: ``paths`` maps ``heatmaps``, ``marginals``, ``variants`` and ``closure_plot``
-    to files; ``forced`` (selection on a NO-GO realism verdict) stamps the completeness figures."""
+    to files; ``table`` is the 3-D marginal; ``curves`` the bracket curves and the conditional C(m_src)
+    curves; ``forced`` (selection on a NO-GO realism verdict) stamps the completeness figures."""
     te, ps, dp = axes
     stamp = "REALISM GATES FAILED — " if forced else ""
     heatmaps(table, te, ps, dp, paths["heatmaps"], stamp)
     marginals(table, ps, dp, paths["marginals"], stamp)
-    variants(curves, te, paths["variants"], stamp)
+    variants(curves[0], te, curves[1], paths["variants"], stamp)
     closure_plot(closure, paths["closure_plot"])

@@ -6,6 +6,7 @@ from lensaudit.validation.gates import (  # noqa: F401
     evaluate,
     failures,
     inject,
+    population,
     positives,
     report,
     sample,

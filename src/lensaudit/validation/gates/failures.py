@@ -1,6 +1,7 @@
 """Gates of the failures stage: the taxonomy rules scored against the synthetic sky's truth (recomputed from
 ``failures/taxonomy.parquet`` and ``sky/truth.parquet``), and the fraction of the selection function's
-sufficient cells where the completeness collapses (recomputed from ``selection/selection_function.parquet``).
+sufficient cells where the completeness collapses (recomputed from ``selection/selection_marginal.parquet``,
+the 3-D table under the injection prior).
 
 On real data there is no truth: the taxonomy gates fail as insufficient (non-blocking) — the rules are then
 unscored, and the report says so.
@@ -89,7 +90,7 @@ def missed_taxonomy_accuracy_vs_truth(inp: Any) -> Gate:
     "failures",
     "fraction of the selection function's sufficient cells whose completeness is below "
     "failures.collapse_threshold",
-    reads=("selection.table",),
+    reads=("selection.marginal",),
     threshold=Threshold(
         f"warn > {COLLAPSE_WARN}, fail > {COLLAPSE_FAIL} (or no sufficient cell)",
         "ours",
@@ -99,7 +100,7 @@ def missed_taxonomy_accuracy_vs_truth(inp: Any) -> Gate:
     blocking=False,
 )
 def collapse_cells_gate(inp: Any) -> Gate:
-    sel = inp.table("selection", "table", ("insufficient", "c_mean"))
+    sel = inp.table("selection", "marginal", ("insufficient", "c_mean"))
     thr = inp.config.failures.collapse_threshold
     n = int((~sel.insufficient).sum())
     k = len(collapse_cells(sel, thr))

@@ -31,7 +31,7 @@ INJ = ("inject.injections",)
 COMPARE = ("sample.sample", "cutouts.index", "cutouts.stamps", "inject.injections", "inject.stamps")
 NOISE = ("inject.injections", "inject.stamps", "cutouts.stamps")
 BANDS = "grz"
-NO_INJECTIONS = "no injections (no N1 test host matches any cell)"
+NO_INJECTIONS = "no injections (no N1 host matches any cell)"
 
 
 def is_realism(name: str) -> bool:
@@ -294,7 +294,8 @@ def cells_with_hosts(inp: Any) -> Gate:
 @register(
     "host_pool_size",
     "inject",
-    "N1 test-split negatives usable as hosts (inject.host_match), recomputed from the sample and the cutouts "
+    "N1 negatives of the host splits usable as hosts (inject.host_match, inject.host_splits), recomputed "
+    "from the sample and the cutouts "
     "index",
     reads=("sample.sample", "cutouts.index"),
     threshold=Threshold(
@@ -306,7 +307,10 @@ def cells_with_hosts(inp: Any) -> Gate:
     blocking=False,
 )
 def host_pool_size(inp: Any) -> Gate:
-    _, info = host_pool(inp.table("sample", "sample"), inp.table("cutouts", "index"), _cfg(inp).host_match)
+    cfg = _cfg(inp)
+    _, info = host_pool(
+        inp.table("sample", "sample"), inp.table("cutouts", "index"), cfg.host_match, cfg.host_splits
+    )
     w = info.get("window")
     window = (
         f": types {w['types']}, r {w['mag_r'][0]:.2f}–{w['mag_r'][1]:.2f}, "
@@ -321,14 +325,15 @@ def host_pool_size(inp: Any) -> Gate:
         fail=10,
         higher_is_better=True,
         blocking=False,
-        message=f"{info['hosts']} of {info['n1_test']} N1 test negatives ({info['match']} hosts" + window,
+        message=f"{info['hosts']} of {info['n1_candidates']} N1 negatives of {'+'.join(info['splits'])} "
+        f"({info['match']} hosts" + window,
     )
 
 
 @register(
     "hosts_available",
     "inject",
-    "injections rendered (zero when no N1 test host matches any grid cell)",
+    "injections rendered (zero when no N1 host matches any grid cell)",
     reads=INJ,
     threshold=Threshold(
         "fail when there is no injection", "ours", "without injections there is no selection function"

@@ -12,10 +12,23 @@ from lensaudit.validation.registry import Threshold, register
 REPORTED = tuple(s for s in STAGE_ORDER if s != "report")
 
 
+def expected(cfg: Any) -> tuple[str, ...]:
+    """The stages a run with this config has: ``sky`` only on synthetic data, ``population`` only there and
+    when enabled."""
+    synthetic = cfg.data.source == "synthetic"
+    return tuple(
+        s
+        for s in REPORTED
+        if (s != "sky" or synthetic) and (s != "population" or (synthetic and cfg.population.enabled))
+    )
+
+
 @register(
     "all_stages_reported",
     "report",
-    "number of upstream stages that are missing or failed (their manifests)",
+    "number of the run's upstream stages that are missing or failed (their manifests; sky and population "
+    "only "
+    "where the config has them)",
     reads=tuple(f"{s} manifest" for s in REPORTED),
     threshold=Threshold(
         "fail when any stage is missing or failed",
@@ -27,7 +40,7 @@ REPORTED = tuple(s for s in STAGE_ORDER if s != "report")
 )
 def all_stages_reported(inp: Any) -> Gate:
     missing, failed = [], []
-    for s in REPORTED:
+    for s in expected(inp.config):
         m = inp.manifest(s)
         if m is None:
             missing.append(s)

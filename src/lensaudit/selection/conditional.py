@@ -1,0 +1,155 @@
+"""The conditional selection function C(θE, PSF, depth, m) and its closure ladder.
+
+The finder's completeness is tabulated on a 4th axis, the source brightness: ``src_mag`` (the unlensed source
+r magnitude) or ``arc_mag`` (the lensed arc's r magnitude), both from the same main-prior injections
+(``selection.condition_on`` picks the one written to ``selection_function.fits``; the other is kept as
+``selection_function_alt.parquet``). The 3-D C(θE, PSF, depth) of any source population is the 4-D table
+integrated over that population's magnitudes (:meth:`SelectionFunction.marginalise`); the 3-D table of the
+injections themselves (``selection_marginal.parquet``) is what the pipeline produced before issue 15.
+
+The closure ladder (:func:`closure_record`) judges the synthetic sky's true lenses against: (a) the 3-D
+marginal under the injection prior, (b) the 4-D table at each lens's true source magnitude, (b′) at its true
+arc magnitude, and (c) the 4-D table of the host bracket (all N1 hosts instead of deflector-like ones).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lensaudit.config import InjectConfig, SelectionConfig
+from lensaudit.selection.closure import MAG_OF_AXIS, closure_of, ladder
+from lensaudit.selection.completeness import completeness_table, completeness_table4
+from lensaudit.selection.table import SelectionFunction
+
+#: what each 4th axis means (FITS AXIS4DSC)
+AXIS_DESCRIPTION = {"src_mag": "unlensed source r mag", "arc_mag": "lensed arc r mag"}
+OTHER_AXIS = {"src_mag": "arc_mag", "arc_mag": "src_mag"}
+
+
+@dataclass
+class Tables:
+    """The selection stage's tables: the 3-D marginal of the main injections, the 4-D table on each axis
+    (``by_axis``) and, with the host bracket, the 4-D table of the all-N1-hosts injections (``hosts``)."""
+
+    marginal: pd.DataFrame
+    by_axis: dict[str, SelectionFunction]
+    hosts: SelectionFunction | None
+
+    @classmethod
+    def read(cls, table: Path, alt: Path, marginal: Path) -> Tables:
+        """The tables as the selection stage wrote them (the chosen and the alternative 4-D table, the 3-D
+        marginal); the host bracket's table is not written."""
+        by_axis = {}
+        for p in (table, alt):
+            sf = SelectionFunction.load(p)
+            by_axis[str(sf.mag_axis)] = sf
+        return cls(pd.read_parquet(marginal), by_axis, None)
+
+    def chosen(self, cfg: SelectionConfig) -> SelectionFunction:
+        return self.by_axis[cfg.condition_on]
+
+    def alternative(self, cfg: SelectionConfig) -> SelectionFunction:
+        return self.by_axis[OTHER_AXIS[cfg.condition_on]]
+
+
+def mag_edges(icfg: InjectConfig, cfg: SelectionConfig, axis: str, inj: pd.DataFrame) -> np.ndarray:
+    """Bin edges of the 4th axis: the injection prior's range in ``mag_bin_width`` steps for ``src_mag``; for
+    ``arc_mag`` (no declared prior: it follows from the source and magnification priors) the injected arc
+    magnitudes' range rounded out to whole steps."""
+    w = cfg.mag_bin_width
+    if axis == "src_mag":
+        lo, hi = icfg.src_mag_r_range
+    else:
+        m = inj.arc_mag_r.to_numpy(float)
+        m = m[np.isfinite(m)]
+        lo, hi = (np.floor(m.min() / w) * w, np.ceil(m.max() / w) * w) if len(m) else (0.0, w)
+    n = max(1, int(np.ceil((hi - lo) / w - 1e-9)))
+    return np.asarray(np.round(np.r_[lo + w * np.arange(n), hi], 6), dtype=np.float64)
+
+
+def _axis_meta(icfg: InjectConfig, axis: str, edges: np.ndarray) -> dict[str, Any]:
+    lo, hi = icfg.src_mag_r_range
+    prior = f"uniform({lo:g},{hi:g})" if axis == "src_mag" else "none (from src_mag and mu priors)"
+    return {
+        "AXIS4": axis,
+        "AXIS4DSC": AXIS_DESCRIPTION[axis],
+        "GRIDMAG": f"{[float(e) for e in edges]}"[:68],
+        "PRIORM": prior,
+    }
+
+
+def build_tables(
+    grid: pd.DataFrame, inj: pd.DataFrame, icfg: InjectConfig, cfg: SelectionConfig, meta: dict[str, Any]
+) -> Tables:
+    """Tabulate the scored injections (``detected``, ``src_mag_r``, ``arc_mag_r``, ``variant``); ``meta`` is
+    the provenance header shared by every table (:func:`~lensaudit.selection.completeness.lookup_table`)."""
+    inj = inj.assign(src_mag=inj.src_mag_r, arc_mag=inj.arc_mag_r)
+    main = inj[inj.variant == "main"]
+    by_axis = {}
+    for axis in ("src_mag", "arc_mag"):
+        edges = mag_edges(icfg, cfg, axis, main)
+        t = completeness_table4(grid, main, axis, edges, cfg, cfg.n_min_mag_bin)
+        by_axis[axis] = SelectionFunction(t, {**meta, **_axis_meta(icfg, axis, edges)})
+    hosts = None
+    sub = inj[inj.variant == "allhosts"]
+    if len(sub):
+        axis = cfg.condition_on
+        edges = by_axis[axis].mag_edges
+        t = completeness_table4(grid, sub, axis, edges, cfg, cfg.n_min_mag_bin)
+        hosts = SelectionFunction(t, {**meta, **_axis_meta(icfg, axis, edges), "HOSTS": "all N1"})
+    return Tables(completeness_table(grid, main, cfg), by_axis, hosts)
+
+
+def closure_record(
+    tables: Tables,
+    cfg: SelectionConfig,
+    lenses: pd.DataFrame,
+    op: float,
+    where: str = "the synthetic sky",
+) -> dict[str, Any]:
+    """``closure.json``: the closure of the chosen table (its statistics at the top level), the closure
+    ladder and, per rung, the full statistics (``rungs``); ``lenses`` are known-truth lenses of ``where``
+    (:data:`~lensaudit.selection.closure.LENS_COLUMNS`)."""
+    chosen = cfg.condition_on
+    rungs: list[tuple[str, str, dict[str, Any]]] = [
+        (
+            "marginal",
+            "(a) C(θE, PSF, depth) marginal under the injection prior (the method before issue 15)",
+            closure_of(SelectionFunction(tables.marginal), lenses, op, None),
+        ),
+        (
+            "src_mag",
+            "(b) C(θE, PSF, depth, m_src) at each lens's true unlensed source r magnitude",
+            closure_of(tables.by_axis["src_mag"], lenses, op, MAG_OF_AXIS["src_mag"]),
+        ),
+        (
+            "arc_mag",
+            "(b′) C(θE, PSF, depth, m_arc) at each lens's true lensed arc r magnitude",
+            closure_of(tables.by_axis["arc_mag"], lenses, op, MAG_OF_AXIS["arc_mag"]),
+        ),
+    ]
+    if tables.hosts is not None:
+        rungs.append(
+            (
+                "all_hosts",
+                f"(c) as ({'b' if chosen == 'src_mag' else 'b′'}) from injections into all N1 hosts, "
+                "not only "
+                "deflector-like ones",
+                closure_of(tables.hosts, lenses, op, MAG_OF_AXIS[chosen]),
+            )
+        )
+    main = next(c for k, _, c in rungs if k == chosen)
+    return {
+        **main,
+        "condition_on": chosen,
+        "ladder": ladder(rungs),
+        "rungs": {k: c for k, _, c in rungs},
+        "where": where,
+        "note": f"true lenses of {where}, rendered by the sky's own renderer from its own source population; "
+        "the selection function comes from our injections with a broad prior",
+    }
