@@ -250,7 +250,10 @@ def test_sections_are_tables_with_headers(page):
         ("Stages of this run", ("stage", "status", "wall time (s)")),
         ("validation gate", ("stage", "gate", "status", "value", "thresholds", "message")),
         ("per true θE bin", ("range", "n", "expected ± σ", "σ binomial / table", "observed", "pull")),
-        ("Closure ladder", ("rung", "expected", "observed", "σ binomial", "σ table", "pull", "χ² p", "within 1σ")),
+        (
+            "Closure ladder",
+            ("rung", "expected", "observed", "σ binomial", "σ table", "pull", "χ² p", "within 1σ"),
+        ),
         ("Audit metrics", ("metric", "value", "68% CI")),
         ("Recall per tier", ("threshold", "Tier A k/n")),
         ("Robustness", ("coarser depth binning",)),

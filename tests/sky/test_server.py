@@ -98,14 +98,19 @@ def test_fits_cutout_alias_width_height_and_band_order(server, target):
 
 
 def test_errors_as_the_real_service(server):
+    # the real body, with the reason added (clients match the prefix; tests/sky/test_server_requests.py has
+    # every malformed case)
     r = requests.get(server.url, params={"dec": 1.0, "layer": "ls-dr10"}, timeout=30)
-    assert r.status_code == 400 and r.text == "Need ra,dec keywords"
+    assert r.status_code == 400 and r.text == "Need ra,dec keywords: ra is missing."
     r = requests.get(server.url, params={"ra": "abc", "dec": 1.0}, timeout=30)
-    assert r.status_code == 400
+    assert r.status_code == 400 and r.text.startswith("Need ra,dec keywords")
     r = requests.get(server.url, params={"ra": 10, "dec": 1, "layer": "ls-dr99"}, timeout=30)
     assert r.status_code == 200 and r.text == "no such layer"
     r = requests.get(server.url, params={"ra": 300.0, "dec": -70.0, "layer": "ls-dr10"}, timeout=30)
-    assert r.status_code == 500
+    assert r.status_code == 500 and r.text.startswith("NoOverlapError: ")
+    # size=0 is a bad parameter (400), no longer the off-footprint 500 of the issue
+    r = requests.get(server.url, params={"ra": 10, "dec": 1, "size": 0}, timeout=30)
+    assert r.status_code == 400 and r.text == "size=0 must be a positive number of pixels."
 
 
 def test_zeros_where_no_coverage(tiny_sky, server):

@@ -53,8 +53,8 @@ def serve(
     reset_once: Annotated[bool, typer.Option(help="Fault injection: reset one connection.")] = False,
     seed: Annotated[int, typer.Option(help="Fault injection seed.")] = 0,
 ) -> None:
-    """Serve the Legacy Survey cutout API (/viewer/cutout.fits, /viewer/fits-cutout) on 127.0.0.1 until
-    Ctrl-C."""
+    """Serve the Legacy Survey cutout API (/viewer/cutout.fits, /viewer/fits-cutout, and the JPEG
+    /viewer/cutout.jpg, /viewer/jpeg-cutout) on 127.0.0.1 until Ctrl-C."""
     from lensaudit.sky.server import FaultConfig
     from lensaudit.sky.server import serve as start
 

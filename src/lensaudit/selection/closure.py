@@ -1,7 +1,7 @@
 """The closure test: detections of known-truth lenses expected from the selection function vs observed.
 
-Each true lens contributes its completeness at its own (θE, PSF, depth, magnitude), interpolated from the cells'
-detected fractions k/n (:func:`unbiased`) — the magnitude on the
+Each true lens contributes its completeness at its own (θE, PSF, depth, magnitude), interpolated from the
+cells' detected fractions k/n (:func:`unbiased`) — the magnitude on the
 table's 4th axis: the unlensed source r magnitude (``src_mag``) or the lensed arc's r magnitude
 (``arc_mag``). Expected detections in a bin are Σ p; σ² has two parts, reported separately: the Bernoulli
 scatter of the lenses, Σ p(1 − p), and the table's own uncertainty, Σ_cells (Σ_lenses W)² Var(C_cell) with W
@@ -113,8 +113,8 @@ def closure_of(
     """The closure statistics of true ``lenses`` (:data:`LENS_COLUMNS`) against ``sf`` at threshold ``op``.
 
     ``mag``: the lens column on the table's 4th axis (:data:`MAG_OF_AXIS`), or None for the marginal table.
-    Magnitude bins are the table's own bins (for a 3-D table or the marginal: the lenses' ``src_mag_r`` in
-    1-mag bins), θE bins ``n_theta_bins`` equal bins over the grid ± half a step."""
+    Magnitude bins are 1-mag bins of the lenses' magnitude on the table's axis (``src_mag_r`` for the
+    marginal), θE bins ``n_theta_bins`` equal bins over the grid ± half a step."""
     p, w = predict(sf, lenses, mag)
     use = np.isfinite(p)
     lz = lenses[use].reset_index(drop=True)
@@ -126,7 +126,7 @@ def closure_of(
     t_edges = np.linspace(te[0] - step / 2, te[-1] + step / 2, min(n_theta_bins, len(te)) + 1)
     mcol = mag or "src_mag_r"
     mv = lz[mcol].to_numpy(float)
-    m_edges = sf.mag_edges if (mag is not None and sf.mag_axis) else _unit_edges(mv)
+    m_edges = _unit_edges(mv)  # 1-mag bins of the lenses' magnitudes (the table's own bins are finer)
     tb = np.clip(
         np.searchsorted(t_edges, lz.theta_e_arcsec.to_numpy(), side="right") - 1, 0, len(t_edges) - 2
     )

@@ -57,11 +57,17 @@ class Tables:
         return self.by_axis[OTHER_AXIS[cfg.condition_on]]
 
 
-def mag_edges(icfg: InjectConfig, cfg: SelectionConfig, axis: str, inj: pd.DataFrame) -> np.ndarray:
+def mag_edges(
+    icfg: InjectConfig, cfg: SelectionConfig, axis: str, inj: pd.DataFrame, per_cell: float | None = None
+) -> np.ndarray:
     """Bin edges of the 4th axis: the injection prior's range in ``mag_bin_width`` steps for ``src_mag``; for
     ``arc_mag`` (no declared prior: it follows from the source and magnification priors) the injected arc
-    magnitudes' range rounded out to whole steps."""
-    w = cfg.mag_bin_width
+    magnitudes' range rounded out to steps twice as wide (arc magnitudes spread over ~9 mag, not stratified).
+    ``per_cell`` (a bracket's injections per cell) widens the steps by n_per_cell / per_cell, so a bracket's
+    cells hold as many injections as the main table's."""
+    w = cfg.mag_bin_width * (icfg.n_per_cell / per_cell if per_cell else 1.0)
+    if axis == "arc_mag":
+        w *= 2
     if axis == "src_mag":
         lo, hi = icfg.src_mag_r_range
     else:
@@ -99,7 +105,7 @@ def build_tables(
     sub = inj[inj.variant == "allhosts"]
     if len(sub):
         axis = cfg.condition_on
-        edges = by_axis[axis].mag_edges
+        edges = mag_edges(icfg, cfg, axis, main, float(sub.groupby("cell").size().median()))
         t = completeness_table4(grid, sub, axis, edges, cfg, cfg.n_min_mag_bin)
         hosts = SelectionFunction(t, {**meta, **_axis_meta(icfg, axis, edges), "HOSTS": "all N1"})
     return Tables(completeness_table(grid, main, cfg), by_axis, hosts)
@@ -138,8 +144,8 @@ def closure_record(
             (
                 "all_hosts",
                 f"(c) as ({'b' if chosen == 'src_mag' else 'b′'}) from injections into all N1 hosts, "
-                "not only "
-                "deflector-like ones",
+                "not only deflector-like ones (coarser magnitude bins: the host bracket has fewer "
+                "injections)",
                 closure_of(tables.hosts, lenses, op, MAG_OF_AXIS[chosen]),
             )
         )

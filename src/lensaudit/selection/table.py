@@ -312,7 +312,8 @@ class SelectionFunction:
 
         Mean Σ w_j k_j/n_j (unbiased: the posterior means' pull towards ½ would add up over many small
         bins); variance Σ w_j² var_j (independent Beta posteriors); credible intervals from :data:`N_DRAWS`
-        Monte Carlo draws of those posteriors (seed 0), moved by Σ w_j (k_j/n_j − mean_j); n, k summed over the bins with
+        Monte Carlo draws of those posteriors (seed 0), moved by Σ w_j (k_j/n_j − mean_j); n, k summed over
+        the bins with
         w_j > 0. A cell is insufficient when its n < ``NMIN`` (default 20) or a bin with w_j > 0 has no
         injections. The prior is recorded in ``MARGPRIO`` (FITS keys have 8 characters), the axis in
         ``MARGAXIS``."""

@@ -29,7 +29,7 @@ from lensaudit.utils import atomic_write_json, write_parquet_atomic
 
 NAME = "population"
 #: the second sky copies ``sky``; its stamps follow ``cutouts``; the finder runs on ``train.device``
-SECTIONS = ("population", "sky", "cutouts", "data.source", "train.device")
+SECTIONS = ("population", "sky", "cutouts", "data.source", "train.device", "selection")
 READS = (
     "train.best",
     "train.model_card",
