@@ -810,8 +810,8 @@ def load_config(
             raise ConfigError(f"config file not found: {p}")
         try:
             data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {' '.join(str(exc).split())}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p} must contain a mapping of sections")
     for item in overrides:
@@ -822,7 +822,10 @@ def load_config(
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err)) from None
+        msg = _format_validation_error(err)
+        if path is not None:
+            msg = msg.replace("invalid config:", f"invalid config {path}:", 1)
+        raise ConfigError(msg) from None
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -11,6 +11,8 @@ invvar) and −1 (maskbits), so holes are detectable. Works on local paths and f
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -114,7 +116,14 @@ class StampStore:
         self._a("maskbits")[start:stop] = np.asarray(maskbits, np.int32)
 
     def read(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Read rows (int, slice, or sorted/unsorted index array) → (image, invvar, maskbits)."""
+        """Read rows (int, slice, or sorted/unsorted index array) → (image, invvar, maskbits).
+
+        A shard that fails to decode (truncated, overwritten, checksum mismatch) raises InputError naming the
+        store and the rows."""
+        with self._decoding(rows):
+            return self._read(rows)
+
+    def _read(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if isinstance(rows, (int, np.integer)):
             image, invvar, maskbits = (self._a(a)[int(rows)] for a in ARRAYS)
             return image, invvar, maskbits
@@ -134,7 +143,19 @@ class StampStore:
 
     def read_image(self, row: int) -> np.ndarray:
         """One stamp's image (B, S, S): reads a single chunk."""
-        return self._a("image")[int(row)]
+        with self._decoding(int(row)):
+            return self._a("image")[int(row)]
+
+    @contextmanager
+    def _decoding(self, rows: Any) -> Iterator[None]:
+        """Turn a zarr/codec failure while reading ``rows`` into one InputError naming the store and shard."""
+        try:
+            yield
+        except (ValueError, OSError, RuntimeError, KeyError, TypeError) as exc:
+            raise InputError(
+                f"stamp store {self.path}: {_describe(rows, self.shard_size)} cannot be read, a shard is "
+                f"corrupt ({' '.join(str(exc).split())[:160]}); delete the store to fetch it again"
+            ) from None
 
     def written_rows(self) -> np.ndarray:
         """Boolean (N,): rows whose maskbits were written (−1 fill means never written)."""
@@ -143,3 +164,23 @@ class StampStore:
         for a, b in self.shard_ranges():
             out[a:b] = mb[a:b, 0, 0] != -1
         return out
+
+
+def _describe(rows: Any, shard_size: int) -> str:
+    """The rows and shards of a read, for an error message.
+
+    >>> _describe(slice(4, 8), 4), _describe(5, 4), _describe(np.array([1, 9]), 4)
+    ('rows 4–7 (shard 1)', 'row 5 (shard 1)', 'rows [1, 9] (shards [0, 2])')
+    """
+    if isinstance(rows, (int, np.integer)):
+        return f"row {int(rows)} (shard {int(rows) // shard_size})"
+    if isinstance(rows, slice):
+        a, b = rows.start or 0, rows.stop
+        shards = sorted({a // shard_size, (b - 1) // shard_size}) if b is not None else [a // shard_size]
+        where = f"shard {shards[0]}" if len(shards) == 1 else f"shards {shards[0]}–{shards[-1]}"
+        return f"rows {a}–{'' if b is None else b - 1} ({where})"
+    idx = np.asarray(rows, dtype=np.int64)
+    sh = sorted({int(i) // shard_size for i in idx})
+    return (
+        f"rows {idx[:8].tolist()}{'…' if len(idx) > 8 else ''} (shards {sh[:8]}{'…' if len(sh) > 8 else ''})"
+    )

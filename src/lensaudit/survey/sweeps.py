@@ -156,23 +156,75 @@ def flux_to_mag(flux_nmgy) -> np.ndarray:
 def read_sweep(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
     """Read selected columns of one sweep file (local path or fsspec URL) into a DataFrame.
 
-    Strings are decoded and stripped; multi-element columns (DCHISQ) become one column per element.
+    Strings are decoded and stripped; multi-element columns (DCHISQ) become one column per element. Every
+    column read must have its DR10 type (:data:`SWEEP_COLUMNS`; ``GAIA_DUPLICATED_SOURCE`` is read as bool
+    from the DR10 FITS logical or from an int8/uint8 0/1 column). A truncated or corrupt file, a missing
+    column or a wrong dtype raises :class:`~lensaudit.errors.InputError` naming the file and the column.
     """
     from astropy.io import fits
 
     path = str(path)
+    local = path.removeprefix("file://")
     try:
         if "://" in path and not path.startswith("file://"):
             import fsspec
 
             with fsspec.open(path, "rb") as f:
                 return _read_hdu(fits.open(f, memmap=False), path, columns)
-        with fits.open(path.removeprefix("file://"), memmap=True) as hdul:
+        size = Path(local).stat().st_size
+        if size == 0 or size % _FITS_BLOCK:
+            raise InputError(
+                f"sweep file {path} is truncated or corrupt: its size ({size} bytes) is not a whole number "
+                f"of {_FITS_BLOCK}-byte FITS blocks"
+            )
+        with fits.open(local, memmap=True) as hdul:
             return _read_hdu(hdul, path, columns)
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError(f"sweep file not found: {path}") from None
-    except OSError as exc:
-        raise InputError(f"sweep file {path} is not a readable FITS file: {exc}") from None
+    except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
+        raise InputError(f"sweep file {path} is not a readable FITS file: {_one_line(exc)}") from None
+
+
+_FITS_BLOCK = 2880
+_SCHEMA = {n: t for n, t, _ in SWEEP_COLUMNS}
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
+def _check_dtype(path: str, name: str, arr: np.ndarray) -> np.ndarray:
+    """``arr`` as the schema's dtype for column ``name`` (native byte order), or an InputError."""
+    tform = _SCHEMA.get(name)
+    if tform is None:
+        return arr
+    want = numpy_dtype(tform)
+    base, shape = want.subdtype if want.subdtype else (want, ())
+    got_shape = arr.shape[1:]
+    kind = arr.dtype.kind
+    if (
+        base.kind == "b"
+        and not got_shape
+        and kind in "iu"
+        and arr.dtype.itemsize == 1
+        and np.isin(arr, (0, 1)).all()
+    ):
+        return arr.astype(bool)  # a logical written as int8/uint8 0/1 (e.g. GAIA_DUPLICATED_SOURCE)
+    ok = got_shape == tuple(shape) and (
+        (base.kind == "S" and kind == "S" and arr.dtype.itemsize <= base.itemsize)
+        or (base.kind == "f" and kind == "f")
+        or (base.kind in "iu" and kind in "iu")
+        or (base.kind == "b" and kind == "b")
+    )
+    if not ok:
+        got = f"{arr.dtype.str}{list(got_shape) if got_shape else ''}"
+        raise InputError(
+            f"{path}: sweep column {name} has dtype {got}, but DR10 stores it as FITS {tform} "
+            f"({base.str}{list(shape) if shape else ''})"
+        )
+    return arr if kind == "S" else arr.astype(arr.dtype.newbyteorder("="))
 
 
 def _read_hdu(hdul, path: str, columns: list[str] | None) -> pd.DataFrame:
@@ -186,14 +238,14 @@ def _read_hdu(hdul, path: str, columns: list[str] | None) -> pd.DataFrame:
         raise InputError(f"{path}: missing sweep columns {missing}")
     out = {}
     for c in want:
-        arr = np.asarray(data[c])
+        arr = _check_dtype(path, c, np.asarray(data[c]))
         if arr.dtype.kind == "S":
             out[c] = np.char.strip(np.char.decode(arr, "ascii"))
         elif arr.ndim > 1:
             for i in range(arr.shape[1]):
-                out[f"{c}_{i}"] = arr[:, i].astype(arr.dtype.newbyteorder("="))
+                out[f"{c}_{i}"] = arr[:, i]
         else:
-            out[c] = arr.astype(arr.dtype.newbyteorder("="))
+            out[c] = arr
     return pd.DataFrame(out)
 
 
