@@ -1,4 +1,9 @@
-"""Error hierarchy: the CLI turns each into one clear sentence and an exit code."""
+"""Error hierarchy: the CLI turns each into one clear sentence and an exit code.
+
+Exit codes: 1 any other lensaudit error, 2 configuration, 3 input (or an OS error on a path), 4 a blocking
+gate failed, 5 an upstream stage is missing, failed or was made with another config, 6 a stage broke its
+contract, 7 ``lensaudit verify`` disagrees with a recorded gate, 8 ``lensaudit doctor`` found a blocker, 130
+interrupted."""
 
 from __future__ import annotations
 

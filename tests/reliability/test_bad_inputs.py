@@ -82,6 +82,27 @@ def cli(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
+class Proc:
+    """The result of the CLI run as its own process (``exit_code``, ``output`` = stdout + stderr)."""
+
+    exception = None
+
+    def __init__(self, args: tuple[str, ...]):
+        import os
+        import subprocess
+        import sys
+
+        env = {**os.environ, "COLUMNS": "80"}  # a narrow terminal: the sentence must still be one line
+        p = subprocess.run(
+            [sys.executable, "-m", "lensaudit.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        self.exit_code, self.output = p.returncode, p.stdout + p.stderr
+
+
 def complete(run: Path, stage: str) -> bool:
     m = run / stage / "_stage.json"
     return m.is_file() and json.loads(m.read_text()).get("status") == "complete"
@@ -109,8 +130,9 @@ def good_survey(tmp_path_factory) -> Path:
     return survey(tmp_path_factory.mktemp("survey"))
 
 
-def _catalog(root: Path, run: Path):
-    return cli("run", "--run-dir", str(run), "--stages", "positives,catalog", *sets(root))
+def _catalog(root: Path, run: Path, subprocess: bool = False):
+    args = ("run", "--run-dir", str(run), "--stages", "positives,catalog", *sets(root))
+    return Proc(args) if subprocess else cli(*args)
 
 
 def _copy_survey(good: Path, dst: Path) -> Path:
@@ -125,7 +147,7 @@ def test_truncated_sweep(tmp_path, good_survey, reliability):
     root = _copy_survey(good_survey, tmp_path / "s")
     f = root / "sweep" / SWEEP
     f.write_bytes(f.read_bytes()[:-1000])
-    r = _catalog(root, tmp_path / "run")
+    r = _catalog(root, tmp_path / "run", subprocess=True)  # in its own process: Dask's worker logs included
     ok = clear_error(r, 3, SWEEP, "truncated", run=tmp_path / "run", stages=("catalog",))
     reliability.record("bad-input", "truncated sweep FITS", ok)
 
@@ -274,7 +296,7 @@ def test_corrupt_zarr_shard(tmp_path, reliability):
     r = _cutouts(run, npz)
     assert r.exit_code in (0, 4), r.output[-3000:]
     man = json.loads((run / "cutouts" / "_stage.json").read_text())
-    # the state a SIGKILL after the last shard leaves: no manifest, the in-progress marker, every shard recorded
+    # what a SIGKILL after the last shard leaves: no manifest, the in-progress marker, every shard recorded
     (run / "cutouts" / "_stage.json").unlink()
     (run / "cutouts" / "_inprogress.json").write_text(json.dumps({"fingerprint": man["fingerprint"]}))
     shard = run / "cutouts" / "stamps.zarr" / "image" / "c" / "1" / "0" / "0" / "0"
@@ -370,3 +392,16 @@ def test_unwritable_run_log(tmp_path, good_survey, reliability):
     r = cli("positives", "--run-dir", str(run), *sets(good_survey))
     ok = clear_error(r, 3, "run.log", run=run, stages=("positives",))
     reliability.record("bad-input", "run directory whose log is unwritable", ok)
+
+
+@pytest.mark.slow
+def test_run_dir_made_with_another_config(tmp_path, good_survey, reliability):
+    """positives ran with one lens catalogue; catalog is then run alone with another: the run directory's
+    positives were made with another config, so the catalog must refuse (UpstreamError, exit 5) naming it."""
+    other = tmp_path / "other.csv"
+    write_lenscat(other, good_lens_rows(3))
+    run = tmp_path / "run"
+    assert cli("positives", "--run-dir", str(run), *sets(good_survey)).exit_code == 0
+    r = cli("catalog", "--run-dir", str(run), *sets(good_survey, f"positives.lenscat={other}"))
+    ok = clear_error(r, 5, "positives", str(run), run=run, stages=("catalog",))
+    reliability.record("bad-input", "run directory made with another config", ok)

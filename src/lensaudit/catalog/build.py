@@ -12,7 +12,6 @@ skips the recorded stems.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -77,12 +76,9 @@ def exclusion_positions(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def provenance(commit: str) -> dict[str, str]:
-    """The provenance columns every pool row carries (``sweep_file`` is added per task)."""
-    return {
-        "pipeline_version": __version__,
-        "git_commit": commit,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    """The provenance columns every pool row carries (``sweep_file`` is added per task). No wall-clock time:
+    a restarted or distributed run must write the same bytes (the manifest records when the stage ran)."""
+    return {"pipeline_version": __version__, "git_commit": commit}
 
 
 def _task(
@@ -104,7 +100,10 @@ def _task(
     stem = f"{Path(file).stem}-{k:03d}"
     if log.done(stem):
         return log.summary(stem)
-    raw = read_sweep(file, SWEEP_READ)
+    try:
+        raw = read_sweep(file, SWEEP_READ)
+    except InputError as exc:  # returned, not raised: the driver raises it (no worker traceback in the log)
+        return {"error": str(exc), "stem": stem}
     bounds = np.linspace(0, len(raw), nparts + 1).astype(int)
     raw = raw.iloc[bounds[k] : bounds[k + 1]]
     res = build_partition(raw, cfg, seed, excl, pos_ra, pos_dec, {**prov, "sweep_file": Path(file).name})
@@ -146,7 +145,11 @@ def build_pool(
     ]
     results = []
     for fut in as_completed(futs):
-        results.append(fut.result())
+        res = fut.result()
+        if "error" in res:
+            client.cancel(futs)
+            raise InputError(res["error"])
+        results.append(res)
         if on_task:
             on_task()
     return {k: int(sum(r[k] for r in results)) for k in POOL_COUNTS}

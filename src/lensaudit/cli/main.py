@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from lensaudit import __version__
-from lensaudit.cli import mine, sky, validate
+from lensaudit.cli import doctor, mine, sky, validate
 from lensaudit.cli.common import (
     DEFAULT_CONFIG,
     ConfigArg,
@@ -47,6 +47,7 @@ app.add_typer(sky.app, name="sky")
 app.command("mine-negatives")(mine.mine_negatives)
 app.command("gates")(validate.gates)
 app.command("verify")(validate.verify)
+app.command("doctor")(doctor.doctor)
 
 
 def _version(value: bool) -> None:
@@ -90,7 +91,7 @@ def _run_stages(
     ctx = context(config, run_dir, overrides)
     mods = [get_stage(s) for s in stages] if stages else pipeline_stages(ctx.config)
     try:
-        mans = run_pipeline(ctx, mods, force=force)
+        mans = run_pipeline(ctx, mods, force=force, registry=STAGES)
     finally:
         ctx.close()
     _summary(ctx, mans)

@@ -13,7 +13,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -21,19 +21,34 @@ from typing import Any
 
 from lensaudit import __version__
 from lensaudit.config import dump_config
-from lensaudit.errors import GateFailed
+from lensaudit.errors import GateFailed, UpstreamError
 from lensaudit.run.artifacts import CONFIG, INPROGRESS, SCRATCH, relpath
 from lensaudit.run.context import RunContext, StageContext, config_parts, log, sections, upstream
 from lensaudit.run.manifest import Manifest, git_commit
 from lensaudit.utils import atomic_write_json, file_fingerprint, sha256_json
 
 
-def fingerprint(mod: ModuleType, ctx: RunContext) -> tuple[str, dict[str, Any]]:
-    """The hash that decides skip-if-done, with the parts it was computed from."""
+def fingerprint(
+    mod: ModuleType, ctx: RunContext, registry: Mapping[str, ModuleType] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The hash that decides skip-if-done, with the parts it was computed from.
+
+    With the stage ``registry`` (name → module), each upstream manifest is checked against the current
+    config: UpstreamError when an upstream stage's recorded fingerprint is not what the current config gives
+    (the run directory was made with another config, and this stage would read stale artifacts)."""
     up = {}
     for stage, optional in upstream(mod).items():
         m = ctx.manifest(stage) if optional else ctx.require(stage)
         if m is not None and m.status == "complete":
+            if registry is not None and stage in registry:
+                now = fingerprint(registry[stage], ctx, registry)[0]
+                if now != m.fingerprint:
+                    raise UpstreamError(
+                        f"stage {stage} in {ctx.run_dir} was made with another config (recorded fingerprint "
+                        f"{m.fingerprint[:12]}, current {now[:12]}), so {mod.NAME} would read stale "
+                        f"artifacts; rerun {stage} first (lensaudit run --stages {stage},{mod.NAME}) or use "
+                        "another run directory"
+                    )
             up[stage] = m.fingerprint
     inputs = {str(p): file_fingerprint(p) for p in (mod.inputs(ctx.config) if hasattr(mod, "inputs") else [])}
     parts = {
@@ -47,10 +62,16 @@ def fingerprint(mod: ModuleType, ctx: RunContext) -> tuple[str, dict[str, Any]]:
     return sha256_json(parts), parts
 
 
-def run_stage(mod: ModuleType, ctx: RunContext, force: bool = False) -> Manifest:
-    """Run one stage unless it is up to date; write its manifest; raise GateFailed on a blocking fail."""
+def run_stage(
+    mod: ModuleType,
+    ctx: RunContext,
+    force: bool = False,
+    registry: Mapping[str, ModuleType] | None = None,
+) -> Manifest:
+    """Run one stage unless it is up to date; write its manifest; raise GateFailed on a blocking fail (and
+    UpstreamError, with the stage ``registry``, when an upstream stage was made with another config)."""
     name = mod.NAME
-    fp, parts = fingerprint(mod, ctx)
+    fp, parts = fingerprint(mod, ctx, registry)
     old = ctx.manifest(name)
     if old is not None and old.fingerprint == fp and old.status == "complete" and not force:
         log.info("%s: up to date (fingerprint %s)", name, fp[:12])
@@ -95,9 +116,14 @@ def run_stage(mod: ModuleType, ctx: RunContext, force: bool = False) -> Manifest
     return man
 
 
-def run_pipeline(ctx: RunContext, stages: Iterable[ModuleType], force: bool = False) -> list[Manifest]:
-    """Run stage modules in order."""
-    return [run_stage(mod, ctx, force=force) for mod in stages]
+def run_pipeline(
+    ctx: RunContext,
+    stages: Iterable[ModuleType],
+    force: bool = False,
+    registry: Mapping[str, ModuleType] | None = None,
+) -> list[Manifest]:
+    """Run stage modules in order (``registry``: every stage by name, to check the upstream manifests)."""
+    return [run_stage(mod, ctx, force=force, registry=registry) for mod in stages]
 
 
 def _outputs(mod: ModuleType, ctx: RunContext) -> list[str]:

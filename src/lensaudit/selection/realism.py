@@ -307,7 +307,7 @@ def compare(
 def panel(c: Comparison, inj: pd.DataFrame) -> tuple[np.ndarray, list[str], int]:
     """The realism panel: up to 8 real positives, then as many of the compared injections (stamps, titles,
     the number of real ones)."""
-    k = min(8, len(c.pos))
+    k = min(8, len(c.pos), len(c.inj_img))
     idx: Any = np.sort(c.rng.choice(len(c.inj_img), size=k, replace=False)) if k else []
     stamps = np.concatenate([c.real_img[:k], c.inj_img[idx]]) if k else np.zeros((0, 3, 101, 101))
     shown = inj.set_index("row").loc[c.pick[idx]]

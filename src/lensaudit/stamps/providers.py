@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import numpy as np
@@ -79,7 +78,6 @@ class _Base:
                     "status": "ok" if ok else "failed",
                     "reason": reason,
                     "attempts": attempts,
-                    "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 }
             )
         return ShardResult(img, iv, mb, pd.DataFrame(recs))
@@ -174,7 +172,6 @@ class ServiceProvider(_Base):
                     "status": "ok" if r.ok else "failed",
                     "reason": r.reason,
                     "attempts": r.attempts,
-                    "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 }
             )
         return ShardResult(img, iv, mb, pd.DataFrame(recs))

@@ -49,10 +49,23 @@ class StampStore:
         overwrite: bool = False,
         attrs: dict | None = None,
     ) -> StampStore:
+        """A new store of ``n`` stamps, created whole: it is built beside ``path`` and renamed into place, so
+        a run killed while creating it leaves no half-made store for a resume to reopen. FileExistsError when
+        ``path`` exists and not ``overwrite``."""
+        import shutil
+
         import zarr
 
+        final = Path(path)
+        if final.exists():
+            if not overwrite:
+                raise FileExistsError(f"a stamp store already exists at {final}")
+            shutil.rmtree(final)
+        tmp = final.with_name(f".{final.name}.creating")
+        if tmp.exists():
+            shutil.rmtree(tmp)
         shard = max(1, min(shard_size, n)) if n > 0 else 1
-        g = zarr.open_group(str(path), mode="w" if overwrite else "w-", zarr_format=3)
+        g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         nb = len(bands)
         for name, shape, dtype, fill in (
             ("image", (n, nb, size, size), "float32", np.nan),
@@ -74,7 +87,8 @@ class StampStore:
                 **(attrs or {}),
             }
         )
-        return cls(g, str(path))
+        tmp.rename(final)
+        return cls.open(final, mode="r+")
 
     @classmethod
     def open(cls, path: str | Path, mode: Literal["r", "r+"] = "r") -> StampStore:

@@ -158,7 +158,7 @@ def read_sweep(path: str | Path, columns: list[str] | None = None) -> pd.DataFra
 
     Strings are decoded and stripped; multi-element columns (DCHISQ) become one column per element. Every
     column read must have its DR10 type (:data:`SWEEP_COLUMNS`; ``GAIA_DUPLICATED_SOURCE`` is read as bool
-    from the DR10 FITS logical or from an int8/uint8 0/1 column). A truncated or corrupt file, a missing
+    from the DR10 FITS logical or from a 0/1 int8 or uint8 column). A truncated or corrupt file, a missing
     column or a wrong dtype raises :class:`~lensaudit.errors.InputError` naming the file and the column.
     """
     from astropy.io import fits
@@ -204,16 +204,16 @@ def _check_dtype(path: str, name: str, arr: np.ndarray) -> np.ndarray:
     base, shape = want.subdtype if want.subdtype else (want, ())
     got_shape = arr.shape[1:]
     kind = arr.dtype.kind
-    if (
-        base.kind == "b"
-        and not got_shape
-        and kind in "iu"
-        and arr.dtype.itemsize == 1
-        and np.isin(arr, (0, 1)).all()
-    ):
-        return arr.astype(bool)  # a logical written as int8/uint8 0/1 (e.g. GAIA_DUPLICATED_SOURCE)
+    if base.kind == "b" and not got_shape and kind in "iuf" and np.isin(arr, (0, 1)).all():
+        # a logical stored as a 0/1 byte: int8 (FITS 'B' with TZERO = -128, which astropy scales to float) or
+        # uint8 (GAIA_DUPLICATED_SOURCE from writers without FITS logicals)
+        return arr.astype(bool)
     ok = got_shape == tuple(shape) and (
-        (base.kind == "S" and kind == "S" and arr.dtype.itemsize <= base.itemsize)
+        (
+            base.kind == "S"
+            and kind in "SU"
+            and arr.dtype.itemsize // (4 if kind == "U" else 1) <= base.itemsize
+        )
         or (base.kind == "f" and kind == "f")
         or (base.kind in "iu" and kind in "iu")
         or (base.kind == "b" and kind == "b")
@@ -224,7 +224,7 @@ def _check_dtype(path: str, name: str, arr: np.ndarray) -> np.ndarray:
             f"{path}: sweep column {name} has dtype {got}, but DR10 stores it as FITS {tform} "
             f"({base.str}{list(shape) if shape else ''})"
         )
-    return arr if kind == "S" else arr.astype(arr.dtype.newbyteorder("="))
+    return arr if kind in "SU" else arr.astype(arr.dtype.newbyteorder("="))
 
 
 def _read_hdu(hdul, path: str, columns: list[str] | None) -> pd.DataFrame:
@@ -239,8 +239,8 @@ def _read_hdu(hdul, path: str, columns: list[str] | None) -> pd.DataFrame:
     out = {}
     for c in want:
         arr = _check_dtype(path, c, np.asarray(data[c]))
-        if arr.dtype.kind == "S":
-            out[c] = np.char.strip(np.char.decode(arr, "ascii"))
+        if arr.dtype.kind in "SU":
+            out[c] = np.char.strip(np.char.decode(arr, "ascii") if arr.dtype.kind == "S" else arr)
         elif arr.ndim > 1:
             for i in range(arr.shape[1]):
                 out[f"{c}_{i}"] = arr[:, i]

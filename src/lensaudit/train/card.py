@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from lensaudit.config import TrainConfig
+from lensaudit.errors import InputError
 from lensaudit.run import git_commit
 from lensaudit.train.loop import FitResult, TrainData
 from lensaudit.utils import sha256_file
@@ -27,7 +28,13 @@ def model_card(
 ) -> dict[str, Any]:
     """``model_card.json``: architecture, normalisation and crop (what inference needs), the training
     config and outcome, the sha256 of the inputs (``sample``: sample.parquet, ``index``: stamps.parquet) and
-    of the frozen checkpoint ``best``, the code commit, seed and device."""
+    of the frozen checkpoint ``best``, the code commit, seed and device. InputError when no checkpoint was
+    frozen (no epoch had a defined validation AUC: the validation split lacks a class)."""
+    if not best.is_file():
+        raise InputError(
+            f"no frozen checkpoint at {best}: no epoch had a defined validation AUC "
+            f"({len(data.val)} validation stamps; the validation split needs both classes)"
+        )
     return {
         "arch": cfg.arch,
         "stem": cfg.stem,

@@ -26,7 +26,7 @@ from lensaudit.stamps.normalize import Normalizer, fit_normalizer
 from lensaudit.stamps.store import StampStore
 from lensaudit.train.data import StampData, TrainTable, epoch_order
 from lensaudit.train.models import create_model
-from lensaudit.utils import stable_seed
+from lensaudit.utils import atomic_write_bytes, stable_seed
 
 
 class TrainingRedFlag(LensAuditError):
@@ -259,6 +259,9 @@ def fit(
             _save(paths.best, {k: v.detach().cpu() for k, v in model.state_dict().items()})
         else:
             bad += 1
+        # the history first and atomically: a kill before last.pt leaves one line too many, which the resume
+        # trims (``[:start]``); the other order would lose an epoch's record
+        atomic_write_bytes(paths.history, "".join(json.dumps(h) + "\n" for h in history).encode())
         _save(
             last,
             {
@@ -271,7 +274,6 @@ def fit(
                 "bad_epochs": bad,
             },
         )
-        paths.history.write_text("".join(json.dumps(h) + "\n" for h in history))
         if on_epoch:
             on_epoch(rec)
         recent = [h["val_auc"] for h in history[-cfg.stuck_auc_epochs :]]
