@@ -82,15 +82,16 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n").encode())
 
 
-def write_parquet_atomic(df, path: str | Path) -> None:
-    """Write a DataFrame to Parquet atomically, without the pandas index and with stable bytes."""
+def write_parquet_atomic(df, path: str | Path, metadata: dict[bytes, str] | None = None) -> None:
+    """Write a DataFrame to Parquet atomically, without the pandas index and with stable bytes; ``metadata``
+    (optional) becomes the schema's key-value metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pandas(df, preserve_index=False)
-    table = table.replace_schema_metadata(None)
+    table = table.replace_schema_metadata(metadata)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     os.close(fd)
     try:

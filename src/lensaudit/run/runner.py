@@ -28,22 +28,32 @@ from lensaudit.run.manifest import Manifest, git_commit
 from lensaudit.utils import atomic_write_json, file_fingerprint, sha256_json
 
 
+class StaleUpstream(UpstreamError):
+    """An upstream stage's manifest was made with another config than the current one."""
+
+
 def fingerprint(
     mod: ModuleType, ctx: RunContext, registry: Mapping[str, ModuleType] | None = None
 ) -> tuple[str, dict[str, Any]]:
     """The hash that decides skip-if-done, with the parts it was computed from.
 
-    With the stage ``registry`` (name → module), each upstream manifest is checked against the current
-    config: UpstreamError when an upstream stage's recorded fingerprint is not what the current config gives
-    (the run directory was made with another config, and this stage would read stale artifacts)."""
+    With the stage ``registry`` (name → module), each upstream manifest the runner wrote is checked against
+    the current config: UpstreamError when an upstream stage's recorded fingerprint is not what the current
+    config gives (the run directory was made with another config, and this stage would read stale artifacts).
+    A manifest made outside the runner (no ``config_hash``: e.g. a sky built on its own) is taken as it is."""
     up = {}
     for stage, optional in upstream(mod).items():
         m = ctx.manifest(stage) if optional else ctx.require(stage)
         if m is not None and m.status == "complete":
-            if registry is not None and stage in registry:
-                now = fingerprint(registry[stage], ctx, registry)[0]
+            if registry is not None and stage in registry and m.config_hash:  # written by this runner
+                try:
+                    now = fingerprint(registry[stage], ctx, registry)[0]
+                except StaleUpstream:
+                    raise
+                except UpstreamError:  # its own upstream is gone: nothing to compare against
+                    now = m.fingerprint
                 if now != m.fingerprint:
-                    raise UpstreamError(
+                    raise StaleUpstream(
                         f"stage {stage} in {ctx.run_dir} was made with another config (recorded fingerprint "
                         f"{m.fingerprint[:12]}, current {now[:12]}), so {mod.NAME} would read stale "
                         f"artifacts; rerun {stage} first (lensaudit run --stages {stage},{mod.NAME}) or use "

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from lensaudit.selection.population import LENS_COLUMNS as POPULATION_COLUMNS
 from lensaudit.selection.population import arc_mag
 from lensaudit.selection.table import SelectionFunction
 
@@ -42,15 +43,7 @@ def sky_lenses(truth: Path, scores: Path) -> pd.DataFrame:
     tr = pd.read_parquet(truth)
     sc = pd.read_parquet(scores)
     t = tr[tr.kind == "lens"].assign(arc_mag_r=lambda d: arc_mag(d.arc_flux_r))
-    cols = [
-        "galaxy_id",
-        "theta_e_arcsec",
-        "psf_fwhm_r",
-        "psfdepth_mag_r",
-        "src_mag_r",
-        "arc_mag_r",
-        "arc_snr",
-    ]
+    cols = [c for c in POPULATION_COLUMNS if c not in ("brickname", "score", "detected")]
     return sc[sc.label == 1][["galaxy_id", "score"]].merge(t[cols], on="galaxy_id")
 
 

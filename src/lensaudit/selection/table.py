@@ -15,9 +15,7 @@ the points whose interpolation uses them.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -424,22 +422,10 @@ class SelectionFunction:
 
     def write_parquet(self, path: str | Path) -> None:
         """The whole table as Parquet (atomic), the header in the schema metadata as JSON."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        from lensaudit.utils import write_parquet_atomic
 
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pandas(self.table, preserve_index=False)
-        table = table.replace_schema_metadata({PARQUET_META_KEY: json.dumps(_jsonable(self._header()))})
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp, compression="zstd")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        meta = {PARQUET_META_KEY: json.dumps(_jsonable(self._header()))}
+        write_parquet_atomic(self.table, path, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> SelectionFunction:

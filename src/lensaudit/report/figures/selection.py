@@ -88,27 +88,20 @@ def variants(
     """Left: C(θE) over all PSF/depth cells for the main injections and each bracket (``curves`` of
     (label, mean, lower, upper)). Right: the conditional C(m_src) per θE (``mag``: bin centres, curves)."""
     fig, axes = plt.subplots(1, 2, figsize=(11.0, 3.8), layout="constrained")
-    ax = axes[0]
-    for label, mean, lo, hi in curves:
-        ax.errorbar(te, mean, yerr=[mean - lo, hi - mean], fmt="o-", capsize=2, label=label)
-    ax.set(
-        xlabel="θE (″)",
-        ylabel="completeness (all PSF, depth cells)",
-        ylim=(-0.02, 1.02),
-        title=f"{stamp}brackets: source morphology, host population",
-    )
-    ax.legend(fontsize=7)
     centres, mc = mag
-    ax = axes[1]
-    for label, mean, lo, hi in mc:
-        ax.errorbar(centres, mean, yerr=[mean - lo, hi - mean], fmt="o-", capsize=2, label=label)
-    ax.set(
-        xlabel="unlensed source r magnitude",
-        ylabel="completeness (all PSF, depth cells)",
-        ylim=(-0.02, 1.02),
-        title=f"{stamp}conditional completeness C(m_src) per θE",
-    )
-    ax.legend(fontsize=7, ncol=2)
+    for ax, x, cs, xl, title, ncol in (
+        (axes[0], te, curves, "θE (″)", "brackets: source morphology, host population", 1),
+        (axes[1], centres, mc, "unlensed source r magnitude", "conditional completeness C(m_src) per θE", 2),
+    ):
+        for label, mean, lo, hi in cs:
+            ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], fmt="o-", capsize=2, label=label)
+        ax.set(
+            xlabel=xl,
+            ylabel="completeness (all PSF, depth cells)",
+            ylim=(-0.02, 1.02),
+            title=f"{stamp}{title}",
+        )
+        ax.legend(fontsize=7, ncol=ncol)
     save(fig, path, dpi=80)
 
 
