@@ -87,20 +87,17 @@ def variants(
 ) -> None:
     """Left: C(θE) over all PSF/depth cells for the main injections and each bracket (``curves`` of
     (label, mean, lower, upper)). Right: the conditional C(m_src) per θE (``mag``: bin centres, curves)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11.0, 3.8), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.0), layout="constrained")
+    if stamp:
+        fig.suptitle(stamp.rstrip(" —"), fontsize=10, color="firebrick")
     centres, mc = mag
     for ax, x, cs, xl, title, ncol in (
-        (axes[0], te, curves, "θE (″)", "brackets: source morphology, host population", 1),
-        (axes[1], centres, mc, "unlensed source r magnitude", "conditional completeness C(m_src) per θE", 2),
+        (axes[0], te, curves, "θE (″)", "brackets: source model, hosts", 1),
+        (axes[1], centres, mc, "unlensed source r magnitude", "conditional C(m_src) per θE", 2),
     ):
         for label, mean, lo, hi in cs:
             ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], fmt="o-", capsize=2, label=label)
-        ax.set(
-            xlabel=xl,
-            ylabel="completeness (all PSF, depth cells)",
-            ylim=(-0.02, 1.02),
-            title=f"{stamp}{title}",
-        )
+        ax.set(xlabel=xl, ylabel="completeness (all PSF, depth cells)", ylim=(-0.02, 1.02), title=title)
         ax.legend(fontsize=7, ncol=ncol)
     save(fig, path, dpi=80)
 
@@ -112,7 +109,7 @@ def closure_plot(res: dict[str, Any], path: str | Path, where: str = "the synthe
     if not res.get("available"):
         return
     fig, axes = plt.subplots(1, 2, figsize=(11.0, 3.8), layout="constrained")
-    label = {"src_mag": "m_src", "arc_mag": "m_arc", "marginal": "marginal"}.get(str(res.get("axis")), "")
+    label = {"src_mag_r": "m_src", "arc_mag_r": "m_arc"}.get(str(res.get("axis")), "marginalised over m_src")
     for ax, key, xl in (
         (axes[0], "theta_bins", "true θE (″)"),
         (axes[1], "mag_bins", f"true {res.get('mag_column', 'magnitude')} (mag)"),
