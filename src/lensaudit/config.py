@@ -508,6 +508,13 @@ class InjectConfig(Section):
             "(Sersic ↔ clumpy); selection reports the completeness shift (the morphology bracket)."
         ),
     )
+    host_weighting: bool = Field(
+        True,
+        description=(
+            "Draw deflector-like hosts weighted by the density ratio of the positives to the hosts in (TYPE, "
+            "r quartile, g−r tercile), so they follow the known lenses' deflectors (docs/selection.md)."
+        ),
+    )
     host_bracket: bool = Field(
         True,
         description=(

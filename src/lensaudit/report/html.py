@@ -91,6 +91,7 @@ LABELS = {
     "n1_candidates": "N1 negatives of the host splits",
     "splits": "host splits",
     "hosts_all": "hosts (all N1, host bracket)",
+    "hosts_effective": "effective number of weighted hosts",
     "match": "host match",
     "hosts": "hosts",
     "mag_r": "r magnitude range",

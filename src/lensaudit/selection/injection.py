@@ -79,6 +79,9 @@ def plan(
     no host matches any cell."""
     grid, _ = grid_of(cfg)
     hosts, host_info = host_pool(sample, stamps, cfg.host_match, cfg.host_splits)
+    if not cfg.host_weighting:
+        hosts = hosts.assign(host_weight=1.0)
+        host_info.pop("hosts_effective", None)
     parts = []
     for v in VARIANTS:
         if not wanted(v, cfg):
