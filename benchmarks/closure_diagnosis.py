@@ -10,7 +10,9 @@ engine adds, scores them with the frozen finder at the operating threshold, and 
 fraction, in bins of the lensed arc's r magnitude, with (i) the sky's true lenses and (ii) our main
 injections. Sky-style arcs in our hosts detected like the true lenses → the gap is in our arcs; detected like
 our injections → it is in the hosts. A second part re-weights the hosts to the known lenses' deflectors
-(TYPE, r and g−r of the positives) and recomputes the closure of the m_src table.
+(TYPE, r and g−r of the positives) and recomputes the closure of the m_src table: it measures what
+``inject.host_weighting`` does, so run it on a run made with ``--set inject.host_weighting=false`` (the committed
+results come from such a run, before host weighting became the default).
 
     python benchmarks/closure_diagnosis.py runs/demo [N]    → benchmarks/results/closure_diagnosis.json
 """
@@ -34,7 +36,7 @@ from lensaudit.selection.closure import closure_of, sky_lenses
 from lensaudit.selection.completeness import completeness_table4
 from lensaudit.selection.conditional import mag_edges
 from lensaudit.selection.grid import grid_of
-from lensaudit.selection.hosts import host_pool
+from lensaudit.selection.hosts import deflector_weights, host_pool
 from lensaudit.selection.table import SelectionFunction
 from lensaudit.sky.model import Reference, _lens
 from lensaudit.sky.render import ARC_STAMP, moffat_kernel, render_lensed_source
@@ -108,24 +110,10 @@ def by_arc_mag(mag: np.ndarray, det: np.ndarray) -> list[dict]:
 
 
 def host_weights(sample: pd.DataFrame, index: pd.DataFrame, hosts: pd.DataFrame) -> pd.Series:
-    """Per host galaxy id: the density ratio positives / hosts in (TYPE, r-magnitude quartile of the
-    positives, g−r tercile of the positives) — what re-weighting the hosts to the known lenses' deflectors
-    would do (observable on real data: the positives' Tractor rows)."""
+    """Per host galaxy id: :func:`lensaudit.selection.hosts.deflector_weights` (the density ratio of the
+    positives to the hosts in TYPE, r quartile and g−r tercile), whatever ``inject.host_weighting`` says."""
     q = labelled_stamps(sample, index)
-    pos = q[q.label == 1]
-
-    def key(df: pd.DataFrame) -> pd.Series:
-        parts = [df.type.astype(str)]
-        for c, qs in (("mag_r", [0, 0.25, 0.5, 0.75, 1]), ("g_r", [0, 1 / 3, 2 / 3, 1])):
-            e = np.quantile(pos[c], qs)
-            parts.append(
-                pd.Series(np.clip(np.searchsorted(e, df[c].to_numpy()) - 1, 0, len(e) - 2)).astype(str)
-            )
-        return parts[0].str.cat([p.set_axis(parts[0].index) for p in parts[1:]], sep="|")
-
-    kp, kh = key(pos).value_counts(normalize=True), key(hosts).value_counts(normalize=True)
-    ratio = kp.reindex(kh.index).fillna(0.0) / kh
-    return pd.Series(ratio.reindex(key(hosts)).to_numpy(), index=hosts.galaxy_id.to_numpy())
+    return pd.Series(deflector_weights(q[q.label == 1], hosts), index=hosts.galaxy_id.to_numpy())
 
 
 def host_weighted_closure(run: Path, lz: pd.DataFrame, op: float) -> dict:
