@@ -11,8 +11,8 @@ fraction, in bins of the lensed arc's r magnitude, with (i) the sky's true lense
 injections. Sky-style arcs in our hosts detected like the true lenses → the gap is in our arcs; detected like
 our injections → it is in the hosts. A second part re-weights the hosts to the known lenses' deflectors
 (TYPE, r and g−r of the positives) and recomputes the closure of the m_src table: it measures what
-``inject.host_weighting`` does, so run it on a run made with ``--set inject.host_weighting=false`` (the committed
-results come from such a run, before host weighting became the default).
+``inject.host_weighting`` does, so run it on a run made with ``--set inject.host_weighting=false`` (the
+committed results come from such a run, before host weighting became the default).
 
     python benchmarks/closure_diagnosis.py runs/demo [N]    → benchmarks/results/closure_diagnosis.json
 """
