@@ -102,7 +102,7 @@ def lookup_table(
     verdict: str,
 ) -> SelectionFunction:
     """The selection function with its provenance header: grid, source prior, frozen-model hash, operating
-    threshold and point, interval, n_min, Beta prior and the realism verdict."""
+    threshold and point, interval, n_min, Beta prior, smoothing (none) and the realism verdict."""
     meta = {
         "GRIDTE": f"{icfg.theta_e_grid}",
         "GRIDPSF": f"{icfg.psf_grid}",
@@ -114,6 +114,7 @@ def lookup_table(
         "INTERVAL": cfg.interval,
         "NMIN": cfg.n_min,
         "BPRIOR": cfg.prior,
+        "SMOOTH": cfg.smoothing,
         "REALISM": verdict,
     }
     return SelectionFunction(table, meta)
