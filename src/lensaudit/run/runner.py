@@ -33,25 +33,33 @@ class StaleUpstream(UpstreamError):
 
 
 def fingerprint(
-    mod: ModuleType, ctx: RunContext, registry: Mapping[str, ModuleType] | None = None
+    mod: ModuleType,
+    ctx: RunContext,
+    registry: Mapping[str, ModuleType] | None = None,
+    _current: dict[str, str] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The hash that decides skip-if-done, with the parts it was computed from.
 
     With the stage ``registry`` (name → module), each upstream manifest the runner wrote is checked against
     the current config: UpstreamError when an upstream stage's recorded fingerprint is not what the current
     config gives (the run directory was made with another config, and this stage would read stale artifacts).
-    A manifest made outside the runner (no ``config_hash``: e.g. a sky built on its own) is taken as it is."""
+    A manifest made outside the runner (no ``config_hash``: e.g. a sky built on its own) is taken as it is.
+    Each upstream stage's current fingerprint is computed once per call (``_current``), not once per path
+    through the stage graph (the report's check visited 289 paths)."""
+    current = {} if _current is None else _current
     up = {}
     for stage, optional in upstream(mod).items():
         m = ctx.manifest(stage) if optional else ctx.require(stage)
         if m is not None and m.status == "complete":
             if registry is not None and stage in registry and m.config_hash:  # written by this runner
-                try:
-                    now = fingerprint(registry[stage], ctx, registry)[0]
-                except StaleUpstream:
-                    raise
-                except UpstreamError:  # its own upstream is gone: nothing to compare against
-                    now = m.fingerprint
+                if stage not in current:
+                    try:
+                        current[stage] = fingerprint(registry[stage], ctx, registry, current)[0]
+                    except StaleUpstream:
+                        raise
+                    except UpstreamError:  # its own upstream is gone: nothing to compare against
+                        current[stage] = m.fingerprint
+                now = current[stage]
                 if now != m.fingerprint:
                     raise StaleUpstream(
                         f"stage {stage} in {ctx.run_dir} was made with another config (recorded fingerprint "
