@@ -11,7 +11,7 @@ import pytest
 from lensaudit.config import load_config
 from lensaudit.selection import conditional
 from lensaudit.selection.closure import closure_of
-from lensaudit.selection.completeness import lookup_table
+from lensaudit.selection.completeness import provenance
 from lensaudit.selection.grid import grid_of
 from lensaudit.validation.gates.selection import closure_gates
 
@@ -60,7 +60,7 @@ def world():
 
 def _tables(world, op: float):
     icfg, scfg, grid, inj, _ = world
-    meta = lookup_table(pd.DataFrame(), icfg, scfg, "0" * 64, op, f"score={op}", "GO").meta
+    meta = provenance(icfg, scfg, "0" * 64, op, f"score={op}", "GO")
     return conditional.build_tables(grid, inj.assign(detected=inj.score >= op), icfg, scfg, meta)
 
 

@@ -74,7 +74,7 @@ def closure(root: Path, ok: bool = True, theta_max: float = 3.0) -> Inputs:
     from cases_selection import OVERRIDES, _injections, _lenses, expected
 
     from lensaudit.selection import conditional
-    from lensaudit.selection.completeness import lookup_table
+    from lensaudit.selection.completeness import provenance
     from lensaudit.selection.grid import grid_of
     from lensaudit.utils import atomic_write_json
 
@@ -82,7 +82,7 @@ def closure(root: Path, ok: bool = True, theta_max: float = 3.0) -> Inputs:
     icfg, cfg = run.config.inject, run.config.selection
     grid, _ = grid_of(icfg)
     inj = _injections(expected, {}, icfg.src_mag_r_range)
-    meta = lookup_table(pd.DataFrame(), icfg, cfg, "0" * 64, 0.5, "fpr=0.01", "GO").meta
+    meta = provenance(icfg, cfg, "0" * 64, 0.5, "fpr=0.01", "GO")
     tables = conditional.build_tables(grid, inj, icfg, cfg, meta)
     lenses = _lenses(expected, 600, ok, theta_max)
     rec = conditional.closure_record(tables, cfg, lenses, 0.5, where="the second sky")

@@ -15,7 +15,7 @@ from helpers import Run
 from lensaudit.config import load_config
 from lensaudit.gates import Gate
 from lensaudit.selection import conditional
-from lensaudit.selection.completeness import lookup_table
+from lensaudit.selection.completeness import provenance
 from lensaudit.selection.grid import grid_of
 from lensaudit.selection.robustness import robustness
 from lensaudit.utils import atomic_write_json
@@ -101,7 +101,7 @@ def _run(
     )
     verdict = "GO" if g.status != "fail" else "NO-GO"
     run.json("inject", "realism", {"gates": [g.to_dict()], "verdict": verdict})
-    meta = lookup_table(pd.DataFrame(), icfg, cfg, "0" * 64, 0.5, "fpr=0.01", verdict).meta
+    meta = provenance(icfg, cfg, "0" * 64, 0.5, "fpr=0.01", verdict)
     tables = conditional.build_tables(grid, inj, icfg, cfg, meta)
     tables.chosen(cfg).write(run.path("selection", "table_fits"), run.path("selection", "table"))
     run.table("selection", "marginal", tables.marginal)

@@ -1,5 +1,6 @@
-"""Completeness per grid cell: detections among the injections of each cell with Beta posteriors, and the
-lookup table (:class:`~lensaudit.selection.table.SelectionFunction`) with its FITS header."""
+"""Completeness per grid cell: detections among the injections of each cell with Beta posteriors (3-D, and
+4-D with a magnitude axis), and the provenance header of the lookup tables
+(:class:`~lensaudit.selection.table.SelectionFunction`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pandas as pd
 
 from lensaudit.config import InjectConfig, SelectionConfig
 from lensaudit.selection.binomial import beta_posterior
-from lensaudit.selection.table import SelectionFunction, beta_variance
+from lensaudit.selection.table import beta_variance
 
 
 def _posterior_columns(t: pd.DataFrame, cfg: SelectionConfig, n_min: int) -> pd.DataFrame:
@@ -92,18 +93,18 @@ def completeness_table4(
     return _posterior_columns(t, cfg, n_min)
 
 
-def lookup_table(
-    table: pd.DataFrame,
+def provenance(
     icfg: InjectConfig,
     cfg: SelectionConfig,
     model_sha256: str,
     threshold: float,
     operating_point: str,
     verdict: str,
-) -> SelectionFunction:
-    """The selection function with its provenance header: grid, source prior, frozen-model hash, operating
-    threshold and point, interval, n_min, Beta prior, smoothing (none) and the realism verdict."""
-    meta = {
+) -> dict[str, object]:
+    """The provenance header every selection table carries (FITS keys): grid, source prior, frozen-model
+    hash, operating threshold and point, interval, n_min, Beta prior, smoothing (none) and the realism
+    verdict."""
+    return {
         "GRIDTE": f"{icfg.theta_e_grid}",
         "GRIDPSF": f"{icfg.psf_grid}",
         "GRIDDEP": f"{icfg.depth_grid}",
@@ -117,7 +118,6 @@ def lookup_table(
         "SMOOTH": cfg.smoothing,
         "REALISM": verdict,
     }
-    return SelectionFunction(table, meta)
 
 
 def selection_counts(inj: pd.DataFrame, table: pd.DataFrame) -> dict[str, int]:

@@ -93,7 +93,7 @@ def build_tables(
     grid: pd.DataFrame, inj: pd.DataFrame, icfg: InjectConfig, cfg: SelectionConfig, meta: dict[str, Any]
 ) -> Tables:
     """Tabulate the scored injections (``detected``, ``src_mag_r``, ``arc_mag_r``, ``variant``); ``meta`` is
-    the provenance header shared by every table (:func:`~lensaudit.selection.completeness.lookup_table`)."""
+    the provenance header shared by every table (:func:`~lensaudit.selection.completeness.provenance`)."""
     inj = inj.assign(src_mag=inj.src_mag_r, arc_mag=inj.arc_mag_r)
     main = inj[inj.variant == "main"]
     by_axis = {}

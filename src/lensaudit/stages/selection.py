@@ -14,7 +14,7 @@ from lensaudit.errors import GateFailed
 from lensaudit.report.figures import selection as figures
 from lensaudit.run import Manifest, StageContext
 from lensaudit.selection import closure, conditional
-from lensaudit.selection.completeness import lookup_table, selection_counts
+from lensaudit.selection.completeness import provenance, selection_counts
 from lensaudit.selection.grid import grid_of
 from lensaudit.selection.robustness import mag_curves, robustness, variant_curves
 from lensaudit.selection.scoring import SCORE_COLUMNS, check_frozen, score_injections
@@ -63,7 +63,7 @@ def run(cfg: SelectionConfig, ctx: StageContext) -> Manifest:
     inj = _scored(ctx, model, op)
     icfg, op_point = ctx.config.inject, ctx.config.evaluate.operating_point
     grid, axes = grid_of(icfg)
-    meta = lookup_table(pd.DataFrame(), icfg, cfg, model.sha256, op, op_point, verdict).meta
+    meta = provenance(icfg, cfg, model.sha256, op, op_point, verdict)
     tables = conditional.build_tables(grid, inj, icfg, cfg, meta)
     tables.chosen(cfg).write(ctx.output("table_fits"), ctx.output("table"))
     tables.alternative(cfg).write_parquet(ctx.output("table_alt"))
