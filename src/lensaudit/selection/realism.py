@@ -197,10 +197,12 @@ def features(model: FrozenModel, img: np.ndarray) -> np.ndarray:
 class Comparison:
     """Real positives (``pos``: sample rows + store ``row``, sorted by row; stamps ``real_img``) and the
     main-prior injections drawn to match their conditions (store rows ``pick``, stamps ``inj_img``, host
-    galaxy ids ``hosts_of_pick``); ``rng`` continues the draw (the panel's picks)."""
+    galaxy ids ``hosts_of_pick``); ``rng`` continues the draw (the panel's picks). ``real_arc``: the real
+    stamps' :func:`measured_arc` (unclipped), measured once for the matching and the gates."""
 
     pos: pd.DataFrame
     real_img: np.ndarray
+    real_arc: dict[str, np.ndarray]
     pick: np.ndarray
     inj_img: np.ndarray
     hosts_of_pick: np.ndarray
@@ -292,16 +294,17 @@ def compare(
     injections, and no more than the weights' effective sample size."""
     pos = positives(sample, index)
     real_img = _read(hosts, pos.row.to_numpy())
+    real_arc = measured_arc(real_img, clip=False)  # the SNR does not depend on the clipping
     main = inj[inj.variant == "main"]
     rng = np.random.default_rng(stable_seed(seed, "probe"))
     w = condition_weights(main, pos)
     if len(pos) and "meas_snr" in main:
-        w = brightness_weights(main.meas_snr.to_numpy(), measured_arc(real_img)["snr"], w)
+        w = brightness_weights(main.meas_snr.to_numpy(), real_arc["snr"], w)
     n_eff = int(w.sum() ** 2 / (w**2).sum()) if (w > 0).any() else 0  # a weighted draw stays weighted
     size = max(1, min(int((w > 0).sum()), max(200, 3 * len(pos)), n_eff))
     pick = np.sort(rng.choice(main.row.to_numpy(), size=size, replace=False, p=w))
     hosts_of_pick = main.set_index("row").loc[pick, "host_galaxy_id"].to_numpy()
-    return Comparison(pos, real_img, pick, _read(store, pick), hosts_of_pick, rng)
+    return Comparison(pos, real_img, real_arc, pick, _read(store, pick), hosts_of_pick, rng)
 
 
 def panel(c: Comparison, inj: pd.DataFrame) -> tuple[np.ndarray, list[str], int]:

@@ -92,7 +92,7 @@ def _measured(inp: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] |
         c = comparison(inp)
         if c is None:
             return None
-        return R.measured_arc(c.inj_img, clip=False), R.measured_arc(c.real_img, clip=False)
+        return R.measured_arc(c.inj_img, clip=False), c.real_arc
 
     return _shared(inp, "measured", load)
 
