@@ -1,19 +1,19 @@
 """The closure test: detections of known-truth lenses expected from the selection function vs observed.
 
 Each true lens contributes its completeness at its own (θE, PSF, depth, magnitude), interpolated from the
-cells' detected fractions k/n (:func:`unbiased`) — the magnitude on the
-table's 4th axis: the unlensed source r magnitude (``src_mag``) or the lensed arc's r magnitude
-(``arc_mag``). Expected detections in a bin are Σ p; σ² has two parts, reported separately: the Bernoulli
-scatter of the lenses, Σ p(1 − p), and the table's own uncertainty, Σ_cells (Σ_lenses W)² Var(C_cell) with W
-the interpolation weights (:meth:`~lensaudit.selection.table.SelectionFunction.design_matrix`) and
-Var(C_cell) the Beta posterior variance of the cell. Table errors are correlated between bins that share
-cells; the χ² uses the diagonal (documented in docs/selection.md).
+cells' detected fractions k/n (:func:`unbiased`) — the magnitude on the table's 4th axis: the unlensed source
+r magnitude (``src_mag``) or the lensed arc's r magnitude (``arc_mag``). Expected detections in a bin are Σ p;
+σ² has two parts, reported separately: the Bernoulli scatter of the lenses, Σ p(1 − p), and the table's own
+uncertainty, Σ_cells (Σ_lenses W)² Var(C_cell) with W the interpolation weights
+(:meth:`~lensaudit.selection.table.SelectionFunction.design_matrix`) and Var(C_cell) the Beta posterior
+variance of the cell. Table errors are correlated between bins that share cells; the χ² uses the diagonal
+(documented in docs/selection.md).
 
 Reported: pulls per θE bin, per bin of the table's magnitude and per 1-mag bin of the true unlensed source
 magnitude (``src_mag_bins``, whatever the table's axis), the fraction of those bins within 1σ and 2σ, χ² over
-the
-θE × magnitude bins with ≥ 5 expected detections and its p-value, and the total pull. :func:`ladder` puts the
-total pulls of several tables side by side (the closure ladder), so a reader sees which term closes the gap.
+the θE × magnitude bins with ≥ 5 expected detections and its p-value, and the total pull. :func:`ladder` puts
+the total pulls of several tables side by side (the closure ladder), so a reader sees which term closes the
+gap.
 """
 
 from __future__ import annotations
@@ -120,28 +120,11 @@ def closure_of(
     mcol = mag or "src_mag_r"
     mv = lz[mcol].to_numpy(float)
     m_edges = _unit_edges(mv)  # 1-mag bins of the lenses' magnitudes (the table's own bins are finer)
-    tb = np.clip(
-        np.searchsorted(t_edges, lz.theta_e_arcsec.to_numpy(), side="right") - 1, 0, len(t_edges) - 2
-    )
-    mb = np.clip(np.searchsorted(m_edges, mv, side="right") - 1, 0, len(m_edges) - 2)
-    theta_bins = [
-        {"lo": float(t_edges[i]), "hi": float(t_edges[i + 1]), **_bin_stats(p, w, det, c_var, tb == i)}
-        for i in range(len(t_edges) - 1)
-        if (tb == i).any()
-    ]
-    mag_bins = [
-        {"lo": float(m_edges[j]), "hi": float(m_edges[j + 1]), **_bin_stats(p, w, det, c_var, mb == j)}
-        for j in range(len(m_edges) - 1)
-        if (mb == j).any()
-    ]
-    sv = lz.src_mag_r.to_numpy(float)
-    s_edges = _unit_edges(sv)
-    sb = np.clip(np.searchsorted(s_edges, sv, side="right") - 1, 0, len(s_edges) - 2)
-    src_bins = [
-        {"lo": float(s_edges[j]), "hi": float(s_edges[j + 1]), **_bin_stats(p, w, det, c_var, sb == j)}
-        for j in range(len(s_edges) - 1)
-        if (sb == j).any()
-    ]
+    stats_of = lambda sel: _bin_stats(p, w, det, c_var, sel)  # noqa: E731
+    tb, theta_bins = _bins(lz.theta_e_arcsec.to_numpy(float), t_edges, stats_of)
+    mb, mag_bins = _bins(mv, m_edges, stats_of)
+    src = lz.src_mag_r.to_numpy(float)
+    _, src_bins = _bins(src, _unit_edges(src), stats_of)
     cells = []
     for i in range(len(t_edges) - 1):
         for j in range(len(m_edges) - 1):
@@ -170,6 +153,18 @@ def closure_of(
         "chi2_dof": len(chi),
         "chi2_pvalue": float(stats.chi2.sf(chi2, len(chi))) if chi else float("nan"),
     }
+
+
+def _bins(values: np.ndarray, edges: np.ndarray, stats_of: Any) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """(the bin index of each value, clipped to the edges; the statistics of every non-empty bin with its
+    ``lo`` and ``hi`` edges)."""
+    idx = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+    out = [
+        {"lo": float(edges[i]), "hi": float(edges[i + 1]), **stats_of(idx == i)}
+        for i in range(len(edges) - 1)
+        if (idx == i).any()
+    ]
+    return idx, out
 
 
 def _unit_edges(m: np.ndarray) -> np.ndarray:
