@@ -3,14 +3,13 @@ lens sources really differ from the run's sky's as configured (read back from bo
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 
 from lensaudit.gates import Gate
 from lensaudit.selection.population import sky_truth, source_shift, true_lenses
-from lensaudit.validation.gates.selection import CLOSURE_THRESHOLDS, closure_gates
+from lensaudit.validation.gates.selection import CLOSURE_THRESHOLDS, closure_gate
 from lensaudit.validation.registry import Threshold, register
 
 STAGE = "population"
@@ -81,17 +80,6 @@ def population_differs(inp: Any) -> Gate:
 
 
 # -- closure on the second population -----------------------------------------------------------------------
-def _population_closure_gate(what: str) -> Callable[[Any], list[Gate]]:
-    def gate(inp: Any) -> list[Gate]:
-        clo = inp.json(STAGE, "closure")
-        clo = clo if clo.get("available") and clo.get("theta_bins") else None
-        return [
-            g for g in closure_gates(clo, "population_closure", "the second sky") if g.name.endswith(what)
-        ]
-
-    return gate
-
-
 for _what in CLOSURE_THRESHOLDS:
     register(
         f"population_closure_{_what}",
@@ -101,4 +89,4 @@ for _what in CLOSURE_THRESHOLDS:
         reads=("population.closure",),
         threshold=CLOSURE_THRESHOLDS[_what],
         blocking=False,
-    )(_population_closure_gate(_what))
+    )(closure_gate(_what, STAGE, "population_closure", "the second sky"))

@@ -350,9 +350,14 @@ CLOSURE_THRESHOLDS = {
 }
 
 
-def _closure_gate(what: str) -> Callable[[Any], list[Gate]]:
+def closure_gate(
+    what: str, stage: str = "selection", prefix: str = "closure", where: str = "the demo sky"
+) -> Callable[[Any], list[Gate]]:
+    """The gate function for one closure statistic ``what`` of ``stage``'s closure.json (also the population
+    stage's)."""
+
     def gate(inp: Any) -> list[Gate]:
-        return [g for g in closure_gates(_closure(inp), "closure", "the demo sky") if g.name.endswith(what)]
+        return [g for g in closure_gates(_closure(inp, stage), prefix, where) if g.name.endswith(what)]
 
     return gate
 
@@ -374,4 +379,4 @@ for _what, _desc in (
         reads=CLOSURE,
         threshold=CLOSURE_THRESHOLDS[_what],
         blocking=False,
-    )(_closure_gate(_what))
+    )(closure_gate(_what))
