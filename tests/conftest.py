@@ -69,6 +69,7 @@ SMALL_DEMO = [
     "inject.theta_e_grid=[1.0, 3.0, 1.0]",
     "inject.psf_grid=[1.3, 1.6, 0.3]",  # the small sky's test hosts lie at PSF 1.27–1.29″, depth 25.0
     "inject.depth_grid=[24.5, 25.0, 0.5]",  # (native hosts, so the noise gate has undegraded injections)
+    "inject.stress_n=48",
     "selection.n_min=6",
     "catalog.nside=4096",
     "catalog.split_tolerance=0.15",

@@ -526,6 +526,47 @@ class InjectConfig(Section):
     bracket_fraction: float = Field(
         0.25, gt=0.0, le=1.0, description="Injections per cell of each bracket, as a fraction of n_per_cell."
     )
+    psf_beta: float = Field(
+        3.5,
+        gt=1.0,
+        le=10.0,
+        description=(
+            "Moffat β of the injected PSF (the FWHM per band is each host's own, from its catalogue row)."
+        ),
+    )
+    psf_beta_bracket: tuple[float, ...] = Field(
+        (2.5, 4.5),
+        description=(
+            "Moffat β values of the paired PSF-wing bracket (real DR10 PSFs vary from brick to brick): the "
+            "same injections re-rendered at each β; selection reports ΔC per cell and θE. Empty: off."
+        ),
+    )
+    inner_image_ablation: bool = Field(
+        True,
+        description=(
+            "Also re-render paired injections with the counter-image inside 0.5 θE suppressed; selection "
+            "reports ΔC per θE (how much of the detection the inner image carries)."
+        ),
+    )
+    paired_fraction: float = Field(
+        0.25,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "Fraction of each cell's main injections that every paired variant (PSF β bracket, inner-image "
+            "ablation) re-renders with the same host, lens and source."
+        ),
+    )
+    stress_n: int = Field(
+        400,
+        ge=0,
+        le=1000000,
+        description=(
+            "Injections of the SLACS/BELLS-like stress set (θE 0.6–1.8″, bright compact sources, the most "
+            "massive red hosts; selection.injection.STRESS_PRIOR), reported as recall beside the grid. "
+            "0: off."
+        ),
+    )
     host_splits: tuple[Literal["val", "test"], ...] = Field(
         ("val", "test"),
         min_length=1,
@@ -581,6 +622,13 @@ class InjectConfig(Section):
             "passes within 1 ± the first value, warns within 1 ± the second, fails beyond."
         ),
     )
+
+    @field_validator("psf_beta_bracket")
+    @classmethod
+    def _betas_valid(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 1.0 < b <= 10.0 for b in v) or len(set(v)) != len(v):
+            raise ValueError(f"psf_beta_bracket values must be distinct Moffat β in (1, 10], got {v}")
+        return v
 
     @field_validator("noise_sigma_tol")
     @classmethod

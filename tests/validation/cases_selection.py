@@ -28,6 +28,8 @@ OVERRIDES = tuple(f"inject.{k}=[{', '.join(map(str, v))}]" for k, v in GRID.item
     "inject.host_bracket=true",
 )
 N_MAIN, N_VARIANT = 140, 40
+#: the paired variants of the default config (inject.psf_beta_bracket, inject.inner_image_ablation)
+PAIRED = ["psf_beta_2.5", "psf_beta_4.5", "no_inner"]
 
 #: completeness model C(θE, PSF FWHM, m_src): rises with θE, falls with the PSF and with the magnitude
 Model = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -53,6 +55,7 @@ def _injections(model: Model, shifts: dict[str, float], mag_range: tuple[float, 
                     {
                         "variant": v,
                         "cell": c.cell,
+                        "index": np.arange(n),
                         "theta_e": c.theta_e,
                         "source_model": "sersic",
                         "src_mag_r": m,
@@ -61,6 +64,15 @@ def _injections(model: Model, shifts: dict[str, float], mag_range: tuple[float, 
                     }
                 )
             )
+        main = parts[-3]
+        for (
+            v
+        ) in PAIRED:  # the same injections re-rendered: the same detections unless the variant shifts them
+            rep = main[main["index"] < N_VARIANT].assign(variant=v)
+            if shifts.get(v):
+                p = np.clip(rep.detected.to_numpy(float) + shifts[v], 0, 1)
+                rep = rep.assign(detected=rng.random(len(rep)) < p)
+            parts.append(rep)
     return pd.concat(parts, ignore_index=True)
 
 
@@ -107,7 +119,9 @@ def _run(
     run.table("selection", "marginal", tables.marginal)
     sf_src = tables.by_axis["src_mag"]
     run.table(
-        "selection", "robustness", robustness(grid, inj, cfg, tables.marginal, sf_src, icfg.src_mag_r_range)
+        "selection",
+        "robustness",
+        robustness(grid, inj, cfg, tables.marginal, sf_src, icfg.src_mag_r_range, PAIRED),
     )
     lenses = _lenses(model, 600, closure_ok, theta_max)
     atomic_write_json(run.path("selection", "closure"), conditional.closure_record(tables, cfg, lenses, 0.5))
@@ -140,6 +154,7 @@ CASES = {
     "prior_sensitivity_max_shift": (good, narrow_prior_on_a_step),
     "morphology_bracket_max_shift": (good, lambda root: _run(root, shifts={"morphology": -1.0})),
     "host_bracket_max_shift": (good, lambda root: _run(root, shifts={"allhosts": -1.0})),
+    "psf_beta_bracket_max_shift": (good, lambda root: _run(root, shifts={"psf_beta_4.5": -1.0})),
     "realism_verdict": (good, lambda root: _run(root, realism="fail")),
     "closure_theta_bins": (good, lambda root: _run(root, theta_max=1.2)),
     "closure_fraction_within_1sigma": (good, lambda root: _run(root, closure_ok=False)),

@@ -3,9 +3,9 @@
 The lens equation β = θ − α(θ) is solved for the source centre of each system: the image plane around the
 lens is sampled on a grid (``n_grid``² points over ±(2θE + |β| + 0.5″)), the local minima of |θ − α(θ) − β|
 are the starting points, and Newton's method with the lens map's Jacobian A = ∂β/∂θ (central differences)
-refines them to |Δβ| < ``tol`` (arcsec). Converged roots closer than 10⁻⁴″ are merged; the singular centre of the
-isothermal profile (where the central image is infinitely demagnified) is excluded. The magnification of an
-image is 1/det A, negative for saddle-point images.
+refines them to |Δβ| < ``tol`` (arcsec). Converged roots closer than 10⁻⁴″ are merged; the singular centre of
+the isothermal profile (where the central image is infinitely demagnified) is excluded. The magnification of
+an image is 1/det A, negative for saddle-point images.
 
 Checked against the analytic SIS (images at β ± θE with μ = 1 ± θE/β) and lenstronomy's
 ``LensEquationSolver`` (``tests/lensing/test_images.py``).

@@ -88,6 +88,7 @@ ARTIFACTS: dict[str, dict[str, str]] = {
         "marginal": "selection_marginal.parquet",
         "robustness": "robustness.parquet",
         "closure": "closure.json",
+        "systematics": "systematics.json",
         "heatmaps": "heatmaps.png",
         "marginals": "marginals.png",
         "variants": "variants.png",

@@ -134,6 +134,9 @@ def assign_hosts(
                     "host_psf_z": h.psfsize_z.to_numpy(),
                     "host_depth_r": h.psfdepth_mag_r.to_numpy(),
                     "degraded": degraded,
+                    # the host's Tractor TYPE and nobs_z: robustness over host type and exposure count
+                    "host_type": h["type"].to_numpy() if "type" in h else "",
+                    "host_nobs_z": h["nobs_z"].to_numpy() if "nobs_z" in h else -1,
                 }
             )
         )

@@ -1,6 +1,9 @@
 """Robustness of the completeness table: coarser depth binning, alternative source priors (r ∓ 0.75 mag,
-by re-weighting the conditional table — no re-injection), the morphology bracket (Sersic ↔ clumpy) and the
-host bracket (all N1 hosts), per cell and as C(θE) and C(m_src) curves over all PSF/depth cells."""
+by re-weighting the conditional table — no re-injection), the morphology bracket (Sersic ↔ clumpy), the
+host bracket (all N1 hosts), the paired PSF-β bracket and inner-image ablation
+(:mod:`lensaudit.selection.systematics`), and the hosts' nobs_z and Tractor TYPE (the main injections split
+by the host's exposure count and type), per cell and as C(θE) and C(m_src) curves over all PSF/depth
+cells."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import pandas as pd
 from lensaudit.config import SelectionConfig
 from lensaudit.selection.binomial import beta_posterior
 from lensaudit.selection.completeness import completeness_table
+from lensaudit.selection.systematics import cell_shifts
 from lensaudit.selection.table import SelectionFunction
 
 #: source-prior shifts (mag) of the prior-sensitivity check
@@ -37,11 +41,13 @@ def robustness(
     table: pd.DataFrame,
     sf: SelectionFunction,
     src_range: tuple[float, float],
+    paired: list[str] = [],  # noqa: B006 (read only)
 ) -> pd.DataFrame:
     """Per cell of the 3-D ``table``: |ΔC| under coarser depth binning (adjacent depth cells merged), under
-    the
-    source prior shifted by ∓0.75 mag (the 4-D ``sf`` on ``src_mag`` re-weighted, against its marginal under
-    the injection prior ``src_range``), and under the morphology and host brackets."""
+    the source prior shifted by ∓0.75 mag (the 4-D ``sf`` on ``src_mag`` re-weighted, against its marginal
+    under the injection prior ``src_range``), under the morphology and host brackets, the paired variants
+    ``paired`` (``delta_<v>``: signed paired ΔC, ``n_<v>`` pairs; ``psf_beta_shift``: the largest |ΔC| of the
+    β bracket), and over the hosts' nobs_z and TYPE (:func:`host_splits`)."""
     out = table[["cell", "theta_e", "psf_fwhm", "depth", "c_mean"]].copy()
     main = inj[inj.variant == "main"].merge(grid[["cell", "i_theta_e", "i_psf", "i_depth"]], on="cell")
     main["i_depth_coarse"] = main.i_depth // 2
@@ -65,6 +71,44 @@ def robustness(
             t = completeness_table(grid, sub, cfg)
             out[f"c_{v}"] = t.c_mean.to_numpy()
             out[col] = np.abs(t.c_mean.to_numpy() - table.c_mean.to_numpy())
+    for v, sh in cell_shifts(inj, paired).items():
+        sh = sh.set_index("cell").reindex(table.cell)
+        out[f"delta_{v}"], out[f"n_{v}"] = sh.delta.to_numpy(), sh.n.fillna(0).to_numpy()
+    beta = [f"delta_{v}" for v in paired if v.startswith("psf_beta_") and f"delta_{v}" in out]
+    if beta:
+        out["psf_beta_shift"] = out[beta].abs().max(axis=1, skipna=False)
+    return host_splits(out, grid, main, table, cfg)
+
+
+def host_splits(
+    out: pd.DataFrame, grid: pd.DataFrame, main: pd.DataFrame, table: pd.DataFrame, cfg: SelectionConfig
+) -> pd.DataFrame:
+    """Completeness per cell of the main injections split by the host's nobs_z (at or below vs above the
+    median of the hosts: ``c_nobs_low``/``c_nobs_high``, the bins the sample stratifies on merged in two) and
+    by the host's Tractor TYPE (``c_type_<T>``); ``nobs_shift`` and ``type_shift`` are the largest |ΔC| of a
+    split against the cell's C, over splits with ≥ n_min/2 injections (else NaN)."""
+    if "host_nobs_z" not in main or "host_type" not in main:
+        return out
+    cut = float(np.median(main.host_nobs_z))
+    splits = {
+        "nobs_low": main.host_nobs_z <= cut,
+        "nobs_high": main.host_nobs_z > cut,
+        **{f"type_{t}": main.host_type == t for t in sorted(main.host_type.astype(str).unique())},
+    }
+    shifts: dict[str, list[np.ndarray]] = {"nobs": [], "type": []}
+    for name, sel in splits.items():
+        sub = main[sel.to_numpy()]
+        g = sub.groupby("cell").detected.agg(["sum", "size"]).reindex(grid.cell).fillna(0)
+        post = beta_posterior(g["sum"], g["size"], cfg.prior)
+        c = np.where(g["size"] >= max(1, cfg.n_min // 2), post["mean"], np.nan)
+        out[f"c_{name}"] = c
+        shifts[name.split("_")[0]].append(np.abs(c - table.c_mean.to_numpy()))
+    out["nobs_z_cut"] = cut
+    for k, v in shifts.items():
+        stacked = np.vstack(v)
+        out[f"{k}_shift"] = np.where(
+            np.isfinite(stacked).any(0), np.nanmax(np.nan_to_num(stacked, nan=-1), 0), np.nan
+        )
     return out
 
 
@@ -101,6 +145,8 @@ def variant_curves(
     out = []
     tag = int(round(cfg.interval * 100))
     for v, sub in inj.groupby("variant", sort=False):
+        if v == "stress":  # off the grid: its recall is a table (systematics.json)
+            continue
         g = sub.groupby("theta_e").detected.agg(["sum", "size"]).reindex(theta_e).fillna(0)
         post = beta_posterior(g["sum"].to_numpy(), g["size"].to_numpy(), cfg.prior, (cfg.interval,))
         model = sub.source_model.iloc[0] if "source_model" in sub else ""
@@ -108,7 +154,8 @@ def variant_curves(
             "main": f"main ({model}, deflector-like hosts)",
             "morphology": f"{model} sources",
             "allhosts": "all N1 hosts",
-        }.get(str(v), str(v))
+            "no_inner": "inner image suppressed (paired)",
+        }.get(str(v), f"Moffat β {str(v)[9:]} (paired)" if str(v).startswith("psf_beta_") else str(v))
         out.append((label, post["mean"], post[f"lo{tag}"], post[f"hi{tag}"]))
     return out
 

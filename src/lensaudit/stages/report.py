@@ -36,6 +36,7 @@ READS = (
     "?inject.realism_panel",
     "?selection.robustness",
     "?selection.closure",
+    "?selection.systematics",
     "?selection.heatmaps",
     "?selection.marginals",
     "?selection.variants",

@@ -1,7 +1,9 @@
 """selection: score the injections with the frozen finder (hash checked against the train manifest) at the
 evaluate stage's operating threshold → the conditional selection function C(θE, PSF, depth, m) with Beta
 posteriors (FITS + Parquet, :mod:`lensaudit.selection.conditional`), its 3-D marginal, heatmaps, curves,
-robustness (prior re-weighting, morphology and host brackets) and the closure ladder on the synthetic sky.
+robustness (prior re-weighting, morphology and host brackets, host nobs_z and TYPE), the systematics (the
+paired PSF-β bracket and inner-image ablation, the SLACS/BELLS-like stress set: ``systematics.json``) and the
+closure ladder on the synthetic sky.
 The gates are computed from the written artifacts (:mod:`lensaudit.validation.gates.selection`)."""
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from lensaudit.run import Manifest, StageContext
 from lensaudit.selection import closure, conditional
 from lensaudit.selection.completeness import provenance, selection_counts
 from lensaudit.selection.grid import grid_of
+from lensaudit.selection.injection import paired_variants
 from lensaudit.selection.robustness import mag_curves, robustness, variant_curves
 from lensaudit.selection.scoring import SCORE_COLUMNS, check_frozen, score_injections
+from lensaudit.selection.systematics import systematics_record
 from lensaudit.stamps.store import StampStore
 from lensaudit.train.infer import FrozenModel, load_frozen
 from lensaudit.utils import atomic_write_json, write_parquet_atomic
@@ -41,6 +45,7 @@ WRITES = (
     "marginal",
     "robustness",
     "closure",
+    "systematics",
     "heatmaps",
     "marginals",
     "variants",
@@ -68,9 +73,10 @@ def run(cfg: SelectionConfig, ctx: StageContext) -> Manifest:
     tables.chosen(cfg).write(ctx.output("table_fits"), ctx.output("table"))
     tables.alternative(cfg).write_parquet(ctx.output("table_alt"))
     write_parquet_atomic(tables.marginal, ctx.output("marginal"))
-    sf_src = tables.by_axis["src_mag"]
-    robust = robustness(grid, inj, cfg, tables.marginal, sf_src, icfg.src_mag_r_range)
+    sf_src, paired = tables.by_axis["src_mag"], paired_variants(icfg)
+    robust = robustness(grid, inj, cfg, tables.marginal, sf_src, icfg.src_mag_r_range, paired)
     write_parquet_atomic(robust, ctx.output("robustness"))
+    atomic_write_json(ctx.output("systematics"), systematics_record(inj, paired, sf_src, op, cfg))
     clo = _closure(ctx, tables, cfg, op)
     atomic_write_json(ctx.output("closure"), clo)
     paths = {n: ctx.output(n) for n in ("heatmaps", "marginals", "variants", "closure_plot")}

@@ -92,7 +92,7 @@ def variants(
         fig.suptitle(stamp.rstrip(" —"), fontsize=10, color="firebrick")
     centres, mc = mag
     for ax, x, cs, xl, title, ncol in (
-        (axes[0], te, curves, "θE (″)", "brackets: source model, hosts", 1),
+        (axes[0], te, curves, "θE (″)", "brackets: source model, hosts, PSF β, inner image", 1),
         (axes[1], centres, mc, "unlensed source r magnitude", "conditional C(m_src) per θE", 2),
     ):
         for label, mean, lo, hi in cs:

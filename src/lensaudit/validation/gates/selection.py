@@ -241,6 +241,52 @@ def host_bracket_max_shift(inp: Any) -> list[Gate]:
     ]
 
 
+@register(
+    "psf_beta_bracket_max_shift",
+    "selection",
+    "largest |ΔC| over the sufficient cells between the main injections (Moffat β = inject.psf_beta) and the "
+    "same injections re-rendered at each β of inject.psf_beta_bracket (paired: same host, lens and source; "
+    "robustness.parquet psf_beta_shift); only when the bracket is configured",
+    reads=("selection.marginal", "selection.robustness"),
+    threshold=Threshold(
+        "warn > 0.1, fail > 0.5 (or unmeasured: no cell with ≥ selection.n_min/2 pairs at every β)",
+        "ours",
+        "real DR10 PSF wings vary from brick to brick (β ≈ 2.5–4.5); a completeness that moves by more than "
+        "0.1 with the wings needs the per-brick PSF model, not one Moffat β",
+    ),
+    blocking=False,
+)
+def psf_beta_bracket_max_shift(inp: Any) -> list[Gate]:
+    betas = inp.config.inject.psf_beta_bracket
+    if not betas:
+        return []
+    robust = inp.table("selection", "robustness")
+    cols = [f"n_psf_beta_{b:g}" for b in betas]
+    n_pairs = robust[cols].min(axis=1).to_numpy() if all(c in robust for c in cols) else np.zeros(len(robust))
+    ok = (~_table(inp).insufficient.to_numpy()) & (n_pairs >= max(1, inp.config.selection.n_min // 2))
+    shift = (
+        robust.psf_beta_shift.to_numpy(float) if "psf_beta_shift" in robust else np.full(len(robust), np.nan)
+    )
+    finite = ok & np.isfinite(shift)
+    value = float(shift[finite].max()) if finite.any() else float("nan")
+    worst = robust.iloc[int(np.flatnonzero(finite)[np.argmax(shift[finite])])] if finite.any() else None
+    where = (
+        f"; largest at θE {worst.theta_e:g}″, PSF {worst.psf_fwhm:g}″, depth {worst.depth:g}"
+        if worst is not None
+        else "; no cell has enough pairs"
+    )
+    return [
+        Gate(
+            name="psf_beta_bracket_max_shift",
+            value=value,
+            warn=0.1,
+            fail=0.5,
+            message=f"max |ΔC| per sufficient cell, Moffat β {inp.config.inject.psf_beta:g} → "
+            f"{', '.join(f'{b:g}' for b in betas)} ({int(finite.sum())} cells, paired){where}",
+        )
+    ]
+
+
 # -- realism ------------------------------------------------------------------------------------------------
 @register(
     "realism_verdict",
