@@ -56,7 +56,7 @@ def image_positions(
     gamma2: np.ndarray,
     src_x: np.ndarray,
     src_y: np.ndarray,
-    n_grid: int = 241,
+    n_grid: int = 81,
     tol: float = 1e-6,
     iterations: int = 30,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -93,6 +93,8 @@ def image_positions(
         limit = 0.25 * te[k]  # damped: never jump across the lens
         scale = torch.clamp(limit / step, max=1.0)
         px, py = px + dx * scale, py + dy * scale
+        if bool((torch.hypot(dx, dy) < 1e-3 * tol).all()):  # quadratic convergence: every root is settled
+            break
     fx, fy = _source_plane(px, py, *p)
     resid = torch.hypot(fx - bx[k], fy - by[k])
     a11, a12, a21, a22 = _jacobian(px, py, p)

@@ -86,7 +86,8 @@ def host_splits(
     """Completeness per cell of the main injections split by the host's nobs_z (at or below vs above the
     median of the hosts: ``c_nobs_low``/``c_nobs_high``, the bins the sample stratifies on merged in two) and
     by the host's Tractor TYPE (``c_type_<T>``); ``nobs_shift`` and ``type_shift`` are the largest |ΔC| of a
-    split against the cell's C, over splits with ≥ n_min/2 injections (else NaN)."""
+    split against the cell's C, over splits with ≥ n_min/2 injections (NaN where none has, or where the
+    hosts have one nobs_z or one TYPE only)."""
     if "host_nobs_z" not in main or "host_type" not in main:
         return out
     cut = float(np.median(main.host_nobs_z))
@@ -97,6 +98,8 @@ def host_splits(
     }
     shifts: dict[str, list[np.ndarray]] = {"nobs": [], "type": []}
     for name, sel in splits.items():
+        if sel.all() or not sel.any():  # one population only (one nobs_z, one TYPE): nothing to compare
+            continue
         sub = main[sel.to_numpy()]
         g = sub.groupby("cell").detected.agg(["sum", "size"]).reindex(grid.cell).fillna(0)
         post = beta_posterior(g["sum"], g["size"], cfg.prior)
@@ -105,6 +108,9 @@ def host_splits(
         shifts[name.split("_")[0]].append(np.abs(c - table.c_mean.to_numpy()))
     out["nobs_z_cut"] = cut
     for k, v in shifts.items():
+        if not v:
+            out[f"{k}_shift"] = np.nan
+            continue
         stacked = np.vstack(v)
         out[f"{k}_shift"] = np.where(
             np.isfinite(stacked).any(0), np.nanmax(np.nan_to_num(stacked, nan=-1), 0), np.nan
