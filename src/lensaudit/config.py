@@ -609,6 +609,14 @@ class InjectConfig(Section):
     psf_match_tol_arcsec: float = Field(0.075, gt=0.0, description="Host matches a PSF cell within ± this.")
     depth_match_tol_mag: float = Field(0.25, gt=0.0, description="Host matches a depth cell within ± this.")
     batch_size: int = Field(256, ge=1, le=65536, description="Injection batch size (adaptive on OOM).")
+    distributed: bool = Field(
+        False,
+        description=(
+            "Render the injection batches on the configured Dask engine (engine.*: a LocalCluster, a "
+            "scheduler address or SLURM) instead of in this process; the bytes are the same (workers use "
+            "this process's torch thread count). Off by default: on a laptop one process is as fast."
+        ),
+    )
     probe_warn: float = Field(0.70, description="Realism: discriminator AUC warn threshold.")
     probe_fail: float = Field(0.85, description="Realism: discriminator AUC fail threshold.")
     snr_ratio_bounds: tuple[float, float] = Field(

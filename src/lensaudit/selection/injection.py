@@ -418,9 +418,15 @@ def inject_all(
     shards: ShardLog,
     seed: int,
     advance: Callable[[int], Any] | None = None,
+    client: Any = None,
 ) -> tuple[pd.DataFrame, StampStore]:
     """Render every batch of the plan into the store at ``store_path`` (created, or reopened on a restart),
     skipping batches recorded in ``shards``. ``advance(n)`` after each batch (a progress bar).
+
+    With a Dask ``client`` (``inject.distributed``) the pending batches are rendered on its workers (with this
+    process's torch thread count: CPU reductions depend on it), each writing its own store shard and resume
+    record; the bytes are those of an in-process run, since a batch depends only on the config, the seed and
+    its rows.
 
     Returns (the injections table — the batches' records in order, with ``row`` = store row —, the output
     store)."""
@@ -431,20 +437,81 @@ def inject_all(
         if resumed
         else StampStore.create(store_path, len(pl), shard_size=bs)
     )
+    todo = []
     for k, a in enumerate(range(0, len(pl), bs)):
         if shards.done(f"{k:05d}"):
             if advance is not None:
                 advance(min(bs, len(pl) - a))
-            continue
-        stamps, iv, info, rec, _ = render_batch(cfg, pl.iloc[a : a + bs], hosts, seed, k)
-        out.write(a, stamps, iv, np.zeros(stamps.shape[:1] + stamps.shape[2:], np.int32))
-        rec = measured_record(rec, stamps, info)
-        shards.record(f"{k:05d}", rec, {"start": a, "rows": len(rec)})
-        if advance is not None:
-            advance(len(rec))
+        else:
+            todo.append((k, a))
+    if client is None:
+        for k, a in todo:
+            n = _batch(cfg, pl.iloc[a : a + bs], hosts, out, shards, seed, k, a)
+            if advance is not None:
+                advance(n)
+    else:
+        from dask.distributed import as_completed
+
+        futs = [
+            client.submit(
+                _remote_batch,
+                cfg,
+                pl.iloc[a : a + bs],
+                str(hosts.path),
+                str(store_path),
+                str(shards.dir),
+                seed,
+                k,
+                a,
+                torch.get_num_threads(),
+                key=f"inject-{k:05d}",
+                pure=False,
+            )
+            for k, a in todo
+        ]
+        for fut in as_completed(futs):
+            n = fut.result()
+            if advance is not None:
+                advance(n)
     inj = shards.table()
     inj.insert(0, "row", np.arange(len(inj)))
     return inj, out
+
+
+def _batch(
+    cfg: InjectConfig,
+    b: pd.DataFrame,
+    hosts: StampStore,
+    out: StampStore,
+    shards: ShardLog,
+    seed: int,
+    k: int,
+    a: int,
+) -> int:
+    """Render batch ``k`` (plan rows ``b``, store rows from ``a``), write it, record it; its row count."""
+    stamps, iv, info, rec, _ = render_batch(cfg, b, hosts, seed, k)
+    out.write(a, stamps, iv, np.zeros(stamps.shape[:1] + stamps.shape[2:], np.int32))
+    rec = measured_record(rec, stamps, info)
+    shards.record(f"{k:05d}", rec, {"start": a, "rows": len(rec)})
+    return len(rec)
+
+
+def _remote_batch(
+    cfg: InjectConfig,
+    b: pd.DataFrame,
+    hosts_path: str,
+    store_path: str,
+    log_dir: str,
+    seed: int,
+    k: int,
+    a: int,
+    threads: int,
+) -> int:
+    """:func:`_batch` on a Dask worker: the stores and the resume log reopened from their paths, torch on
+    ``threads`` threads."""
+    torch.set_num_threads(threads)
+    hosts, out = StampStore.open(hosts_path), StampStore.open(store_path, mode="r+")
+    return _batch(cfg, b, hosts, out, ShardLog(log_dir), seed, k, a)
 
 
 def counts(grid: pd.DataFrame, inj: pd.DataFrame, host_info: dict) -> dict[str, int]:

@@ -41,8 +41,9 @@ def run(cfg: InjectConfig, ctx: StageContext) -> Manifest:
         return Manifest(counts={"injections": 0}, gates=gates, extra={"verdict": gates_of.verdict(gates)})
     hosts = StampStore.open(ctx.artifact("cutouts", "stamps"))
     with ctx.progress(len(pl), f"inject: {len(pl)} injections in {pl.cell.nunique()} cells") as bar:
+        client = ctx.dask_client() if cfg.distributed else None
         inj, _ = injection.inject_all(
-            cfg, pl, hosts, ctx.output("stamps"), ctx.shards("batches"), ctx.seed, bar.advance
+            cfg, pl, hosts, ctx.output("stamps"), ctx.shards("batches"), ctx.seed, bar.advance, client
         )
     write_parquet_atomic(inj, ctx.output("injections"))
     gates = validation.evaluate(NAME, inp)
