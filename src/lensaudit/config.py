@@ -609,12 +609,22 @@ class InjectConfig(Section):
     psf_match_tol_arcsec: float = Field(0.075, gt=0.0, description="Host matches a PSF cell within ± this.")
     depth_match_tol_mag: float = Field(0.25, gt=0.0, description="Host matches a depth cell within ± this.")
     batch_size: int = Field(256, ge=1, le=65536, description="Injection batch size (adaptive on OOM).")
+    threads: int = Field(
+        2,
+        ge=1,
+        le=512,
+        description=(
+            "CPU threads for torch while rendering, pinned (CPU reductions depend on the thread count), so a "
+            "resumed, distributed or standalone inject stage writes the same bytes as one after training in "
+            "the same process. Raise it on a larger machine; the bytes then change with it."
+        ),
+    )
     distributed: bool = Field(
         False,
         description=(
             "Render the injection batches on the configured Dask engine (engine.*: a LocalCluster, a "
-            "scheduler address or SLURM) instead of in this process; the bytes are the same (workers use "
-            "this process's torch thread count). Off by default: on a laptop one process is as fast."
+            "scheduler address or SLURM) instead of in this process; the bytes are the same (workers render "
+            "on inject.threads torch threads). Off by default: on a laptop one process is as fast."
         ),
     )
     probe_warn: float = Field(0.70, description="Realism: discriminator AUC warn threshold.")

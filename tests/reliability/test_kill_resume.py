@@ -91,7 +91,8 @@ def _sets(sky: Path) -> list[str]:
         "inject.psf_grid=[1.2, 1.5, 0.3]",
         "inject.depth_grid=[24.5, 25.0, 0.5]",
         "inject.n_per_cell=8",
-        "inject.batch_size=16",  # 4 injection batches
+        "inject.batch_size=16",
+        "inject.stress_n=16",
         "inject.psf_match_tol_arcsec=0.15",
         "selection.force=true",
         "selection.n_min=2",

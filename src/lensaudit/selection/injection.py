@@ -50,7 +50,7 @@ from lensaudit.run.shards import ShardLog
 from lensaudit.selection.degrade import degrade
 from lensaudit.selection.grid import grid_of
 from lensaudit.selection.hosts import assign_hosts, host_pool
-from lensaudit.selection.realism import measured_arc
+from lensaudit.selection.realism import measured_arc, torch_threads
 from lensaudit.stamps.store import StampStore
 from lensaudit.utils import hash_unit_interval, stable_seed
 
@@ -423,10 +423,10 @@ def inject_all(
     """Render every batch of the plan into the store at ``store_path`` (created, or reopened on a restart),
     skipping batches recorded in ``shards``. ``advance(n)`` after each batch (a progress bar).
 
-    With a Dask ``client`` (``inject.distributed``) the pending batches are rendered on its workers (with this
-    process's torch thread count: CPU reductions depend on it), each writing its own store shard and resume
-    record; the bytes are those of an in-process run, since a batch depends only on the config, the seed and
-    its rows.
+    Rendering runs on ``inject.threads`` torch threads (CPU reductions depend on the count). With a Dask
+    ``client`` (``inject.distributed``) the pending batches are rendered on its workers, each writing its own
+    store shard and resume record; the bytes are those of an in-process run, since a batch depends only on the
+    config, the seed and its rows.
 
     Returns (the injections table — the batches' records in order, with ``row`` = store row —, the output
     store)."""
@@ -446,7 +446,8 @@ def inject_all(
             todo.append((k, a))
     if client is None:
         for k, a in todo:
-            n = _batch(cfg, pl.iloc[a : a + bs], hosts, out, shards, seed, k, a)
+            with torch_threads(cfg.threads):
+                n = _batch(cfg, pl.iloc[a : a + bs], hosts, out, shards, seed, k, a)
             if advance is not None:
                 advance(n)
     else:
@@ -463,7 +464,7 @@ def inject_all(
                 seed,
                 k,
                 a,
-                torch.get_num_threads(),
+                cfg.threads,
                 key=f"inject-{k:05d}",
                 pure=False,
             )
