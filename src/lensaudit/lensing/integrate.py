@@ -20,6 +20,8 @@ outskirts keep 9.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from scipy.special import gammaincinv
@@ -51,17 +53,51 @@ def _offsets(k: int, dtype, device) -> Tensor:
     return (torch.arange(k, dtype=dtype, device=device) + 0.5) / k - 0.5
 
 
-def _shoot(s, x: Tensor, y: Tensor, per_system: bool, inner: bool) -> Tensor:
-    """Unit-flux component surface brightness (C, M, …) at image-plane points (arcsec)."""
+def _shoot_eager(s, x: Tensor, y: Tensor, per_system: bool, inner: bool, sb_dtype=None) -> Tensor:
+    """Unit-flux component surface brightness (C, M, …) at image-plane points (arcsec); ``sb_dtype`` (e.g.
+    torch.bfloat16 on a GPU): the source profile is evaluated in that dtype from the source-plane positions
+    computed in the working dtype, and returned in the working dtype."""
     from lensaudit.lensing.render import ray_shoot, source_components
 
     bx, by = ray_shoot(s, x, y, per_system=per_system)
-    comps = source_components(bx, by, s)
+    if sb_dtype is not None and sb_dtype != bx.dtype:
+        comps = source_components(bx.to(sb_dtype), by.to(sb_dtype), s.to(dtype=sb_dtype)).to(bx.dtype)
+    else:
+        comps = source_components(bx, by, s)
     if inner:  # the central image masked (|θ − θ0| < θE/2), as in render_arcs(suppress_inner=True)
         shape = (-1,) + (1,) * (bx.dim() - 1)
-        rr = torch.hypot(x - s.x0.reshape(shape), y - s.y0.reshape(shape))
+        xx, yy = (x, y) if per_system else (x.expand(bx.shape), y.expand(by.shape))
+        rr = torch.hypot(xx - s.x0.reshape(shape), yy - s.y0.reshape(shape))
         comps = comps * (rr >= 0.5 * s.theta_e.reshape(shape)).to(comps.dtype)
     return comps
+
+
+# The ray-shooting hot path (SIE + shear deflection, Sersic and clumps) is ~40 elementwise torch ops.
+# torch.compile can fuse them into one loop: COMPILE = "auto" compiles calls of ≥ COMPILE_MIN_RAYS rays
+# (compilation costs ~20–40 s once per process and variant), "always" every call, "never" none. Measured on
+# this project's 2-core machine (benchmarks/lensing.py) it speeds the fixed-supersampling mode ~1.5× but not
+# the default adaptive mode (whose time is in the FFTs, the selection and small refinement batches), so the
+# default is "never". Any failure to compile or run the compiled function falls back to the eager function,
+# once and for all, with a warning (tests/lensing).
+COMPILE = "never"
+COMPILE_MIN_RAYS = 1 << 16
+_compiled: dict[str, object] = {}
+
+
+def _shoot(s, x: Tensor, y: Tensor, per_system: bool, inner: bool, sb_dtype=None) -> Tensor:
+    n = x.numel() * (1 if per_system else len(s))
+    small = n < COMPILE_MIN_RAYS or len(s) < 2  # a batch of 1 would compile a specialised variant
+    if COMPILE == "never" or (COMPILE == "auto" and small) or _compiled.get("failed") or not len(s):
+        return _shoot_eager(s, x, y, per_system, inner, sb_dtype)
+    try:
+        fn = _compiled.get("fn")
+        if fn is None:
+            fn = _compiled["fn"] = torch.compile(_shoot_eager, dynamic=True)
+        return fn(s, x, y, per_system, inner, sb_dtype)  # type: ignore[operator]
+    except Exception as e:  # noqa: BLE001 - no compiler, unsupported backend: the eager path is exact
+        warnings.warn(f"torch.compile of the ray-shooting path failed ({type(e).__name__}: {e}); using eager")
+        _compiled["failed"] = True
+        return _shoot_eager(s, x, y, per_system, inner, sb_dtype)
 
 
 def _combined(comps: Tensor, frac: Tensor) -> Tensor:
@@ -99,13 +135,15 @@ def _select(sys_of: Tensor, err: Tensor, tol: Tensor, budget: Tensor) -> tuple[T
     return order[~stop], spent
 
 
-def fixed_subcells(s, m: int, pixscale: float, k: int, inner: bool = False) -> tuple[Tensor, dict]:
+def fixed_subcells(
+    s, m: int, pixscale: float, k: int, inner: bool = False, sb_dtype=None
+) -> tuple[Tensor, dict]:
     """Sub-cell fluxes (C, B, m, m, 3, 3) from a regular k×k ray grid per pixel."""
     from lensaudit.lensing.render import image_grid
 
     dtype, device = s.theta_e.dtype, s.theta_e.device
     gx, gy = image_grid(m, pixscale, k, dtype, device)
-    comps = _shoot(s, gx, gy, False, inner)  # (C, B, mk, mk)
+    comps = _shoot(s, gx, gy, False, inner, sb_dtype)  # (C, B, mk, mk)
     c, b = comps.shape[:2]
     u = torch.arange(k, device=device)
     a = (torch.div((u * 2 + 1) * SUB, 2 * k, rounding_mode="floor")[None] == torch.arange(SUB, device=device)[:, None])
@@ -122,7 +160,7 @@ def fixed_subcells(s, m: int, pixscale: float, k: int, inner: bool = False) -> t
 
 
 def adaptive_subcells(
-    s, m: int, pixscale: float, accuracy: float, max_level: int = 6, inner: bool = False
+    s, m: int, pixscale: float, accuracy: float, max_level: int = 6, inner: bool = False, sb_dtype=None
 ) -> tuple[Tensor, dict]:
     """Sub-cell fluxes (C, B, m, m, 3, 3) by adaptive supersampling to ``accuracy`` (see module doc)."""
     from lensaudit.lensing.render import image_grid
@@ -131,7 +169,7 @@ def adaptive_subcells(
     area = pixscale**2
     b = len(s)
     gx, gy = image_grid(m, pixscale, SUB, dtype, device)
-    comps = _shoot(s, gx, gy, False, inner)  # (C, B, 3m, 3m), one ray per sub-cell
+    comps = _shoot(s, gx, gy, False, inner, sb_dtype)  # (C, B, 3m, 3m), one ray per sub-cell
     c = comps.shape[0]
     # per-pixel layout (C, B·m·m, 3, 3)
     comps = comps.reshape(c, b, m, SUB, m, SUB).permute(0, 1, 2, 4, 3, 5).reshape(c, b * m * m, SUB, SUB)
@@ -172,7 +210,7 @@ def adaptive_subcells(
             y = (row[sl].to(dtype)[:, None, None] - cpix + off[None, :, None]) * pixscale
             x = -(col[sl].to(dtype)[:, None, None] - cpix + off[None, None, :]) * pixscale
             y, x = torch.broadcast_tensors(y, x)
-            cm = _shoot(ss, x, y, True, inner)  # (C, M, k, k)
+            cm = _shoot(ss, x, y, True, inner, sb_dtype)  # (C, M, k, k)
             q = k // SUB
             raw = cm.reshape(c, -1, SUB, q, SUB, q).mean(dim=(3, 5)) * (area / SUB**2)
             # Romberg: twice the rays per axis cut the midpoint error ~4×, so ex = raw + (raw − raw_prev)/3

@@ -249,6 +249,7 @@ def render_arcs(
     accuracy: float = 1e-3,
     convolve: bool = True,
     max_level: int = 6,
+    sb_dtype=None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Noiseless lensed arcs (B, nb, S, S) in nanomaggies/pixel, PSF-convolved (``convolve=False``: the
     pixel-integrated arcs before the PSF).
@@ -261,7 +262,8 @@ def render_arcs(
 
     info: magnification, flux_unlensed (B, nb), flux_lensed (B, nb) (before the PSF, inside the stamp's ray
     region), rays_per_pixel, supersample_max, refined_pixels (pixels refined beyond 3×3), unconverged_pixels,
-    region (side of the ray-shot region, pixels)."""
+    region (side of the ray-shot region, pixels). ``sb_dtype`` (e.g. torch.bfloat16 on a GPU) evaluates the
+    source profile in that dtype (geometry, sums and FFTs stay in ``dtype``)."""
     from lensaudit.lensing.integrate import region_sizes
 
     s = systems.to(device=device, dtype=dtype)
@@ -272,7 +274,7 @@ def render_arcs(
         idx = torch.as_tensor(np.flatnonzero(ms == m), device=arcs.device)
         a, inf = _render_region(
             s.subset(idx), int(m), size, pixscale, bands, supersample, psf_images, suppress_inner,
-            psf_size, accuracy, convolve, max_level,
+            psf_size, accuracy, convolve, max_level, sb_dtype,
         )  # fmt: skip
         arcs[idx] = a.to(dtype)
         parts.append((idx, inf))
@@ -288,14 +290,15 @@ def render_arcs(
 
 
 def _render_region(
-    s, m, size, pixscale, bands, supersample, psf_images, suppress_inner, psf_size, accuracy, convolve, max_level
-):
+    s, m, size, pixscale, bands, supersample, psf_images, suppress_inner, psf_size, accuracy, convolve, max_level,
+    sb_dtype,
+):  # fmt: skip
     from lensaudit.lensing.integrate import adaptive_subcells, fixed_subcells
 
     if supersample is None:
-        sub, stats = adaptive_subcells(s, m, pixscale, accuracy, max_level, suppress_inner)
+        sub, stats = adaptive_subcells(s, m, pixscale, accuracy, max_level, suppress_inner, sb_dtype)
     else:
-        sub, stats = fixed_subcells(s, m, pixscale, int(supersample), suppress_inner)
+        sub, stats = fixed_subcells(s, m, pixscale, int(supersample), suppress_inner, sb_dtype)
     w = component_weights(s, bands).to(device=sub.device)  # (B, nb, C) float64
     comp_flux = sub.sum(dim=(2, 3, 4, 5)).to(torch.float64)  # (C, B)
     flux_l = (w * comp_flux.T[:, None, :]).sum(dim=2)
@@ -361,18 +364,21 @@ def inject(
     systems: LensSystems,
     rng: int | np.random.Generator = 0,
     noise_model: str = "invvar",
-    supersample: int = 5,
+    supersample: int | None = None,
     suppress_inner: bool = False,
     pixscale: float = 0.262,
     bands: str = "grz",
     device=None,
+    accuracy: float = 1e-3,
 ) -> tuple[np.ndarray, dict]:
     """Hosts (B, nb, S, S) nanomaggies (+ invvar) → injected stamps and per-system diagnostics:
-    arc_snr (r band, see snr.py), magnification, noiseless_arc, sigma_pix_r."""
+    arc_snr (r band, see snr.py), magnification, noiseless_arc, sigma_pix_r, and the supersampling used
+    (rays_per_pixel, supersample_max, refined_pixels). Default: adaptive supersampling to ``accuracy``;
+    ``supersample=k``: fixed."""
     host = np.asarray(host_images, np.float32)
     size = host.shape[-1]
     arcs, info = render_arcs(
-        systems, size, pixscale, bands, supersample, device=device, suppress_inner=suppress_inner
+        systems, size, pixscale, bands, supersample, device, suppress_inner=suppress_inner, accuracy=accuracy
     )
     arc = arcs.cpu().numpy().astype(np.float64)
     sig = noise_sigma(host, None if host_invvar is None else np.asarray(host_invvar), noise_model)
@@ -397,6 +403,7 @@ def inject(
         "noiseless_arc": arc.astype(np.float32),
         "added_noise_sigma": np.sqrt(var_add).astype(np.float32),
         "sigma_pix_r": sig_r,
+        **{k: info[k].cpu().numpy() for k in ("rays_per_pixel", "supersample_max", "refined_pixels")},
     }
 
 
