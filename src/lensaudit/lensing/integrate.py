@@ -20,6 +20,7 @@ outskirts keep 9.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -61,7 +62,25 @@ def _shoot_eager(s, x: Tensor, y: Tensor, per_system: bool, inner: bool, sb_dtyp
 
     bx, by = ray_shoot(s, x, y, per_system=per_system)
     if sb_dtype is not None and sb_dtype != bx.dtype:
-        comps = source_components(bx.to(sb_dtype), by.to(sb_dtype), s.to(dtype=sb_dtype)).to(bx.dtype)
+        # positions relative to the source centre in the working dtype first: bf16 keeps ~3 significant
+        # digits, enough for offsets of a fraction of an arcsec, not for absolute positions of several
+        shape = (-1,) + (1,) * (bx.dim() - 1)
+        rel = dataclasses.replace(
+            s,
+            src_x=torch.zeros_like(s.src_x),
+            src_y=torch.zeros_like(s.src_y),
+            clump_x=s.clump_x - s.src_x[:, None] if s.clump_x.numel() else s.clump_x,
+            clump_y=s.clump_y - s.src_y[:, None] if s.clump_y.numel() else s.clump_y,
+        )
+        dx, dy = bx - s.src_x.reshape(shape), by - s.src_y.reshape(shape)
+        r16 = rel.to(dtype=sb_dtype)
+        comps = source_components(dx.to(sb_dtype), dy.to(sb_dtype), r16).to(bx.dtype)
+        # the Sersic normalisation (a per-system constant) rounded to bf16 would bias every system's flux by
+        # up to ~1%: replace it by the working-dtype value
+        from lensaudit.lensing.render import sersic_log_norm
+
+        fix = sersic_log_norm(s.src_reff, s.src_n) - sersic_log_norm(r16.src_reff, r16.src_n).to(bx.dtype)
+        comps[0] = comps[0] * torch.exp(fix).reshape(shape)
     else:
         comps = source_components(bx, by, s)
     if inner:  # the central image masked (|θ − θ0| < θE/2), as in render_arcs(suppress_inner=True)
