@@ -213,7 +213,10 @@ def ours_rate(s, batch, supersample=None):
 def lenstronomy_rate(s, ss, n):
     models = {
         b: lenstronomy_model(
-            ss, moffat_kernel(torch.tensor([FWHM[b]]), torch.tensor([BETA]), PIX, 41, dtype=torch.float64)[0].numpy()
+            ss,
+            moffat_kernel(torch.tensor([FWHM[b]]), torch.tensor([BETA]), PIX, 41, dtype=torch.float64)[
+                0
+            ].numpy(),
         )
         for b in "grz"
     }  # built once, reused for every stamp
@@ -275,7 +278,9 @@ def main() -> int:
     l_eq = lenstronomy_rate(s, ss_used, a.n_ref)
     l_5 = lenstronomy_rate(s, 5, a.n_ref)
     try:
-        c_rates = caustics_rate(s, u_eq if u_eq is not None else max(a.caustics_grid), a.n_ref, a.caustics_batch)
+        c_rates = caustics_rate(
+            s, u_eq if u_eq is not None else max(a.caustics_grid), a.n_ref, a.caustics_batch
+        )
         c_best = max(c_rates.values())
     except Exception as ex:  # noqa: BLE001 - recorded, not hidden
         c_rates, c_best = {"error": f"{type(ex).__name__}: {ex}"}, None

@@ -554,7 +554,7 @@ class InjectConfig(Section):
         None,
         ge=1,
         le=25,
-        description="Fixed ray-shooting supersampling (k×k rays per pixel); unset: adaptive to inject.accuracy.",
+        description="Fixed supersampling (k×k rays per pixel); unset: adaptive to inject.accuracy.",
     )
     accuracy: float = Field(
         1e-3,

@@ -134,7 +134,9 @@ def _fine_reference(size, reff, n, fwhm, beta, x0, y0, f=15):
     k = (1 + (kx**2 + ky**2) / a**2) ** (-beta)
     k /= k.sum()
     p = img.shape[0] + k.shape[0] - 1
-    out = np.fft.irfft2(np.fft.rfft2(img, (p, p)) * np.fft.rfft2(k, (p, p)), (p, p))[h : h + size * f, h : h + size * f]
+    out = np.fft.irfft2(np.fft.rfft2(img, (p, p)) * np.fft.rfft2(k, (p, p)), (p, p))[
+        h : h + size * f, h : h + size * f
+    ]
     return out.reshape(size, f, size, f).sum(axis=(1, 3))
 
 
@@ -185,7 +187,9 @@ def test_info_records_the_supersampling_used():
     _, info = render_arcs(s, 101, PIX, "r")
     assert float(info["rays_per_pixel"][0]) > 9 and float(info["supersample_max"][0]) >= 24
     assert float(info["refined_pixels"][0]) > 0
-    assert 0 <= float(info["unconverged_pixels"][0]) < float(info["refined_pixels"][0])  # reported, not hidden
+    assert (
+        0 <= float(info["unconverged_pixels"][0]) < float(info["refined_pixels"][0])
+    )  # reported, not hidden
     _, fixed = render_arcs(s, 101, PIX, "r", 7)
     assert float(fixed["rays_per_pixel"][0]) == 49 and float(fixed["supersample_max"][0]) == 7
     # a tighter accuracy costs more rays and lands closer to the analytic value
@@ -239,9 +243,13 @@ def test_compiled_path_matches_eager(monkeypatch):
 def test_bf16_source_profile_agrees_with_fp32(device):
     rng = np.random.default_rng(5)
     n = 16
-    s = sample_systems(n, rng.uniform(0.5, 3.0, n), _default_prior(), rng, {"g": 1.5, "r": 1.3, "z": 1.2}, 3.5)
+    s = sample_systems(
+        n, rng.uniform(0.5, 3.0, n), _default_prior(), rng, {"g": 1.5, "r": 1.3, "z": 1.2}, 3.5
+    )
     a32, i32 = render_arcs(s, 101, PIX, "grz", device=device)
     a16, i16 = render_arcs(s, 101, PIX, "grz", device=device, sb_dtype=torch.bfloat16)
-    np.testing.assert_allclose(i16["magnification"].cpu().numpy(), i32["magnification"].cpu().numpy(), rtol=0.02)
+    np.testing.assert_allclose(
+        i16["magnification"].cpu().numpy(), i32["magnification"].cpu().numpy(), rtol=0.02
+    )
     peak = a32.amax(dim=(2, 3), keepdim=True)
     assert float(((a16 - a32).abs() / peak).max()) < 0.02

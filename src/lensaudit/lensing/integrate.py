@@ -114,7 +114,8 @@ def _shoot(s, x: Tensor, y: Tensor, per_system: bool, inner: bool, sb_dtype=None
             fn = _compiled["fn"] = torch.compile(_shoot_eager, dynamic=True)
         return fn(s, x, y, per_system, inner, sb_dtype)  # type: ignore[operator]
     except Exception as e:  # noqa: BLE001 - no compiler, unsupported backend: the eager path is exact
-        warnings.warn(f"torch.compile of the ray-shooting path failed ({type(e).__name__}: {e}); using eager")
+        msg = f"torch.compile of the ray-shooting path failed ({type(e).__name__}: {e}); using eager"
+        warnings.warn(msg, stacklevel=2)
         _compiled["failed"] = True
         return _shoot_eager(s, x, y, per_system, inner, sb_dtype)
 
@@ -165,7 +166,10 @@ def fixed_subcells(
     comps = _shoot(s, gx, gy, False, inner, sb_dtype)  # (C, B, mk, mk)
     c, b = comps.shape[:2]
     u = torch.arange(k, device=device)
-    a = (torch.div((u * 2 + 1) * SUB, 2 * k, rounding_mode="floor")[None] == torch.arange(SUB, device=device)[:, None])
+    a = (
+        torch.div((u * 2 + 1) * SUB, 2 * k, rounding_mode="floor")[None]
+        == torch.arange(SUB, device=device)[:, None]
+    )
     a = a.to(dtype) / k  # (3, k): ray u belongs to sub-cell a, weight 1/k per axis
     t = comps.reshape(c, b, m, k, m, k)
     sub = torch.einsum("cbiujv,au,dv->cbijad", t, a, a) * pixscale**2

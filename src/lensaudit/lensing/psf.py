@@ -106,7 +106,13 @@ def subcell_kernel_fft(fwhm: Tensor, beta: Tensor, pixscale, psf_size, sub, p: i
 
 
 def convolve_subcells(
-    sub: Tensor, weights: Tensor, fwhm: dict[str, Tensor], beta: Tensor, bands: str, pixscale: float, psf_size: int
+    sub: Tensor,
+    weights: Tensor,
+    fwhm: dict[str, Tensor],
+    beta: Tensor,
+    bands: str,
+    pixscale: float,
+    psf_size: int,
 ) -> Tensor:
     """PSF-convolved pixel images (B, nb, L, L), L = m + psf_size − 1 (the full linear convolution, centred on
     the region), from sub-cell fluxes (C, B, m, m, s, s) and component fluxes per band ``weights`` (B, nb, C).

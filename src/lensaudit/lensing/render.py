@@ -154,9 +154,9 @@ def sersic_log_norm(reff: Tensor, n: Tensor) -> Tensor:
     large n (I_e·e^(b_n) alone is ~1e7 at n = 8)."""
     n64, r64 = n.to(torch.float64), reff.to(torch.float64)
     bn = sersic_bn(n64)
-    return (
-        -torch.log(2 * torch.pi * n64 * r64**2) - torch.lgamma(2 * n64) + 2 * n64 * torch.log(bn)
-    ).to(n.dtype)
+    return (-torch.log(2 * torch.pi * n64 * r64**2) - torch.lgamma(2 * n64) + 2 * n64 * torch.log(bn)).to(
+        n.dtype
+    )
 
 
 def image_grid(size: int, pixscale: float, supersample: int, dtype, device) -> tuple[Tensor, Tensor]:
@@ -290,8 +290,8 @@ def render_arcs(
 
 
 def _render_region(
-    s, m, size, pixscale, bands, supersample, psf_images, suppress_inner, psf_size, accuracy, convolve, max_level,
-    sb_dtype,
+    s, m, size, pixscale, bands, supersample, psf_images, suppress_inner, psf_size, accuracy, convolve,
+    max_level, sb_dtype,
 ):  # fmt: skip
     from lensaudit.lensing.integrate import adaptive_subcells, fixed_subcells
 

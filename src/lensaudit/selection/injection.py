@@ -155,7 +155,13 @@ def render_batch(
         # torch broadcasts the float64 array into the tensor (the stubs type the sum as an ndarray)
         systems.src_mag[band] = systems.src_mag[band] + delta  # type: ignore[assignment]
     stamps, info = inject_arcs(
-        img, iv, systems, rng=rng, noise_model=cfg.noise_model, supersample=cfg.supersample, accuracy=cfg.accuracy
+        img,
+        iv,
+        systems,
+        rng=rng,
+        noise_model=cfg.noise_model,
+        supersample=cfg.supersample,
+        accuracy=cfg.accuracy,
     )
     src_mag_r = systems.src_mag["r"].numpy()
     mu = np.asarray(info["magnification"], float)
