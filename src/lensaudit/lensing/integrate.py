@@ -8,14 +8,16 @@ then sums the sub-cells, so the pixel response is applied exactly once.
 Fixed mode (``supersample=k``): a regular k×k grid of rays per pixel; each ray's flux goes to the sub-cell
 that contains it.
 
-Adaptive mode (``accuracy=a``): level 1 shoots 3×3 rays per pixel (one per sub-cell) over the whole region.
-For every pixel the error of its k×k midpoint sum is estimated from the second differences of the surface
-brightness inside each 3×3 block of rays, E ≈ A_pix·(⟨|Δ²_x|⟩ + ⟨|Δ²_y|⟩)/24 (the leading term of the midpoint
-rule, with absolute values so that opposite curvatures cannot cancel). Pixels with E > a·(peak pixel flux of
-their system) are re-shot at 3× the resolution per axis (9×9, then 27×27, 81×81 rays), and the estimate is
-repeated on the new rays; a pixel stops when it meets the bound or at ``max_level``. The steep parts — the
-source core, pixels where the core is stretched along a caustic, the lens centre — get the rays; the faint
-outskirts keep 9.
+Adaptive mode (``accuracy=a``): level 1 shoots 3×3 rays per pixel (one per sub-cell) over the whole region
+and estimates each pixel's error from the second differences of the surface brightness in its 3×3 block,
+E ≈ A_pix·(⟨|Δ²_x|⟩ + ⟨|Δ²_y|⟩)/24 (the midpoint rule's leading term; absolute values, so opposite curvatures
+cannot cancel). Error control is greedy and per system: the pixels with the smallest errors stop while their
+summed error stays within the budget a/2 × the system's lensed flux (each level may spend half of what is
+left, the last level all of it) and each is within a × the system's peak pixel; the others are re-shot with
+6, 12, 24, 48, 96 rays per axis. Each level doubles the rays per axis, so the sub-cell fluxes are
+Romberg-extrapolated (raw + (raw − raw_prev)/3), and the change between successive extrapolations (at level 2
+the raw change / 3) is the next error estimate — valid also at cusps, where second differences do not shrink.
+Pixels still over their share at the last level are counted in ``unconverged_pixels``.
 """
 
 from __future__ import annotations

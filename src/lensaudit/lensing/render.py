@@ -5,9 +5,10 @@ CD1_1 < 0), y = (row − c)·pixscale, c = (S−1)/2. Units: nanomaggies per pix
 
 Sources: an elliptical Sersic (lenstronomy's SERSIC_ELLIPSE convention, R² = q·x′² + y′²/q, b_n = 1.9992n −
 0.3271) with total flux 10^(−0.4(m−22.5)) per band; the clumpy model adds N circular Gaussian clumps that
-carry ``clump_frac`` of the flux. Ray-shooting on an S×S grid supersampled ``supersample``× per axis: each
-sub-pixel samples the source surface brightness at β = θ − α(θ) (surface brightness is conserved), pixels
-are sub-pixel means × pixel area. Magnification = lensed flux (before PSF) / unlensed flux.
+carry ``clump_frac`` of the flux. Rays sample the source surface brightness at β = θ − α(θ) (surface
+brightness is conserved); by default adaptively to a declared accuracy, or on a fixed ``supersample``² grid
+per pixel (``integrate.py``); the PSF is applied on 3×3 sub-cells per pixel (``psf.convolve_subcells``).
+Magnification = lensed flux (before PSF) / unlensed flux.
 
 Noise (``inject``): σ_pix from the host invvar (or 1.4826·MAD of the outer annulus). The arc's own Poisson
 noise has variance arc·σ_pix²/S_sky, where S_sky is a typical DECam dark-sky level per pixel (g 22.0, r 21.1,
