@@ -591,7 +591,21 @@ class InjectConfig(Section):
     src_q_range: tuple[float, float] = Field((0.4, 1.0), description="Source axis ratio prior.")
     lens_q_range: tuple[float, float] = Field((0.5, 1.0), description="Lens axis ratio prior.")
     shear_max: float = Field(0.05, ge=0.0, le=0.3, description="External shear |γ| prior upper bound.")
-    supersample: int = Field(5, ge=1, le=11, description="Ray-shooting supersampling.")
+    supersample: int | None = Field(
+        None,
+        ge=1,
+        le=25,
+        description="Fixed supersampling (k×k rays per pixel); unset: adaptive to inject.accuracy.",
+    )
+    accuracy: float = Field(
+        1e-3,
+        gt=0.0,
+        le=0.1,
+        description=(
+            "Adaptive supersampling target (the default mode): per system, summed pixel-integration error ≤ "
+            "accuracy/2 × lensed flux and each pixel's ≤ accuracy × the peak pixel (docs/lensing.md)."
+        ),
+    )
     noise_model: Literal["invvar", "mad"] = Field(
         "invvar", description="Arc noise from host invvar, or from the outer-annulus MAD."
     )

@@ -5,9 +5,10 @@ CD1_1 < 0), y = (row − c)·pixscale, c = (S−1)/2. Units: nanomaggies per pix
 
 Sources: an elliptical Sersic (lenstronomy's SERSIC_ELLIPSE convention, R² = q·x′² + y′²/q, b_n = 1.9992n −
 0.3271) with total flux 10^(−0.4(m−22.5)) per band; the clumpy model adds N circular Gaussian clumps that
-carry ``clump_frac`` of the flux. Ray-shooting on an S×S grid supersampled ``supersample``× per axis: each
-sub-pixel samples the source surface brightness at β = θ − α(θ) (surface brightness is conserved), pixels
-are sub-pixel means × pixel area. Magnification = lensed flux (before PSF) / unlensed flux.
+carry ``clump_frac`` of the flux. Rays sample the source surface brightness at β = θ − α(θ) (surface
+brightness is conserved); by default adaptively to a declared accuracy, or on a fixed ``supersample``² grid
+per pixel (``integrate.py``); the PSF is applied on 3×3 sub-cells per pixel (``psf.convolve_subcells``).
+Magnification = lensed flux (before PSF) / unlensed flux.
 
 Noise (``inject``): σ_pix from the host invvar (or 1.4826·MAD of the outer annulus). The arc's own Poisson
 noise has variance arc·σ_pix²/S_sky, where S_sky is a typical DECam dark-sky level per pixel (g 22.0, r 21.1,
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lensaudit.lensing.psf import convolve_fft, moffat_kernel
+from lensaudit.lensing.psf import convolve_fft, convolve_subcells
 from lensaudit.lensing.sie import shear_deflection, sie_deflection
 from lensaudit.lensing.snr import arc_snr
 
@@ -147,6 +148,18 @@ def sersic_total(reff: Tensor, n: Tensor) -> Tensor:
     return 2 * torch.pi * n * reff**2 * torch.exp(bn) * torch.exp(torch.lgamma(2 * n)) / bn ** (2 * n)
 
 
+def sersic_log_norm(reff: Tensor, n: Tensor) -> Tensor:
+    """log of the central surface brightness of a unit-flux Sersic, log I0 = log I_e + b_n, computed in
+    float64 (per system, cheap): log(1 / (2π n R_e² Γ(2n))) + 2n·log b_n. With it the profile is
+    I0·exp(−b_n (R/R_e)^(1/n)), one exponential that neither overflows nor loses precision in float32 at
+    large n (I_e·e^(b_n) alone is ~1e7 at n = 8)."""
+    n64, r64 = n.to(torch.float64), reff.to(torch.float64)
+    bn = sersic_bn(n64)
+    return (-torch.log(2 * torch.pi * n64 * r64**2) - torch.lgamma(2 * n64) + 2 * n64 * torch.log(bn)).to(
+        n.dtype
+    )
+
+
 def image_grid(size: int, pixscale: float, supersample: int, dtype, device) -> tuple[Tensor, Tensor]:
     """Sub-pixel centre coordinates (S·ss, S·ss) in arcsec."""
     n = size * supersample
@@ -156,37 +169,71 @@ def image_grid(size: int, pixscale: float, supersample: int, dtype, device) -> t
     return -xx * pixscale, yy * pixscale
 
 
-def source_sb(bx: Tensor, by: Tensor, s: LensSystems, total_flux: Tensor) -> Tensor:
-    """Surface brightness (flux/arcsec²) of the sources at source-plane points (B, …); total_flux (B,)."""
+def source_components(bx: Tensor, by: Tensor, s: LensSystems) -> Tensor:
+    """Unit-flux surface brightness (flux/arcsec²) of each source component at source-plane points (M, …)
+    for systems ``s`` of length M: (C, M, …), C = 1 (the Sersic) or 2 (Sersic, the clumps together).
+    The source is Σ_c w_c·component_c with w = (1 − clump_frac, clump_frac) times the band's flux, so one
+    evaluation serves every band (:func:`component_weights`)."""
     shape = (-1,) + (1,) * (bx.dim() - 1)
     x, y = bx - s.src_x.reshape(shape), by - s.src_y.reshape(shape)
     c, sn = torch.cos(s.src_phi).reshape(shape), torch.sin(s.src_phi).reshape(shape)
     q = s.src_q.reshape(shape).clamp(0.05, 1.0)
     xp, yp = c * x + sn * y, -sn * x + c * y
-    r = torch.sqrt(q * xp**2 + yp**2 / q + 1e-20)
+    r2 = (q * xp**2 + yp**2 / q).clamp_min(1e-30)
     n, reff = s.src_n.reshape(shape), s.src_reff.reshape(shape)
-    bn = sersic_bn(n)
-    frac_clumps = s.clump_frac.reshape(shape) if s.clump_frac.numel() else torch.zeros_like(n)
-    ie = (1 - frac_clumps) * total_flux.reshape(shape) / sersic_total(s.src_reff, s.src_n).reshape(shape)
-    sb = ie * torch.exp(-bn * ((r / reff) ** (1 / n) - 1))
+    # I0·exp(−b_n (R/R_e)^(1/n)); (R/R_e)^(1/n) = exp(log(R²/R_e²)/(2n)): no overflow at any n
+    u = torch.exp(torch.log(r2 / reff**2) / (2 * n))
+    comps = [torch.exp(sersic_log_norm(s.src_reff, s.src_n).reshape(shape) - sersic_bn(n) * u)]
     if s.clump_x.numel():
-        for k in range(s.clump_x.shape[1]):
-            cx, cy = s.clump_x[:, k].reshape(shape), s.clump_y[:, k].reshape(shape)
-            sig = s.clump_sigma[:, k].reshape(shape)
-            fk = frac_clumps * total_flux.reshape(shape) / s.clump_x.shape[1]
-            sb = sb + fk / (2 * torch.pi * sig**2) * torch.exp(
-                -((x - cx) ** 2 + (y - cy) ** 2) / (2 * sig**2)
-            )
-    return sb
+        k = s.clump_x.shape[1]
+        cl = torch.zeros_like(comps[0])
+        for j in range(k):
+            cx, cy = s.clump_x[:, j].reshape(shape), s.clump_y[:, j].reshape(shape)
+            sig2 = s.clump_sigma[:, j].reshape(shape) ** 2
+            cl = cl + torch.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * sig2)) / (2 * torch.pi * sig2 * k)
+        comps.append(cl)
+    return torch.stack(comps)
 
 
-def ray_shoot(s: LensSystems, gx: Tensor, gy: Tensor) -> tuple[Tensor, Tensor]:
-    """Source-plane positions β = θ − α(θ) for the image grid (B, N, N)."""
+def component_weights(s: LensSystems, bands: str) -> Tensor:
+    """(B, nb, C) flux of each component in each band (nanomaggies): the band's total flux
+    10^(−0.4(m−22.5)) split (1 − clump_frac, clump_frac)."""
+    total = torch.stack([10 ** (-0.4 * (s.src_mag[b].to(torch.float64) - 22.5)) for b in bands], dim=1)
+    if not s.clump_x.numel():
+        return total[:, :, None]
+    f = (s.clump_frac.to(torch.float64) if s.clump_frac.numel() else torch.zeros(len(s)))[:, None]
+    return torch.stack([total * (1 - f), total * f], dim=2)
+
+
+def source_sb(bx: Tensor, by: Tensor, s: LensSystems, total_flux: Tensor) -> Tensor:
+    """Surface brightness (flux/arcsec²) of the sources at source-plane points (B, …); total_flux (B,)."""
+    comps = source_components(bx, by, s)
+    shape = (-1,) + (1,) * (bx.dim() - 1)
+    f = s.clump_frac.reshape(shape) if s.clump_frac.numel() else torch.zeros_like(s.src_n).reshape(shape)
+    sb = comps[0] * (1 - f) if len(comps) == 2 else comps[0]
+    if len(comps) == 2:
+        sb = sb + comps[1] * f
+    return sb * total_flux.reshape(shape)
+
+
+def ray_shoot(s: LensSystems, gx: Tensor, gy: Tensor, per_system: bool = False) -> tuple[Tensor, Tensor]:
+    """Source-plane positions β = θ − α(θ): for one image-plane grid (…) shared by all B systems, or for
+    points (B, …) of each system (``per_system``)."""
     b = len(s)
-    x, y = gx.expand(b, *gx.shape), gy.expand(b, *gy.shape)
+    x, y = (gx, gy) if per_system else (gx.expand(b, *gx.shape), gy.expand(b, *gy.shape))
     ax, ay = sie_deflection(x, y, s.theta_e, s.q, s.phi, s.x0, s.y0)
     sx, sy = shear_deflection(x, y, s.gamma1, s.gamma2, s.x0, s.y0)
     return x - ax - sx, y - ay - sy
+
+
+def _place(img: Tensor, full: int) -> Tensor:
+    """Centre images (…, L, L) on a full×full stamp: zero-pad or crop (L and full odd)."""
+    size = img.shape[-1]
+    if size >= full:
+        a = (size - full) // 2
+        return img[..., a : a + full, a : a + full]
+    p = (full - size) // 2
+    return torch.nn.functional.pad(img, (p, p, p, p))
 
 
 def render_arcs(
@@ -194,55 +241,89 @@ def render_arcs(
     size: int = 101,
     pixscale: float = 0.262,
     bands: str = "grz",
-    supersample: int = 5,
+    supersample: int | None = None,
     device=None,
     dtype=torch.float32,
     psf_images: dict[str, Tensor] | None = None,
     suppress_inner: bool = False,
     psf_size: int = 41,
+    accuracy: float = 1e-3,
+    convolve: bool = True,
+    max_level: int = 6,
+    sb_dtype=None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Noiseless lensed arcs (B, nb, S, S) in nanomaggies/pixel, PSF-convolved; info: magnification,
-    flux_unlensed (B, nb), flux_lensed (B, nb)."""
+    """Noiseless lensed arcs (B, nb, S, S) in nanomaggies/pixel, PSF-convolved (``convolve=False``: the
+    pixel-integrated arcs before the PSF).
+
+    Default: adaptive supersampling to ``accuracy`` (module ``integrate``: per-pixel error ≤ accuracy × the
+    system's peak pixel). ``supersample=k``: fixed k×k rays per pixel. The PSF is the Moffat of
+    ``psf_fwhm``/``psf_beta`` applied on the 3×3 sub-cell grid (pixel response once); ``psf_images`` instead
+    convolves the pixel-integrated image with the given pixel kernels (B, K, K) (pass PSFs sampled at pixel
+    centres, not pixel-integrated ones, or the pixel response enters twice).
+
+    info: magnification, flux_unlensed (B, nb), flux_lensed (B, nb) (before the PSF, inside the stamp's ray
+    region), rays_per_pixel, supersample_max, refined_pixels (pixels refined beyond 3×3), unconverged_pixels,
+    region (side of the ray-shot region, pixels). ``sb_dtype`` (e.g. torch.bfloat16 on a GPU) evaluates the
+    source profile in that dtype (geometry, sums and FFTs stay in ``dtype``)."""
+    from lensaudit.lensing.integrate import region_sizes
+
     s = systems.to(device=device, dtype=dtype)
-    full = size
-    # rays are shot only over the region that can hold arcs (θE + source offset + 6 r_eff + 1.5″); the PSF
-    # kernel then spreads light into the zero padding, so the stamp is exact up to source light beyond 3″
-    reach = (
-        float((s.theta_e + torch.hypot(s.x0, s.y0) + torch.hypot(s.src_x, s.src_y) + 6 * s.src_reff).max())
-        + 1.5
-    )
-    size = min(full, 2 * int(np.ceil(reach / pixscale)) + 1)
-    gx, gy = image_grid(size, pixscale, supersample, dtype, device)
-    bx, by = ray_shoot(s, gx, gy)
-    b = len(s)
-    if suppress_inner:
-        rr = torch.sqrt((gx - s.x0.reshape(-1, 1, 1)) ** 2 + (gy - s.y0.reshape(-1, 1, 1)) ** 2)
-        keep = (rr >= 0.5 * s.theta_e.reshape(-1, 1, 1)).to(dtype)
-    out, fl, fu = [], [], []
-    pix_area = pixscale**2
-    for band in bands:
-        total = 10 ** (-0.4 * (s.src_mag[band] - 22.5))
-        sb = source_sb(bx, by, s, total)
-        if suppress_inner:
-            sb = sb * keep
-        img = sb.reshape(b, size, supersample, size, supersample).mean(dim=(2, 4)) * pix_area
-        fl.append(img.sum(dim=(-2, -1)))
-        fu.append(total)
-        kern = (
-            psf_images[band].to(device=device, dtype=dtype)
-            if psf_images is not None
-            else moffat_kernel(s.psf_fwhm[band], s.psf_beta, pixscale, psf_size, dtype=dtype, device=device)
-        )
-        if size < full:
-            p = (full - size) // 2
-            img = torch.nn.functional.pad(img, (p, p, p, p))
-        out.append(convolve_fft(img, kern))
-    arcs = torch.stack(out, dim=1)
-    flux_l, flux_u = torch.stack(fl, dim=1), torch.stack(fu, dim=1)
+    ms = region_sizes(s, size, pixscale, light_eps=accuracy / 4 if supersample is None else 2.5e-4)
+    arcs = torch.zeros(len(s), len(bands), size, size, dtype=dtype, device=s.theta_e.device)
+    parts: list[tuple[Tensor, dict[str, Tensor]]] = []
+    for m in np.unique(ms):  # systems that share a region size are rendered together
+        idx = torch.as_tensor(np.flatnonzero(ms == m), device=arcs.device)
+        a, inf = _render_region(
+            s.subset(idx), int(m), size, pixscale, bands, supersample, psf_images, suppress_inner,
+            psf_size, accuracy, convolve, max_level, sb_dtype,
+        )  # fmt: skip
+        arcs[idx] = a.to(dtype)
+        parts.append((idx, inf))
+    info: dict[str, Tensor] = {}
+    for idx, inf in parts:
+        for k, v in inf.items():
+            if k not in info:
+                info[k] = torch.zeros((len(s),) + v.shape[1:], dtype=v.dtype, device=v.device)
+            info[k][idx.to(v.device)] = v
+    ri = min(1, len(bands) - 1)
+    info["magnification"] = info["flux_lensed"][:, ri] / info["flux_unlensed"][:, ri]
+    return arcs, {k: v.to(dtype) if v.is_floating_point() else v for k, v in info.items()}
+
+
+def _render_region(
+    s, m, size, pixscale, bands, supersample, psf_images, suppress_inner, psf_size, accuracy, convolve,
+    max_level, sb_dtype,
+):  # fmt: skip
+    from lensaudit.lensing.integrate import adaptive_subcells, fixed_subcells
+
+    if supersample is None:
+        sub, stats = adaptive_subcells(s, m, pixscale, accuracy, max_level, suppress_inner, sb_dtype)
+    else:
+        sub, stats = fixed_subcells(s, m, pixscale, int(supersample), suppress_inner, sb_dtype)
+    w = component_weights(s, bands).to(device=sub.device)  # (B, nb, C) float64
+    comp_flux = sub.sum(dim=(2, 3, 4, 5)).to(torch.float64)  # (C, B)
+    flux_l = (w * comp_flux.T[:, None, :]).sum(dim=2)
+    if not convolve or psf_images is not None:
+        pix = sub.sum(dim=(4, 5))  # (C, B, m, m)
+        wt = w.permute(2, 0, 1).to(pix.dtype)  # (C, B, nb)
+        img = (pix[:, :, None] * wt[..., None, None]).sum(dim=0)  # (B, nb, m, m)
+        if convolve and psf_images is not None:
+            out = []
+            for j, band in enumerate(bands):
+                kern = psf_images[band].to(device=img.device, dtype=img.dtype)
+                k = kern.shape[-1]
+                out.append(convolve_fft(torch.nn.functional.pad(img[:, j], (k // 2,) * 4), kern))
+            img = torch.stack(out, dim=1)
+        arcs = _place(img, size)
+    else:
+        fwhm = {b: s.psf_fwhm[b] for b in bands}
+        arcs = _place(convolve_subcells(sub, w, fwhm, s.psf_beta, bands, pixscale, psf_size), size)
+    stats = {k: v.to(torch.float64) for k, v in stats.items()}
     return arcs, {
-        "magnification": flux_l[:, min(1, len(bands) - 1)] / flux_u[:, min(1, len(bands) - 1)],
-        "flux_lensed": flux_l,
-        "flux_unlensed": flux_u,
+        "flux_lensed": flux_l.cpu(),
+        "flux_unlensed": w.sum(dim=2).cpu(),
+        **stats,
+        "region": torch.full((len(s),), float(m), dtype=torch.float64),
     }
 
 
@@ -284,18 +365,21 @@ def inject(
     systems: LensSystems,
     rng: int | np.random.Generator = 0,
     noise_model: str = "invvar",
-    supersample: int = 5,
+    supersample: int | None = None,
     suppress_inner: bool = False,
     pixscale: float = 0.262,
     bands: str = "grz",
     device=None,
+    accuracy: float = 1e-3,
 ) -> tuple[np.ndarray, dict]:
     """Hosts (B, nb, S, S) nanomaggies (+ invvar) → injected stamps and per-system diagnostics:
-    arc_snr (r band, see snr.py), magnification, noiseless_arc, sigma_pix_r."""
+    arc_snr (r band, see snr.py), magnification, noiseless_arc, sigma_pix_r, and the supersampling used
+    (rays_per_pixel, supersample_max, refined_pixels). Default: adaptive supersampling to ``accuracy``;
+    ``supersample=k``: fixed."""
     host = np.asarray(host_images, np.float32)
     size = host.shape[-1]
     arcs, info = render_arcs(
-        systems, size, pixscale, bands, supersample, device=device, suppress_inner=suppress_inner
+        systems, size, pixscale, bands, supersample, device, suppress_inner=suppress_inner, accuracy=accuracy
     )
     arc = arcs.cpu().numpy().astype(np.float64)
     sig = noise_sigma(host, None if host_invvar is None else np.asarray(host_invvar), noise_model)
@@ -320,6 +404,7 @@ def inject(
         "noiseless_arc": arc.astype(np.float32),
         "added_noise_sigma": np.sqrt(var_add).astype(np.float32),
         "sigma_pix_r": sig_r,
+        **{k: info[k].cpu().numpy() for k in ("rays_per_pixel", "supersample_max", "refined_pixels")},
     }
 
 

@@ -344,10 +344,13 @@ def render_batch(
             rng=rng,
             noise_model=cfg.noise_model,
             supersample=cfg.supersample,
+            accuracy=cfg.accuracy,
             suppress_inner=flag,
         )
         stamps[idx] = st
-        for key in ("magnification", "arc_snr", "noiseless_arc"):
+        for key in ("magnification", "arc_snr", "noiseless_arc", "rays_per_pixel"):
+            if key not in inf:
+                continue
             v = np.asarray(inf[key])
             info.setdefault(key, np.zeros((len(b),) + v.shape[1:], v.dtype))[idx] = v
     return stamps, iv, info, record(b, systems, models, info), img
@@ -390,6 +393,7 @@ def record(b: pd.DataFrame, s: LensSystems, models: np.ndarray, info: dict) -> p
         psf_z=n(s.psf_fwhm["z"]),
         magnification=mu,
         arc_snr=info["arc_snr"],
+        rays_per_pixel=np.asarray(info.get("rays_per_pixel", np.full(len(b), np.nan)), float),
         n_images=ok.sum(1),
         image_x=[r[m].round(5) for r, m in zip(ix, ok)],
         image_y=[r[m].round(5) for r, m in zip(iy, ok)],
