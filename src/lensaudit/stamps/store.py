@@ -7,6 +7,14 @@ Layout (``stamps.zarr``):
 - ``maskbits`` (N, S, S)    int32, DR10 MASKBITS.
 Chunks hold one stamp; shards hold ``shard_size`` consecutive rows. Unwritten rows read as NaN (image,
 invvar) and −1 (maskbits), so holes are detectable. Works on local paths and fsspec URLs.
+
+Codec: new stores are written uncompressed (``codec="none"``: the ``bytes`` codec only, inside the
+``sharding_indexed`` codec). Noise-dominated float32 stamps shrink by ~7% under zstd, while decoding zstd
+chunk by chunk through zarr-python costs most of the read time. An uncompressed shard is the stamps' bytes
+back to back followed by the shard index, so :meth:`StampStore.read_images` reads a run of rows with one
+``readinto`` per contiguous byte range (after checking the index's CRC32C), still a valid Zarr v3 store
+that zarr-python reads identically (docs/data.md has the measurements). ``codec="zstd"`` stores (and stores
+made before this choice) are read through zarr-python.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ import numpy as np
 from lensaudit.errors import InputError
 
 ARRAYS = ("image", "invvar", "maskbits")
+#: the shard index entry of a chunk that was never written (offset and length both 2⁶⁴−1)
+_EMPTY = np.uint64(2**64 - 1)
 
 
 @dataclass
@@ -48,10 +58,12 @@ class StampStore:
         shard_size: int = 256,
         overwrite: bool = False,
         attrs: dict | None = None,
+        codec: Literal["none", "zstd"] = "none",
     ) -> StampStore:
         """A new store of ``n`` stamps, created whole: it is built beside ``path`` and renamed into place, so
         a run killed while creating it leaves no half-made store for a resume to reopen. FileExistsError when
-        ``path`` exists and not ``overwrite``."""
+        ``path`` exists and not ``overwrite``. ``codec``: ``none`` (default: uncompressed chunks, read by
+        :meth:`read_images` straight from the shard files) or ``zstd`` (zarr's default)."""
         import shutil
 
         import zarr
@@ -74,7 +86,13 @@ class StampStore:
         ):
             chunks = (1,) + shape[1:]
             g.create_array(
-                name, shape=shape, chunks=chunks, shards=(shard,) + shape[1:], dtype=dtype, fill_value=fill
+                name,
+                shape=shape,
+                chunks=chunks,
+                shards=(shard,) + shape[1:],
+                dtype=dtype,
+                fill_value=fill,
+                compressors=None if codec == "none" else "auto",
             )
         g.attrs.update(
             {
@@ -155,6 +173,60 @@ class StampStore:
         image, invvar, maskbits = out
         return image, invvar, maskbits
 
+    def read_images(self, rows) -> np.ndarray:
+        """Images (k, B, S, S) float32 of ``rows`` (int array, any order, repeats allowed), in that order.
+
+        The read path of training and scoring: rows are grouped by shard and, in an uncompressed local store,
+        each run of rows whose chunks lie back to back in the shard file is read with one ``readinto`` into
+        the output (the shard index's CRC32C checked first); other stores read each contiguous run of rows
+        as one zarr slice. Unwritten rows are NaN. InputError naming the store and shard when a shard is
+        corrupt."""
+        idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+        uniq, inv = np.unique(idx, return_inverse=True)
+        if len(uniq) and (uniq[0] < 0 or uniq[-1] >= self.n):
+            raise IndexError(f"stamp store {self.path}: rows outside 0…{self.n - 1}")
+        a = self._a("image")
+        out = np.empty((len(uniq),) + tuple(a.shape[1:]), np.float32)
+        raw = self._raw_dir()
+        s = self.shard_size
+        shard_of = uniq // s
+        for k in np.unique(shard_of):
+            pos = np.flatnonzero(shard_of == k)
+            with self._decoding(uniq[pos]):
+                if raw is not None:
+                    _read_shard_raw(raw / str(int(k)) / "0" / "0" / "0", uniq[pos] - k * s, s, out, pos)
+                else:
+                    for p0, p1 in _runs(uniq[pos]):
+                        r0 = int(uniq[pos[p0]])
+                        out[pos[p0] : pos[p0] + p1 - p0] = a[r0 : r0 + p1 - p0]
+        if len(uniq) == len(idx) and (len(idx) < 2 or bool((np.diff(idx) > 0).all())):
+            return out
+        return out[inv]
+
+    def _raw_dir(self) -> Path | None:
+        """The image array's chunk directory when shard files can be read directly: a local store whose
+        image array is sharded with the ``bytes`` codec only (no compression); None otherwise."""
+        if hasattr(self, "_raw"):
+            return self._raw
+        self._raw: Path | None = None
+        try:
+            codecs = self._a("image").metadata.to_dict()["codecs"]
+            inner = codecs[0]["configuration"]
+            ok = (
+                len(codecs) == 1
+                and codecs[0]["name"] == "sharding_indexed"
+                and [c["name"] for c in inner["codecs"]] == ["bytes"]
+                and inner["codecs"][0].get("configuration", {}).get("endian", "little") == "little"
+                and [c["name"] for c in inner["index_codecs"]] == ["bytes", "crc32c"]
+                and inner["index_location"] == "end"
+            )
+        except (KeyError, IndexError, TypeError, AttributeError):
+            ok = False
+        root = Path(self.path)
+        if ok and "://" not in self.path and (root / "image" / "zarr.json").is_file():
+            self._raw = root / "image" / "c"
+        return self._raw
+
     def read_image(self, row: int) -> np.ndarray:
         """One stamp's image (B, S, S): reads a single chunk."""
         with self._decoding(int(row)):
@@ -178,6 +250,64 @@ class StampStore:
         for a, b in self.shard_ranges():
             out[a:b] = mb[a:b, 0, 0] != -1
         return out
+
+
+def _runs(sorted_rows: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) positions of the runs of consecutive values in a sorted array.
+
+    >>> _runs(np.array([1, 2, 3, 7, 9, 10]))
+    [(0, 3), (3, 4), (4, 6)]
+    """
+    if len(sorted_rows) == 0:
+        return []
+    cut = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
+    edges = np.concatenate([[0], cut, [len(sorted_rows)]])
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _read_shard_raw(path: Path, local: np.ndarray, shard_size: int, out: np.ndarray, pos: np.ndarray) -> None:
+    """Read the chunks ``local`` (sorted rows within the shard) of one uncompressed shard file into
+    ``out[pos]``: the index (at the end: offset and length as uint64 per chunk, then its CRC32C) is checked,
+    then each run of chunks lying back to back in the file is read with one ``readinto``. Unwritten chunks
+    (or a missing shard file) are NaN."""
+    import google_crc32c
+
+    nbytes = out[0].nbytes
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed below)
+    except FileNotFoundError:
+        out[pos] = np.nan
+        return
+    with f:
+        size = f.seek(0, 2)
+        isz = 16 * shard_size + 4
+        if size < isz:
+            raise ValueError(f"shard file {path} is {size} bytes, shorter than its index")
+        f.seek(size - isz)
+        ib = f.read(isz)
+        if int.from_bytes(ib[-4:], "little") != google_crc32c.value(ib[:-4]):
+            raise ValueError(f"shard index checksum mismatch in {path}")
+        index = np.frombuffer(ib[:-4], "<u8").reshape(shard_size, 2)
+        off, ln = index[local, 0], index[local, 1]
+        empty = off == _EMPTY
+        if empty.any():
+            out[pos[empty]] = np.nan
+        full = ~empty
+        if ((ln[full] != nbytes) | (off[full] + ln[full] > size - isz)).any():
+            raise ValueError(f"shard {path} has a chunk of unexpected length or beyond its end")
+        k = np.flatnonzero(full)
+        if len(k) == 0:
+            return
+        # runs of chunks that are consecutive in the output AND back to back in the file
+        brk = (np.diff(pos[k]) != 1) | (np.diff(off[k].astype(np.int64)) != nbytes)
+        edges = np.concatenate([[0], np.flatnonzero(brk) + 1, [len(k)]])
+        flat = out.reshape(len(out), -1)
+        for a, b in zip(edges[:-1], edges[1:]):
+            p0, o0 = int(pos[k[a]]), int(off[k[a]])
+            f.seek(o0)
+            view = memoryview(flat[p0 : p0 + (b - a)]).cast("B")
+            if f.readinto(view) != (b - a) * nbytes:
+                raise ValueError(f"shard {path} ended early")
 
 
 def _describe(rows: Any, shard_size: int) -> str:
