@@ -305,7 +305,7 @@ def _read_shard_raw(path: Path, local: np.ndarray, shard_size: int, out: np.ndar
         for a, b in zip(edges[:-1], edges[1:]):
             p0, o0 = int(pos[k[a]]), int(off[k[a]])
             f.seek(o0)
-            view = memoryview(flat[p0 : p0 + (b - a)]).cast("B")
+            view = flat[p0 : p0 + (b - a)].data.cast("B")
             if f.readinto(view) != (b - a) * nbytes:
                 raise ValueError(f"shard {path} ended early")
 
@@ -325,6 +325,5 @@ def _describe(rows: Any, shard_size: int) -> str:
         return f"rows {a}–{'' if b is None else b - 1} ({where})"
     idx = np.asarray(rows, dtype=np.int64)
     sh = sorted({int(i) // shard_size for i in idx})
-    return (
-        f"rows {idx[:8].tolist()}{'…' if len(idx) > 8 else ''} (shards {sh[:8]}{'…' if len(sh) > 8 else ''})"
-    )
+    where = f"shard {sh[0]}" if len(sh) == 1 else f"shards {sh[:8]}{'…' if len(sh) > 8 else ''}"
+    return f"rows {idx[:8].tolist()}{'…' if len(idx) > 8 else ''} ({where})"

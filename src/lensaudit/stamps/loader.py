@@ -1,0 +1,101 @@
+"""Shard-aware reading of a stamp store, the way training reads it.
+
+An epoch visits the store shard by shard: the order of the shards is shuffled, a *window* of
+``buffer_shards`` shards is read at once (each shard's requested rows in contiguous runs, through
+:meth:`~lensaudit.stamps.store.StampStore.read_images`), and the rows within the window are shuffled. Memory
+holds one window of raw images, whatever the size of the store; disk reads are whole shards or long
+contiguous slices instead of one chunk per stamp. The order depends only on (the rows, the shard size, the
+rng): not on the worker count. With ``workers`` > 1 (a torch ``DataLoader`` over :class:`WindowDataset`),
+worker ``w`` reads the windows ``w, w+W, …``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+
+def shard_windows(
+    rows: np.ndarray, shard_size: int, rng: np.random.Generator | None, buffer_shards: int
+) -> list[np.ndarray]:
+    """Positions into ``rows`` grouped into windows of ``buffer_shards`` store shards.
+
+    With ``rng`` the shard order and the order within each window are shuffled; without it (evaluation)
+    shards come in store order and positions in row order. Every position appears exactly once.
+
+    >>> w = shard_windows(np.array([9, 0, 5, 1, 8, 4]), 4, None, 1)
+    >>> [x.tolist() for x in w]
+    [[1, 3], [5, 2], [4, 0]]
+    >>> sorted(np.concatenate(shard_windows(np.arange(20), 4, np.random.default_rng(0), 2)).tolist()) == list(
+    ...     range(20))
+    True
+    """
+    rows = np.asarray(rows, np.int64)
+    shard = rows // shard_size
+    uniq = np.unique(shard)
+    if rng is not None:
+        uniq = rng.permutation(uniq)
+    rank = np.empty(int(uniq.max()) + 1 if len(uniq) else 0, np.int64)
+    rank[uniq] = np.arange(len(uniq))
+    win = rank[shard] // max(1, buffer_shards) if len(rows) else np.zeros(0, np.int64)
+    by_row = np.lexsort((rows, win))  # window, then row
+    bounds = np.searchsorted(win[by_row], np.arange(int(win.max()) + 2 if len(win) else 1))
+    out = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        pos = by_row[a:b]
+        out.append(rng.permutation(pos) if rng is not None else pos)
+    return out
+
+
+def iter_batches(
+    store: Any, rows: np.ndarray, windows: list[np.ndarray], batch_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(positions, raw images) batches of ``batch_size`` following ``windows`` (from
+    :func:`shard_windows`): each window is read in one :meth:`read_images` call; a batch may span two
+    windows. Images are (k, B, S, S) float32 in nanomaggies, in the order of ``positions``."""
+    carry_pos: list[np.ndarray] = []
+    carry_img: list[np.ndarray] = []
+    held = 0
+    for pos in windows:
+        img = store.read_images(rows[pos])
+        carry_pos.append(pos)
+        carry_img.append(img)
+        held += len(pos)
+        while held >= batch_size:
+            p, i = np.concatenate(carry_pos), np.concatenate(carry_img)
+            yield p[:batch_size], i[:batch_size]
+            carry_pos, carry_img = [p[batch_size:]], [i[batch_size:]]
+            held -= batch_size
+    if held:
+        yield np.concatenate(carry_pos), np.concatenate(carry_img)
+
+
+class WindowDataset:
+    """A torch ``IterableDataset``-compatible view of :func:`iter_batches` for a ``DataLoader`` with
+    ``batch_size=None``: worker ``w`` of ``W`` reads the windows ``w::W`` (the store is opened in each
+    worker). Yields (positions, images) batches."""
+
+    def __init__(self, path: str, rows: np.ndarray, windows: list[np.ndarray], batch_size: int):
+        self.path, self.rows, self.windows, self.batch_size = str(path), np.asarray(rows), windows, batch_size
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        import torch
+
+        from lensaudit.stamps.store import StampStore
+
+        info = torch.utils.data.get_worker_info()
+        w, nw = (0, 1) if info is None else (info.id, info.num_workers)
+        return iter_batches(StampStore.open(self.path), self.rows, self.windows[w::nw], self.batch_size)
+
+
+def make_iterable(ds: WindowDataset):
+    """``ds`` as a ``torch.utils.data.IterableDataset`` (torch imported only here)."""
+    import torch
+
+    class _It(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(ds)
+
+    return _It()
