@@ -77,7 +77,7 @@ class FrozenModel:
         return sigmoid(self.logits(images))
 
     def score_rows(
-        self, store: Any, rows: np.ndarray, on_batch: Callable[[int], None] | None = None, chunk: int = 1024
+        self, store: Any, rows: np.ndarray, on_batch: Callable[[int], None] | None = None, chunk: int = 256
     ) -> np.ndarray:
         """(N,) logits of the stamps at ``rows`` of a :class:`~lensaudit.stamps.store.StampStore`, in the
         order of ``rows``: the one scoring path of evaluate, selection, failures and hard-negative mining.
