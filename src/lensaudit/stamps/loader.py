@@ -55,39 +55,51 @@ def iter_batches(
     """(positions, raw images) batches of ``batch_size`` following ``windows`` (from
     :func:`shard_windows`): each window is read in one :meth:`read_images` call; a batch may span two
     windows. Images are (k, B, S, S) float32 in nanomaggies, in the order of ``positions``."""
-    carry_pos: list[np.ndarray] = []
-    carry_img: list[np.ndarray] = []
-    held = 0
+    tail_pos, tail_img = np.zeros(0, np.int64), None
     for pos in windows:
         img = store.read_images(rows[pos])
-        carry_pos.append(pos)
-        carry_img.append(img)
-        held += len(pos)
-        while held >= batch_size:
-            p, i = np.concatenate(carry_pos), np.concatenate(carry_img)
-            yield p[:batch_size], i[:batch_size]
-            carry_pos, carry_img = [p[batch_size:]], [i[batch_size:]]
-            held -= batch_size
-    if held:
-        yield np.concatenate(carry_pos), np.concatenate(carry_img)
+        a = 0
+        if tail_img is not None:  # complete the batch begun in the previous window
+            a = batch_size - len(tail_pos)
+            pos_a, img_a = np.concatenate([tail_pos, pos[:a]]), np.concatenate([tail_img, img[:a]])
+            if len(pos_a) < batch_size:
+                tail_pos, tail_img = pos_a, img_a
+                continue
+            yield pos_a, img_a
+            tail_pos, tail_img = np.zeros(0, np.int64), None
+        while a + batch_size <= len(pos):
+            yield pos[a : a + batch_size], img[a : a + batch_size]
+            a += batch_size
+        if a < len(pos):
+            tail_pos, tail_img = pos[a:], img[a:]
+    if tail_img is not None and len(tail_pos):
+        yield tail_pos, tail_img
 
 
 class WindowDataset:
     """A torch ``IterableDataset``-compatible view of :func:`iter_batches` for a ``DataLoader`` with
     ``batch_size=None``: worker ``w`` of ``W`` reads the windows ``w::W`` (the store is opened in each
-    worker). Yields (positions, images) batches."""
+    worker), batch by batch straight into tensors in shared memory. Yields (positions, image tensor)
+    batches; batches do not span windows."""
 
     def __init__(self, path: str, rows: np.ndarray, windows: list[np.ndarray], batch_size: int):
         self.path, self.rows, self.windows, self.batch_size = str(path), np.asarray(rows), windows, batch_size
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray, Any]]:
         import torch
 
         from lensaudit.stamps.store import StampStore
 
         info = torch.utils.data.get_worker_info()
         w, nw = (0, 1) if info is None else (info.id, info.num_workers)
-        return iter_batches(StampStore.open(self.path), self.rows, self.windows[w::nw], self.batch_size)
+        store = StampStore.open(self.path)
+        for pos in self.windows[w::nw]:
+            for a in range(0, len(pos), self.batch_size):
+                p = pos[a : a + self.batch_size]
+                # read straight into shared memory: the DataLoader passes the handle on without a copy
+                t = torch.empty((len(p),) + tuple(store.group["image"].shape[1:])).share_memory_()
+                store.read_images(self.rows[p], out=t.numpy())
+                yield p, t
 
 
 def make_iterable(ds: WindowDataset):
