@@ -49,15 +49,40 @@ def shard_windows(
     return out
 
 
+def _window_images(
+    store: Any, rows: np.ndarray, windows: list[np.ndarray], threads: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(positions, images) per window, in order; with ``threads`` > 0 the next ``threads`` windows are read
+    ahead by that many reader threads (the reads release the GIL), so reading overlaps the consumer."""
+    if threads <= 0:
+        for pos in windows:
+            yield pos, store.read_images(rows[pos])
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as ex:
+        todo = iter(windows)
+        inflight: deque = deque()
+        for pos in todo:
+            inflight.append((pos, ex.submit(store.read_images, rows[pos])))
+            if len(inflight) > threads:
+                p, fut = inflight.popleft()
+                yield p, fut.result()
+        while inflight:
+            p, fut = inflight.popleft()
+            yield p, fut.result()
+
+
 def iter_batches(
-    store: Any, rows: np.ndarray, windows: list[np.ndarray], batch_size: int
+    store: Any, rows: np.ndarray, windows: list[np.ndarray], batch_size: int, threads: int = 0
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(positions, raw images) batches of ``batch_size`` following ``windows`` (from
-    :func:`shard_windows`): each window is read in one :meth:`read_images` call; a batch may span two
-    windows. Images are (k, B, S, S) float32 in nanomaggies, in the order of ``positions``."""
+    :func:`shard_windows`): each window is read in one :meth:`read_images` call (``threads`` reader threads
+    read windows ahead; the batches are the same); a batch may span two windows. Images are (k, B, S, S)
+    float32 in nanomaggies, in the order of ``positions``."""
     tail_pos, tail_img = np.zeros(0, np.int64), None
-    for pos in windows:
-        img = store.read_images(rows[pos])
+    for pos, img in _window_images(store, rows, windows, threads):
         a = 0
         if tail_img is not None:  # complete the batch begun in the previous window
             a = batch_size - len(tail_pos)
