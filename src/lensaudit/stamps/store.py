@@ -283,8 +283,8 @@ def _read_shard_raw(path: Path, local: np.ndarray, shard_size: int, out: np.ndar
     """Read the chunks ``local`` (rows within the shard, any order) of one uncompressed shard file into
     ``out[pos]``: the index (at the end: offset and length as uint64 per chunk, then the CRC32C of those) is
     checked, then each stamp is read with one ``preadv`` straight into its place in ``out`` (one copy, from
-    the page cache or the disk; runs of stamps that are consecutive both in ``out`` and in the file are
-    read together). Unwritten chunks (or a missing shard file) are NaN."""
+    the page cache or the disk), in ascending file offset (a sequential pass for the disk's read-ahead);
+    runs of stamps that are consecutive both in ``out`` and in the file are read together. Unwritten chunks (or a missing shard file) are NaN."""
     import os
 
     import google_crc32c
@@ -314,6 +314,7 @@ def _read_shard_raw(path: Path, local: np.ndarray, shard_size: int, out: np.ndar
         k = np.flatnonzero(full)
         if len(k) == 0:
             return
+        k = k[np.argsort(off[k], kind="stable")]  # ascending file offsets: sequential for the disk
         brk = (np.diff(pos[k]) != 1) | (np.diff(off[k].astype(np.int64)) != nbytes)
         edges = np.concatenate([[0], np.flatnonzero(brk) + 1, [len(k)]]).tolist()
         flat = out.reshape(len(out), -1)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from lensaudit.audit.metrics import ece
 from lensaudit.config import TrainConfig
 from lensaudit.errors import LensAuditError
-from lensaudit.stamps.normalize import Normalizer, fit_normalizer
+from lensaudit.stamps.normalize import Normalizer, normalizer_from_sigmas, stamp_mad_sigma
 from lensaudit.stamps.store import StampStore
 from lensaudit.train.data import StampData, TrainTable, epoch_order
 from lensaudit.train.models import create_model
@@ -104,7 +104,11 @@ def training_data(store: StampStore, t: TrainTable, cfg: TrainConfig, seed: int)
     tr, va = np.flatnonzero(t.split == "train"), np.flatnonzero(t.split == "val")
     rng = np.random.default_rng(stable_seed(seed, "norm"))
     fit_rows = t.rows[rng.choice(tr, size=min(len(tr), 2000), replace=False)] if len(tr) else t.rows[:0]
-    norm = fit_normalizer(store.read_images(np.sort(fit_rows)), asinh=cfg.normalization == "robust_asinh")
+    fit_rows = np.sort(fit_rows)
+    sig = [stamp_mad_sigma(store.read_images(fit_rows[a : a + 256])) for a in range(0, len(fit_rows), 256)]
+    norm = normalizer_from_sigmas(
+        np.concatenate(sig) if sig else np.zeros((0, len(store.bands))), cfg.normalization == "robust_asinh"
+    )
     buf = cfg.loader_buffer_shards
     train_ds = StampData(
         store, t, tr, norm, cfg.crop_pix, cfg.augment, seed, cfg.max_shift_pix, cfg.noise_sigma_frac, buf
