@@ -284,7 +284,8 @@ def _read_shard_raw(path: Path, local: np.ndarray, shard_size: int, out: np.ndar
     ``out[pos]``: the index (at the end: offset and length as uint64 per chunk, then the CRC32C of those) is
     checked, then each stamp is read with one ``preadv`` straight into its place in ``out`` (one copy, from
     the page cache or the disk), in ascending file offset (a sequential pass for the disk's read-ahead);
-    runs of stamps that are consecutive both in ``out`` and in the file are read together. Unwritten chunks (or a missing shard file) are NaN."""
+    runs of stamps that are consecutive both in ``out`` and in the file are read together. Unwritten chunks
+    (or a missing shard file) are NaN."""
     import os
 
     import google_crc32c
