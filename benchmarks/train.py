@@ -111,7 +111,6 @@ def rss_child(path: str, max_train: int, n_val: int) -> int:
     """Train one epoch (``max_train`` samples, the demo's crop/stem/batch) on the store at ``path`` through
     the stage's own functions (training_data, new_model, fit) and print the peak RSS (getrusage)."""
     import json
-    import resource
 
     from lensaudit.config import TrainConfig
     from lensaudit.train.loop import CheckpointPaths, fit, new_model, training_data
@@ -146,7 +145,10 @@ def rss_child(path: str, max_train: int, n_val: int) -> int:
     out = Path(tempfile.mkdtemp())
     paths = CheckpointPaths(out / "best.pt", out / "last.pt", out / "history.jsonl")
     res = fit(model, data.train, data.val, cfg, paths, 1, cpu, data.pos_weight, t.galaxy_id, t.tier)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM: this process's peak resident set since exec (ru_maxrss would carry the forking parent's peak)
+    peak = next(
+        int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:")
+    )
     print(
         json.dumps(
             {
@@ -186,7 +188,8 @@ def rss_scaling(n_demo: int, factor: int, max_train: int, n_val: int) -> dict:
             f"each store size trained in a fresh subprocess: training_data + new_model + fit, 1 epoch of "
             f"{max_train} samples (demo crop 48, standard stem, batch 32), val split the first {n_val} "
             "rows, the "
-            "rest train (normaliser fitted on up to 2000 of them); peak = getrusage(RUSAGE_SELF).ru_maxrss"
+            "rest train (normaliser fitted on up to 2000 of them); peak = VmHWM of the child (/proc/self/status; "
+            "getrusage's ru_maxrss keeps the forking parent's peak across exec)"
         ),
         "former_in_memory_cache_mib_at_10x": round(factor * n_demo * 3 * 101 * 101 * 4 / 2**20),
     }
@@ -256,10 +259,23 @@ def main() -> int:
         help="also measure peak RSS of training on the demo's store size and 10×",
     )
     ap.add_argument("--rss-n", type=int, default=1342, help="the demo's store size (stamps)")
+    ap.add_argument("--rss-only", action="store_true", help="only the RSS scaling, merged into the results")
     ap.add_argument(
         "--out-name", default=None, help="result name under results/ (default train_cpu or train_gpu)"
     )
     a = ap.parse_args()
+    if a.rss_only:  # re-measure the RSS scaling alone, merged into the existing results
+        import json
+
+        from _common import RESULTS
+
+        prev = json.loads((RESULTS / "train_cpu.json").read_text())
+        prev.pop("machine", None)
+        save(
+            "train_cpu",
+            {**prev, **rss_scaling(a.rss_n, 10, 512, 256), "rss_measured_in_a_separate_run": True},
+        )
+        return 0
     dev = torch.device(a.device)
     cuda = dev.type == "cuda"
     amp = cuda if a.amp is None else a.amp
