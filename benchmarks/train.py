@@ -187,9 +187,8 @@ def rss_scaling(n_demo: int, factor: int, max_train: int, n_val: int) -> dict:
         "rss_method": (
             f"each store size trained in a fresh subprocess: training_data + new_model + fit, 1 epoch of "
             f"{max_train} samples (demo crop 48, standard stem, batch 32), val split the first {n_val} "
-            "rows, the "
-            "rest train (normaliser fitted on up to 2000 of them); peak = VmHWM of the child (/proc/self/status; "
-            "getrusage's ru_maxrss keeps the forking parent's peak across exec)"
+            "rows, the rest train (normaliser fitted on up to 2000 of them); peak = VmHWM of the child "
+            "(/proc/self/status; getrusage's ru_maxrss keeps the forking parent's peak across exec)"
         ),
         "former_in_memory_cache_mib_at_10x": round(factor * n_demo * 3 * 101 * 101 * 4 / 2**20),
     }
