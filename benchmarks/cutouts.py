@@ -285,7 +285,7 @@ def main() -> int:
             "shuffled_batches_per_s_2workers_steady": round(sb2s),
             "npz_random_per_s_2workers_steady": round(nr2s),
             "ratio_2workers_steady": round(sb2s / nr2s, 2),
-            "steady_method": "persistent DataLoader workers, second pass timed (start-up excluded), both sides",
+            "steady_method": "persistent DataLoader workers, 2nd pass timed (no start-up), both sides",
             "shuffled_batches_per_s_2reader_threads": round(sb2t),
             "ratio_2reader_threads_vs_npz_2workers": round(sb2t / nr2, 2),
             "target_ratio": 5,
