@@ -199,6 +199,12 @@ def projection(fits: dict, dr10_files: int, dr10_rows: float, workers: list[int]
             n: round(dr10_rows / (fits["fits_stage_fitsio_rows_per_s"] * n) / 3600, 2) for n in workers
         },
         "dr10_projection_mib_per_worker": round(mem),
+        "dr10_projection_mib_per_worker_by_partitions_per_file": {
+            k: round(
+                fits["task_memory"]["baseline_mib"] + fits["task_mib_per_million_rows"] * per_file / k / 1e6
+            )
+            for k in (1, 2, 4, 8)
+        },
         "dr10_projection_basis": (
             "hours = rows / (measured 1-process task rate × workers): linear scaling assumed, not measured "
             "beyond 2 workers; memory per worker = measured baseline + measured MiB per million rows × rows "
