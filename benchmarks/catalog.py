@@ -240,6 +240,9 @@ def main() -> int:
         prev = json.loads((RESULTS / "catalog.json").read_text())
         prev.pop("machine", None)
         save("catalog", {**prev, **fits, "fits_measured_in_a_separate_run_from_the_dask_numbers": True})
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
         return 0
     files = []
     for k in range(a.parts):

@@ -302,6 +302,9 @@ def main() -> int:
             "root); warm vs cold probe rates show whether the eviction took effect",
         },
     )
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)  # ~2 GB of stores, .npz files and the probe
     return 0
 
 
