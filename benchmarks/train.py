@@ -35,8 +35,8 @@ from lensaudit.train.data import StampData, load_table  # noqa: E402
 from lensaudit.train.loop import weighted_bce  # noqa: E402
 from lensaudit.train.models import create_model  # noqa: E402
 
-CPU_COMBOS = ((64, "small"), (64, "standard"), (101, "standard"))
-ALL_COMBOS = ((64, "small"), (64, "standard"), (101, "small"), (101, "standard"))
+CPU_COMBOS = ((48, "standard"), (64, "small"), (64, "standard"), (101, "standard"))
+ALL_COMBOS = ((48, "standard"), (64, "small"), (64, "standard"), (101, "small"), (101, "standard"))
 
 
 def _sync(dev: torch.device) -> None:
@@ -92,7 +92,131 @@ def infer_steps(model, x, steps: int, dev: torch.device, amp: bool) -> float:
     return steps * len(x) / (time.perf_counter() - t0)
 
 
+def make_store(path: Path, n: int, seed: int = 0) -> None:
+    """A store of ``n`` synthetic stamps (noise, a central galaxy, a ring on every 4th), written shard by
+    shard (the image array only: training reads nothing else) without holding them all."""
+    store = StampStore.create(path, n, shard_size=256)
+    yy, xx = np.mgrid[0:101, 0:101]
+    r = np.hypot(xx - 50, yy - 50)
+    gal, ring = 0.05 * np.exp(-r / 3), 0.02 * np.exp(-0.5 * ((r - 7) / 1.2) ** 2)
+    for lo in range(0, n, 256):
+        hi = min(lo + 256, n)
+        rng = np.random.default_rng((seed, lo))
+        img = rng.normal(0, 0.003, (hi - lo, 3, 101, 101)).astype(np.float32) + gal.astype(np.float32)
+        img[(np.arange(lo, hi) % 4) == 0] += ring.astype(np.float32)
+        store.group["image"][lo:hi] = img
+
+
+def rss_child(path: str, max_train: int, n_val: int) -> int:
+    """Train one epoch (``max_train`` samples, the demo's crop/stem/batch) on the store at ``path`` through
+    the stage's own functions (training_data, new_model, fit) and print the peak RSS (getrusage)."""
+    import json
+
+    from lensaudit.config import TrainConfig
+    from lensaudit.train.loop import CheckpointPaths, fit, new_model, training_data
+
+    store = StampStore.open(path)
+    n = store.n
+    ids = [f"g{i}" for i in range(n)]
+    lab = (np.arange(n) % 4 == 0).astype(int)
+    sample = pd.DataFrame(
+        {
+            "galaxy_id": ids,
+            "label": lab,
+            "weight": 1.0,
+            "tier": np.where(lab == 1, "A", ""),
+            "split": np.where(np.arange(n) < n_val, "val", "train"),
+        }
+    )
+    t = load_table(sample, pd.DataFrame({"row": np.arange(n), "galaxy_id": ids, "quality_ok": True}))
+    cfg = TrainConfig(
+        epochs=1,
+        min_epochs=1,
+        batch_size=32,
+        crop_pix=48,
+        stem="standard",
+        max_train_samples=max_train,
+        threads=2,
+    )
+    t0 = time.perf_counter()
+    data = training_data(store, t, cfg, 1)
+    cpu = torch.device("cpu")
+    model = new_model(cfg, 1, cpu)
+    out = Path(tempfile.mkdtemp())
+    paths = CheckpointPaths(out / "best.pt", out / "last.pt", out / "history.jsonl")
+    res = fit(model, data.train, data.val, cfg, paths, 1, cpu, data.pos_weight, t.galaxy_id, t.tier)
+    # VmHWM: this process's peak resident set since exec (ru_maxrss would carry the forking parent's peak)
+    peak = next(
+        int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:")
+    )
+    print(
+        json.dumps(
+            {
+                "n": n,
+                "peak_rss_mib": round(peak, 1),
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "val_auc": res.history[-1]["val_auc"],
+            }
+        )
+    )
+    return 0
+
+
+def rss_scaling(n_demo: int, factor: int, max_train: int, n_val: int) -> dict:
+    """Peak RSS of training on a store of ``n_demo`` stamps and on one ``factor`` times larger, each in its
+    own fresh subprocess (getrusage ru_maxrss of that process)."""
+    import json
+    import subprocess
+
+    tmp = Path(tempfile.mkdtemp())
+    out = {}
+    for n in (n_demo, factor * n_demo):
+        make_store(tmp / f"s{n}.zarr", n)
+        cmd = [sys.executable, __file__, "--rss-child", str(tmp / f"s{n}.zarr"), str(max_train), str(n_val)]
+        r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[n] = json.loads(r.stdout.strip().splitlines()[-1])
+        import shutil
+
+        shutil.rmtree(tmp / f"s{n}.zarr")
+    small, big = out[n_demo], out[factor * n_demo]
+    return {
+        "rss_store_sizes": [n_demo, factor * n_demo],
+        "rss_runs": [small, big],
+        "rss_increase_pct": round(100 * (big["peak_rss_mib"] / small["peak_rss_mib"] - 1), 1),
+        "rss_target_increase_pct": 20,
+        "rss_method": (
+            f"each store size trained in a fresh subprocess: training_data + new_model + fit, 1 epoch of "
+            f"{max_train} samples (demo crop 48, standard stem, batch 32), val split the first {n_val} "
+            "rows, the rest train (normaliser fitted on up to 2000 of them); peak = VmHWM of the child "
+            "(/proc/self/status; getrusage's ru_maxrss keeps the forking parent's peak across exec)"
+        ),
+        "former_in_memory_cache_mib_at_10x": round(factor * n_demo * 3 * 101 * 101 * 4 / 2**20),
+    }
+
+
+def projection(res: dict, combos) -> dict:
+    """A 520k-stamp training epoch from the rates measured above: this machine's time is set by the slower
+    of model and loader; the loader's memory is one window (loader_buffer_shards × shard_size raw stamps)
+    plus a batch, whatever the store size. Adding workers (more processes/GPUs in data parallel) is
+    projected as linear in the model rate: an assumption, not a measurement."""
+    window_mib = 4 * 256 * 3 * 101 * 101 * 4 / 2**20
+    out = {"projection_520k_window_mib": round(window_mib, 1)}
+    for crop, stem in combos:
+        key = f"crop{crop}_{stem}"
+        rate = min(res[f"{key}_train_img_per_s"], res[f"{key}_loader_img_per_s"])
+        out[f"projection_520k_{key}_epoch_h_this_machine"] = round(520_000 / rate / 3600, 2)
+        out[f"projection_520k_{key}_epoch_h_per_worker_count"] = {
+            k: round(520_000 / (k * rate) / 3600, 2) for k in (1, 2, 4, 8)
+        }
+        out[f"projection_520k_{key}_loader_only_h"] = round(
+            520_000 / res[f"{key}_loader_img_per_s"] / 3600, 2
+        )
+    return out
+
+
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--rss-child":
+        return rss_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -129,9 +253,28 @@ def main() -> int:
     ap.add_argument("--ref-batch", type=int, default=64)
     ap.add_argument("--cudnn-benchmark", action="store_true")
     ap.add_argument(
+        "--rss",
+        action="store_true",
+        help="also measure peak RSS of training on the demo's store size and 10×",
+    )
+    ap.add_argument("--rss-n", type=int, default=1342, help="the demo's store size (stamps)")
+    ap.add_argument("--rss-only", action="store_true", help="only the RSS scaling, merged into the results")
+    ap.add_argument(
         "--out-name", default=None, help="result name under results/ (default train_cpu or train_gpu)"
     )
     a = ap.parse_args()
+    if a.rss_only:  # re-measure the RSS scaling alone, merged into the existing results
+        import json
+
+        from _common import RESULTS
+
+        prev = json.loads((RESULTS / "train_cpu.json").read_text())
+        prev.pop("machine", None)
+        save(
+            "train_cpu",
+            {**prev, **rss_scaling(a.rss_n, 10, 512, 256), "rss_measured_in_a_separate_run": True},
+        )
+        return 0
     dev = torch.device(a.device)
     cuda = dev.type == "cuda"
     amp = cuda if a.amp is None else a.amp
@@ -166,11 +309,16 @@ def main() -> int:
         )
     for crop, stem in combos:
         ds = StampData(store, t, np.arange(a.n), Normalizer([0.003] * 3), crop, True, 0)
-        t0 = time.perf_counter()
-        batches = [
-            torch.stack([ds[i][0] for i in range(s, min(s + a.batch, a.n))]) for s in range(0, a.n, a.batch)
-        ]
-        loader = a.n / (time.perf_counter() - t0)
+        # the streaming loader of fit(): shard-aware shuffled reads, vectorised normalisation, batch
+        # augmentations on the device; best of 2 epochs (shared machine)
+        loader = 0.0
+        for ep in range(2):
+            ds.epoch = ep
+            t0 = time.perf_counter()
+            batches = [x for x, _, _, _ in ds.batches(ds.shard_order(np.arange(a.n), ep), a.batch, dev)]
+            _sync(dev)
+            loader = max(loader, a.n / (time.perf_counter() - t0))
+        batches = [x.cpu() for x in batches]
         key = f"crop{crop}_{stem}"
         model, opt = _model(stem, dev, amp)
         if a.warmup:
@@ -181,6 +329,7 @@ def main() -> int:
         train_rate = train_steps(model, opt, batches, steps, dev, amp)
         res[f"{key}_train_img_per_s"] = round(train_rate, 1)
         res[f"{key}_loader_img_per_s"] = round(loader, 1)
+        res[f"{key}_loader_over_train"] = round(loader / train_rate, 1)
         res[f"{key}_epoch_s_for_520k"] = round(520_000 / train_rate, 1)
         if cuda:
             res[f"{key}_train_cuda_peak_mib"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
@@ -214,6 +363,9 @@ def main() -> int:
             torch.cuda.empty_cache()
     if a.ref_cpu:
         res["cpu_ref_threads"] = torch.get_num_threads()
+    res.update(projection(res, combos))
+    if a.rss:
+        res.update(rss_scaling(a.rss_n, 10, 512, 256))
     save(a.out_name or f"train_{'gpu' if cuda else dev.type}", res)
     return 0
 

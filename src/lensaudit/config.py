@@ -431,6 +431,15 @@ class TrainConfig(Section):
     max_train_samples: int | None = Field(
         None, ge=1, description="Cap on training samples per epoch (demo budget)."
     )
+    loader_buffer_shards: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description=(
+            "Streaming loader: store shards read and shuffled together (memory ≈ this × shard_size raw "
+            "stamps; docs/data.md)."
+        ),
+    )
 
 
 class EvaluateConfig(Section):

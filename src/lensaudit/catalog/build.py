@@ -95,17 +95,17 @@ def _task(
     prov: dict[str, str],
 ) -> dict[str, Any]:
     """One Dask task: read, process and write chunk ``k`` of ``nparts`` of one sweep file (idempotent)."""
-    from lensaudit.survey.sweeps import read_sweep
+    from lensaudit.survey.sweeps import read_sweep, sweep_nrows
 
     stem = f"{Path(file).stem}-{k:03d}"
     if log.done(stem):
         return log.summary(stem)
-    try:
-        raw = read_sweep(file, SWEEP_READ)
+    try:  # only this chunk's rows of the needed columns are decoded
+        bounds = np.linspace(0, sweep_nrows(file), nparts + 1).astype(int)
+        raw = read_sweep(file, SWEEP_READ, rows=(int(bounds[k]), int(bounds[k + 1])))
+        raw.index = np.arange(bounds[k], bounds[k + 1])  # the row in the file: the pool's sweep_row
     except InputError as exc:  # returned, not raised: the driver raises it (no worker traceback in the log)
         return {"error": str(exc), "stem": stem}
-    bounds = np.linspace(0, len(raw), nparts + 1).astype(int)
-    raw = raw.iloc[bounds[k] : bounds[k + 1]]
     res = build_partition(raw, cfg, seed, excl, pos_ra, pos_dec, {**prov, "sweep_file": Path(file).name})
     for split in SPLITS:
         part = res.pool[res.pool.split == split]

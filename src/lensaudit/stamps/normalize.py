@@ -64,13 +64,25 @@ def center_crop(x: np.ndarray, size: int) -> np.ndarray:
     return x[..., a : a + size, a : a + size]
 
 
-def fit_normalizer(images: np.ndarray, asinh: bool = False) -> Normalizer:
-    """σ per band from training stamps (N, B, S, S)."""
+def stamp_mad_sigma(images: np.ndarray) -> np.ndarray:
+    """(N, B) robust noise σ = 1.4826·MAD of each stamp's outer annulus (r ≥ 30 px), per band."""
     r = radius_map(images.shape[-1])
     outer = images[..., r >= 30]
     with np.errstate(all="ignore"):
         med = np.nanmedian(outer, axis=-1, keepdims=True)
         mad = np.nanmedian(np.abs(outer - med), axis=-1)
-    sig = np.nanmedian(1.4826 * mad, axis=0)
+    return 1.4826 * mad
+
+
+def normalizer_from_sigmas(sig_per_stamp: np.ndarray, asinh: bool = False) -> Normalizer:
+    """The normaliser whose σ per band is the median over stamps of :func:`stamp_mad_sigma`."""
+    with np.errstate(all="ignore"):
+        sig = np.nanmedian(sig_per_stamp, axis=0)
     sig = np.where(np.isfinite(sig) & (sig > 0), sig, 1.0)
     return Normalizer([float(s) for s in sig], asinh)
+
+
+def fit_normalizer(images: np.ndarray, asinh: bool = False) -> Normalizer:
+    """σ per band from training stamps (N, B, S, S) (:func:`normalizer_from_sigmas` of
+    :func:`stamp_mad_sigma`; training computes the σ of each stamp chunk by chunk, which gives the same)."""
+    return normalizer_from_sigmas(stamp_mad_sigma(images), asinh)

@@ -44,6 +44,8 @@ class FrozenModel:
         self.device = pick_device(device)
         self.model = create_model(self.card["arch"], self.card["stem"]).to(self.device)
         self.model.load_state_dict(torch.load(best, map_location=self.device, weights_only=True))
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.model.eval()
         self.norm = Normalizer(**self.card["normalization"])
         self.crop = int(self.card["crop_pix"])
@@ -54,10 +56,15 @@ class FrozenModel:
 
     @torch.no_grad()
     def _run(self, images: np.ndarray, fn) -> np.ndarray:
+        """``fn`` on batches of ``batch_size``: on CUDA the input is channels-last (as the model) and the
+        forward pass runs under bf16 autocast; outputs come back as float32."""
         out = []
+        cuda = self.device.type == "cuda"
         for a in range(0, len(images), self.batch_size):
-            x = self._prep(images[a : a + self.batch_size]).to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            x = self._prep(images[a : a + self.batch_size]).to(self.device, non_blocking=cuda)
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cuda):
                 out.append(fn(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0,))
 
@@ -72,18 +79,25 @@ class FrozenModel:
     def score_rows(
         self, store: Any, rows: np.ndarray, on_batch: Callable[[int], None] | None = None, chunk: int = 256
     ) -> np.ndarray:
-        """(N,) logits of the stamps at ``rows`` of a :class:`~lensaudit.stamps.store.StampStore`, read and
-        scored
-        ``chunk`` rows at a time (``on_batch(n)`` after each, for a progress bar). The one scoring path of
-        evaluate, selection, failures and hard-negative mining."""
-        rows = np.asarray(rows)
-        out = []
+        """(N,) logits of the stamps at ``rows`` of a :class:`~lensaudit.stamps.store.StampStore`, in the
+        order of ``rows``: the one scoring path of evaluate, selection, failures and hard-negative mining.
+
+        Rows are scored in store order, ``chunk`` at a time, so each read is a few contiguous runs
+        (:meth:`StampStore.read_images`; objects with only ``read(rows)`` — e.g. in-memory stamps — are read
+        with that), then put back in the order asked; ``on_batch(n)`` after each chunk, for a progress bar.
+        On CUDA the batches are channels-last under bf16 autocast (:meth:`_run`). A stamp's logit does not
+        depend on the chunk it is scored in (eval mode: no batch statistics)."""
+        rows = np.asarray(rows, np.int64)
+        order = np.argsort(rows, kind="stable")
+        srt = rows[order]
+        read = getattr(store, "read_images", None) or (lambda r: store.read(r)[0])
+        out = np.zeros(len(rows), np.float32)
         for a in range(0, len(rows), chunk):
-            img = store.read(rows[a : a + chunk])[0]
-            out.append(self.logits(img))
+            img = read(srt[a : a + chunk])
+            out[order[a : a + len(img)]] = self.logits(img)
             if on_batch is not None:
                 on_batch(len(img))
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+        return out
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """(N, D) penultimate-layer features."""

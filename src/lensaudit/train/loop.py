@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from lensaudit.audit.metrics import ece
 from lensaudit.config import TrainConfig
 from lensaudit.errors import LensAuditError
-from lensaudit.stamps.normalize import Normalizer, fit_normalizer
+from lensaudit.stamps.normalize import Normalizer, normalizer_from_sigmas, stamp_mad_sigma
 from lensaudit.stamps.store import StampStore
 from lensaudit.train.data import StampData, TrainTable, epoch_order
 from lensaudit.train.models import create_model
@@ -100,15 +100,20 @@ class TrainData:
 
 def training_data(store: StampStore, t: TrainTable, cfg: TrainConfig, seed: int) -> TrainData:
     """The normaliser (σ per band from ≤ 2000 seeded training stamps) and the train (augmented) / val
-    datasets."""
+    datasets, streamed from the store ``train.loader_buffer_shards`` shards at a time."""
     tr, va = np.flatnonzero(t.split == "train"), np.flatnonzero(t.split == "val")
     rng = np.random.default_rng(stable_seed(seed, "norm"))
     fit_rows = t.rows[rng.choice(tr, size=min(len(tr), 2000), replace=False)] if len(tr) else t.rows[:0]
-    norm = fit_normalizer(store.read(np.sort(fit_rows))[0], asinh=cfg.normalization == "robust_asinh")
-    train_ds = StampData(
-        store, t, tr, norm, cfg.crop_pix, cfg.augment, seed, cfg.max_shift_pix, cfg.noise_sigma_frac
+    fit_rows = np.sort(fit_rows)
+    sig = [stamp_mad_sigma(store.read_images(fit_rows[a : a + 256])) for a in range(0, len(fit_rows), 256)]
+    norm = normalizer_from_sigmas(
+        np.concatenate(sig) if sig else np.zeros((0, len(store.bands))), cfg.normalization == "robust_asinh"
     )
-    val_ds = StampData(store, t, va, norm, cfg.crop_pix, False, seed)
+    buf = cfg.loader_buffer_shards
+    train_ds = StampData(
+        store, t, tr, norm, cfg.crop_pix, cfg.augment, seed, cfg.max_shift_pix, cfg.noise_sigma_frac, buf
+    )
+    val_ds = StampData(store, t, va, norm, cfg.crop_pix, False, seed, buffer_shards=buf)
     n_pos, n_neg = float(t.label[tr].sum()), float((t.label[tr] == 0).sum())
     pos_weight = cfg.pos_weight or (n_neg / max(n_pos, 1.0))
     return TrainData(train_ds, val_ds, norm, pos_weight, int(n_pos))
@@ -135,24 +140,15 @@ class FitResult:
     history: list[dict]
 
 
-def _batches(ds, order: np.ndarray, bs: int):
-    for a in range(0, len(order), bs):
-        items = [ds[int(i)] for i in order[a : a + bs]]
-        x = torch.stack([it[0] for it in items])
-        yield (
-            x,
-            torch.tensor([it[1] for it in items]),
-            torch.tensor([it[2] for it in items]),
-            [it[3] for it in items],
-        )
-
-
 @torch.no_grad()
 def predict(model, ds, bs: int, device: torch.device) -> np.ndarray:
     model.eval()
     out = []
-    for x, _, _, _ in _batches(ds, np.arange(len(ds)), bs):
-        out.append(torch.sigmoid(model(x.to(device)).float().squeeze(1)).cpu().numpy())
+    for x, _, _, _ in ds.batches(np.arange(len(ds)), bs, device):
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out.append(torch.sigmoid(model(x).float().squeeze(1)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -205,7 +201,7 @@ def fit(
             :n_train
         ]
         losses = []
-        for x, y, w, j in _batches(train_ds, order, cfg.batch_size):
+        for x, y, w, j in train_ds.batches(train_ds.shard_order(order, epoch), cfg.batch_size, device):
             if not torch.isfinite(x).all():
                 bad_ids = [str(ids[k]) for k, xx in zip(j, x) if not torch.isfinite(xx).all()]
                 raise TrainingRedFlag(f"non-finite stamp(s) in epoch {epoch}: {', '.join(bad_ids[:10])}")
