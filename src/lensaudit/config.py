@@ -480,6 +480,36 @@ class EvaluateConfig(Section):
         "(design: ≤ 0.10).",
     )
     top_k: int = Field(25, ge=1, le=1000, description="Gallery size.")
+    # -- issue 20: red flags, Galaxy Zoo, independence --------------------------------------------------
+    train_auc_max: int = Field(
+        2000,
+        ge=0,
+        le=10_000_000,
+        description="Train-split stamps scored (hash-chosen) for the train − val AUC red flag; 0 = not "
+        "measured.",
+    )
+    galaxy_zoo: str | None = Field(
+        None,
+        description="Galaxy Zoo DECaLS volunteer catalogue (CSV/parquet, real layout) for contaminant labels "
+        "and FPR by morphology; the synthetic sky writes one ('{run_dir}/sky/gz_decals_volunteers_5.csv').",
+    )
+    gz_vote_threshold: float = Field(
+        0.5, gt=0.0, le=1.0, description="Galaxy Zoo vote fraction at which a morphology is assigned."
+    )
+    discovery_methods: dict[str, str] = Field(
+        default_factory=lambda: {
+            "DESI LS ResNet search": r"Huang et al\.|Storfer et al\.",
+            "other CNN / ML search": r"Jacobs et al\.|Petrillo et al\.|Canameras et al\.|Zaborowski et al\."
+            r"|Rojas et al\.|Stein et al\.|Savary et al\.|Li et al\.",
+            "spectroscopic": r"Talbot et al\.|Bolton et al\.|Brownstein et al\.|Shu et al\. \(2016\)"
+            r"|SLACS|BELLS",
+            "visual / citizen science": r"More et al\.|Sonnenfeld et al\.|Diehl et al\.|Holwerda et al\."
+            r"|Space ?Warps",
+            "simulated (synthetic sky)": r"lensaudit synthetic sky",
+        },
+        description="Independence table: discovery method → regular expression on the lens's catalogue "
+        "reference (a lens counts under every method it matches).",
+    )
 
 
 class InjectConfig(Section):

@@ -41,8 +41,8 @@ def calibration_by_stratum(
     df: pd.DataFrame, by: tuple[str, ...], bins: int, n_boot: int, level: float, min_count: int, seed: int
 ) -> list[dict[str, Any]]:
     """One record per (condition, bin) of ``df`` (columns ``score``, ``label`` and each of ``by``): the ECE
-    with its bootstrap interval, the reliability curve (equal-mass bins) and whether the stratum has fewer than
-    ``min_count`` objects."""
+    with its bootstrap interval, the reliability curve (equal-mass bins) and whether the stratum has fewer
+    than ``min_count`` objects."""
     out = []
     for cond in by:
         for key, g in df.groupby(cond, observed=True, sort=True):

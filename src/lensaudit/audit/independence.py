@@ -46,7 +46,15 @@ def recall_by_method(
     for m in [*patterns, UNKNOWN]:
         sel = np.array([m in ms for ms in meth], bool)
         if sel.any():
-            rows.append({"method": m, "tier_A": int((pos.tier.to_numpy()[sel] == "A").sum()), **rate(hit[sel], level)})
+            rows.append(
+                {"method": m, "tier_A": int((pos.tier.to_numpy()[sel] == "A").sum()), **rate(hit[sel], level)}
+            )
     indep = np.array([not any(x in CNN_METHODS for x in ms) for ms in meth], bool)
-    rows.append({"method": INDEPENDENT, "tier_A": int((pos.tier.to_numpy()[indep] == "A").sum()), **rate(hit[indep], level)})
+    rows.append(
+        {
+            "method": INDEPENDENT,
+            "tier_A": int((pos.tier.to_numpy()[indep] == "A").sum()),
+            **rate(hit[indep], level),
+        }
+    )
     return rows

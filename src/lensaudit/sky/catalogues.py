@@ -74,13 +74,21 @@ def iauname(ra: np.ndarray, dec: np.ndarray) -> list[str]:
 
 def _answer(rng: np.random.Generator, n: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Per-row multinomial counts: ``n`` (N,) volunteers, answer probabilities ``p`` (N, K)."""
-    return np.stack([rng.multinomial(int(k), pp) for k, pp in zip(n, p)]) if len(n) else np.zeros((0, p.shape[1]))
+    return (
+        np.stack([rng.multinomial(int(k), pp) for k, pp in zip(n, p)])
+        if len(n)
+        else np.zeros((0, p.shape[1]))
+    )
 
 
 def gz_votes(truth: pd.DataFrame, seed: int) -> pd.DataFrame:
     """A GZ DECaLS volunteer table (``iauname, ra, dec, redshift`` and, per question, ``{q}_{a}``,
     ``{q}_{a}_fraction``, ``{q}_total-votes``) for the catalogued non-stellar objects of ``truth``."""
-    t = truth[(truth.galaxy_id != "") & (truth.kind != "star")].sort_values("galaxy_id").reset_index(drop=True)
+    t = (
+        truth[(truth.galaxy_id != "") & (truth.kind != "star")]
+        .sort_values("galaxy_id")
+        .reset_index(drop=True)
+    )
     rng = rng_for(seed, "sky", "galaxy-zoo")
     kind = t.kind.to_numpy()
     n_total = 5 + rng.poisson(35, len(t))
@@ -120,7 +128,9 @@ def vac_rows(truth: pd.DataFrame, cat: pd.DataFrame, seed: int) -> pd.DataFrame:
     """The sky's VAC systems: catalogued lenses not in lenses.csv, and a hash-chosen
     :data:`VAC_KNOWN_FRACTION` of those in it, with their sweep fluxes."""
     lens = truth[truth.is_lens & (truth.galaxy_id != "")]
-    pick = ~lens.in_lenses_csv.to_numpy(bool) | (hash_unit_interval(lens.galaxy_id, seed) < VAC_KNOWN_FRACTION)
+    pick = ~lens.in_lenses_csv.to_numpy(bool) | (
+        hash_unit_interval(lens.galaxy_id, seed) < VAC_KNOWN_FRACTION
+    )
     lens = lens[pick].sort_values("galaxy_id")
     gid = cat.BRICKNAME.astype(str) + "_" + cat.OBJID.astype(str)
     fl = cat.assign(galaxy_id=gid).set_index("galaxy_id")
