@@ -232,3 +232,29 @@ def realised_strata(sample: pd.DataFrame, ratio: float, n1_fraction: float) -> p
 def stratum_label(stratum: Hashable) -> str:
     """A stratum key (nobs_z_bin, type_bin, mag_bin) as one label: ``"3-5|SER|19-20"``."""
     return "|".join(cast(tuple[str, ...], stratum))
+
+
+def exclude_independent(
+    sample: pd.DataFrame, ra: np.ndarray, dec: np.ndarray, radius_arcsec: float
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Drop the TRAIN-split rows (positives and negatives) within ``radius_arcsec`` of an independent
+    validation system (the DESI strong-lens VAC at ``ra``, ``dec``), like the known-lens exclusion: the finder
+    never trains on them, so their recall in val/test is an independent check. Val and test rows are kept.
+    Returns the kept sample and the counts dropped (``vac_excluded_train_pos``, ``vac_excluded_train_neg``).
+
+    >>> s = pd.DataFrame({"ra": [10.0, 10.0, 10.0, 20.0], "dec": [0.0, 0.001, 0.004, 0.0],
+    ...                   "split": ["train", "train", "train", "test"], "label": [1, 0, 0, 0]})
+    >>> kept, n = exclude_independent(s, np.array([10.0, 20.0]), np.array([0.0, 0.0]), 11.0)
+    >>> kept.dec.tolist(), n
+    ([0.004, 0.0], {'vac_excluded_train_pos': 1, 'vac_excluded_train_neg': 1})
+    """
+    from lensaudit.catalog.spatial import ExclusionIndex
+
+    near = ExclusionIndex(ra, dec, radius_arcsec).near(sample.ra.to_numpy(), sample.dec.to_numpy())
+    drop = near & (sample.split == "train").to_numpy()
+    lab = sample.label.to_numpy()
+    counts = {
+        "vac_excluded_train_pos": int((drop & (lab == 1)).sum()),
+        "vac_excluded_train_neg": int((drop & (lab == 0)).sum()),
+    }
+    return sample[~drop].reset_index(drop=True), counts
