@@ -857,6 +857,13 @@ def _environment(path: Resolver) -> Environment:
     return env
 
 
+def _audit_checks(ev: Mapping[str, Any]) -> list[Table]:
+    """Issue 20's audit tables (:mod:`lensaudit.report.independent`)."""
+    from lensaudit.report.independent import audit_checks
+
+    return audit_checks(ev) if ev else []
+
+
 def build(
     path: Resolver,
     manifests: Mapping[str, Manifest],
@@ -902,6 +909,7 @@ def build(
             data=_data(path, mans, skymap_png),
             training=_training(mans),
             audit=_audit(ev),
+            audit_checks=_audit_checks(ev),
             realism=_realism(inj, mans),
             selection=_selection(path, mans),
             closure=_closure(closure),

@@ -1,0 +1,148 @@
+"""The report's tables of the issue-20 audit checks (evaluate/metrics.json): red flags, calibration and score
+distributions per stratum, the DESI VAC by grade, recall by discovery method, and Galaxy Zoo (FPR by
+morphology, agreement with the Tractor rules). Each table is None where its block is absent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lensaudit.report.html import Cell, Table, _kn
+
+MINUS = "−"
+
+
+def _iv(r: Mapping[str, Any] | None) -> list[Any] | None:
+    return [r.get("lo"), r.get("hi")] if r else None
+
+
+def red_flags(ev: Mapping[str, Any]) -> Table | None:
+    f = ev.get("red_flags")
+    if not f:
+        return None
+    g, s = f["train_val_gap"], f["val_test_shift"]
+
+    def flag(x: bool, measured: bool) -> Cell:
+        return Cell("RED FLAG", "fail") if x else Cell("ok" if measured else "not measured")
+
+    at = ev.get("auc_train") or {}
+    return Table(
+        "Red flags: overfitting (train − val AUC gap above its limit; train AUC on "
+        f"{ev.get('n_train_scored', 0)} hash-chosen train stamps) and a val − test shift (the 68% "
+        "interval of ΔAUC excludes 0).",
+        ["check", "value", "68% CI", "limit", "verdict"],
+        [
+            ["train AUC", at.get("value"), at.get("ci68"), None, None],
+            [f"train {MINUS} val AUC gap", g.get("value"), None, g.get("limit"),
+             flag(g["flag"], g["measured"])],
+            [f"val {MINUS} test ΔAUC", (ev.get("auc_val_minus_test") or {}).get("value"), s.get("ci68"),
+             "interval excludes 0", flag(s["flag"], s["measured"])],
+        ],
+    )  # fmt: skip
+
+
+def calibration(ev: Mapping[str, Any]) -> Table | None:
+    rows = [
+        [r["by"], r["bin"], r["n"], r["n_pos"], r["ece"], r["ece_ci"],
+         "insufficient" if r["insufficient"] else ""]
+        for r in ev.get("calibration_by_stratum") or []
+    ]  # fmt: skip
+    return (
+        Table(
+            "ECE per stratum of the test split (equal-mass bins; percentile-bootstrap 68% intervals). The "
+            "reliability curve of each stratum is in metrics.json (calibration_by_stratum).",
+            ["condition", "bin", "n", "lenses", "ECE", "68% CI", "note"],
+            rows,
+        )
+        if rows
+        else None
+    )
+
+
+def distributions(ev: Mapping[str, Any]) -> Table | None:
+    rows = [
+        [r["by"], r["bin"], r["class"], r["n"], r["q05"], r["q25"], r["q50"], r["q75"], r["q95"]]
+        for r in ev.get("score_distributions") or []
+    ]
+    return (
+        Table(
+            "Score distributions per stratum of the test split (quantiles of the finder's score).",
+            ["condition", "bin", "class", "n", "5%", "25%", "50%", "75%", "95%"],
+            rows,
+        )
+        if rows
+        else None
+    )
+
+
+def vac(ev: Mapping[str, Any]) -> Table | None:
+    v = ev.get("desi_sl_vac")
+    if not v or "by_grade" not in v:
+        return None
+    rows = [
+        [g, r["n_vac"], r["n_scored"], _kn(r["recall_at_op"]), r["recall_at_op"]["rate"],
+         _iv(r["recall_at_op"])]
+        for g, r in v["by_grade"].items()
+    ]  # fmt: skip
+    a = v["recall_at_op"]
+    rows.append(["all", v["n_vac"], v["n_matched_stamps"], _kn(a), a["rate"], _iv(a)])
+    return Table(
+        "DESI DR1 strong-lens VAC as an independent set: recall at the operating point by grade (the grade "
+        "of the lenscat entry within 1″; 'not in lenscat' = found only by DESI). VAC systems in the train "
+        "split are excluded from training within the exclusion radius; only val/test stamps are scored.",
+        ["grade", "VAC systems", "scored stamps", "k/n", "recall", "68% interval"],
+        rows,
+    )
+
+
+def independence(ev: Mapping[str, Any]) -> Table | None:
+    rows = [[r["method"], r["tier_A"], _kn(r), r["rate"], _iv(r)] for r in ev.get("independence") or []]
+    return (
+        Table(
+            "Recall at the operating point by discovery method (the test lenses' catalogue references; a "
+            "lens counts under every method it names). Recall on lenses found by CNN searches is partly "
+            "circular.",
+            ["discovery method", "Tier-A lenses", "k/n", "recall", "68% interval"],
+            rows,
+        )
+        if rows
+        else None
+    )
+
+
+def gz_fpr(ev: Mapping[str, Any]) -> Table | None:
+    gz = ev.get("galaxy_zoo")
+    if not gz:
+        return None
+    rows = [[m, _kn(r), r["rate"], _iv(r)] for m, r in gz["fpr_by_morphology"].items()]
+    return Table(
+        f"FPR at the operating point by Galaxy Zoo morphology (test negatives; vote fraction ≥ "
+        f"{gz['vote_threshold']}; GZ DECaLS has no ring question).",
+        ["GZ morphology", "k/n", "FPR", "68% interval"],
+        rows,
+    )
+
+
+def gz_agreement(ev: Mapping[str, Any]) -> Table | None:
+    gz = ev.get("galaxy_zoo")
+    if not gz:
+        return None
+    a = gz["agreement"]
+    rows = [
+        [p["tractor"], p["gz"], p["n_tractor"], p["n_gz"], p["n_both"], p["tractor_in_gz"]["rate"],
+         _iv(p["tractor_in_gz"]), p["gz_in_tractor"]["rate"], _iv(p["gz_in_tractor"])]
+        for p in a["pairs"]
+    ]  # fmt: skip
+    return Table(
+        f"Tractor-rule N2 categories vs Galaxy Zoo labels ({a['n_matched']} of {a['n_negatives']} val+test "
+        "negatives have a GZ match within 1″): the share of a rule's galaxies GZ labels the same, and the "
+        "share of GZ's galaxies the rule catches (Jeffreys 68% intervals).",
+        ["Tractor rule", "GZ label", "rule", "GZ", "both", "rule ⊂ GZ", "68%", "GZ ⊂ rule", "68%"],
+        rows,
+    )
+
+
+def audit_checks(ev: Mapping[str, Any]) -> list[Table]:
+    """The tables present in ``ev`` (evaluate/metrics.json), in report order."""
+    fns = (red_flags, calibration, vac, independence, gz_fpr, gz_agreement, distributions)
+    return [t for t in (f(ev) for f in fns) if t is not None]
