@@ -1,0 +1,98 @@
+"""Ensembles of frozen finders (issue 20): members trained on the same data with the same seeds, combined by
+their mean logit or by a logistic meta-learner fitted on the validation split.
+
+The combined table has the columns of a single model's scored table (``logit``, ``score``), so the ensemble
+is audited exactly like a single model (:func:`lensaudit.audit.evaluation.evaluate`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from lensaudit.train.infer import sigmoid
+
+
+def mean_logit(logits: np.ndarray) -> np.ndarray:
+    """The mean over members (axis 0) of an (M, N) array of logits.
+
+    >>> mean_logit(np.array([[1.0, -2.0], [3.0, 0.0]])).tolist()
+    [2.0, -1.0]
+    """
+    z = np.asarray(logits, float)
+    if z.ndim != 2 or z.shape[0] == 0:
+        raise ValueError(f"expected an (M, N) array of member logits with M ≥ 1, got shape {z.shape}")
+    return z.mean(axis=0)
+
+
+@dataclass
+class MetaLearner:
+    """Logistic regression on the members' logits: ``logit = coef · z + intercept`` (L2, C = ``c``)."""
+
+    coef: np.ndarray
+    intercept: float
+
+    @classmethod
+    def fit(cls, logits: np.ndarray, y: np.ndarray, c: float = 1.0) -> MetaLearner:
+        """Fit on (M, N) member logits of the validation split and its labels (both classes needed)."""
+        from sklearn.linear_model import LogisticRegression
+
+        y = np.asarray(y).astype(int)
+        if len(np.unique(y)) != 2:
+            raise ValueError("the meta-learner needs both classes in the validation split")
+        lr = LogisticRegression(C=c, solver="lbfgs", max_iter=1000)
+        lr.fit(np.asarray(logits, float).T, y)
+        return cls(coef=lr.coef_[0].astype(float), intercept=float(lr.intercept_[0]))
+
+    def logit(self, logits: np.ndarray) -> np.ndarray:
+        """The combined logit of (M, N) member logits."""
+        return self.coef @ np.asarray(logits, float) + self.intercept
+
+    def to_dict(self) -> dict:
+        return {"coef": self.coef.tolist(), "intercept": self.intercept}
+
+
+def member_matrix(scored: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows scored by every member (inner join on ``galaxy_id``; the first member's columns) and the
+    (M, N) matrix of their logits, members in the order of ``scored``."""
+    names = list(scored)
+    if not names:
+        raise ValueError("an ensemble needs at least one member")
+    base = scored[names[0]].drop(columns=["logit", "score"])
+    for n in names:
+        base = base.merge(
+            scored[n][["galaxy_id", "logit"]].rename(columns={"logit": f"logit_{n}"}),
+            on="galaxy_id",
+            how="inner",
+            validate="one_to_one",
+        )
+    z = np.stack([base.pop(f"logit_{n}").to_numpy(float) for n in names])
+    return base, z
+
+
+def combine(
+    scored: dict[str, pd.DataFrame], method: str = "mean_logit"
+) -> tuple[pd.DataFrame, MetaLearner | None]:
+    """The ensemble's scored table from each member's scored table (same rows, e.g. the val and test
+    splits): ``method`` 'mean_logit', or 'meta' (a :class:`MetaLearner` fitted on the ``split == 'val'``
+    rows and applied to all). Returns the table (``logit``, ``score`` replaced) and the meta-learner.
+
+    >>> a = pd.DataFrame({"galaxy_id": ["x", "y"], "label": [1, 0], "split": "val", "logit": [2.0, 0.0],
+    ...                   "score": 0.0})
+    >>> b = a.assign(logit=[0.0, -2.0])
+    >>> combine({"a": a, "b": b})[0].logit.tolist()
+    [1.0, -1.0]
+    """
+    base, z = member_matrix(scored)
+    meta = None
+    if method == "mean_logit":
+        logit = mean_logit(z)
+    elif method == "meta":
+        val = (base.split == "val").to_numpy()
+        meta = MetaLearner.fit(z[:, val], base.label.to_numpy()[val])
+        logit = meta.logit(z)
+    else:
+        raise ValueError(f"unknown ensemble method {method!r}: 'mean_logit' or 'meta'")
+    return base.assign(logit=logit, score=sigmoid(logit)), meta
