@@ -670,6 +670,40 @@ class SelectionConfig(Section):
     )
 
 
+class EnsembleConfig(Section):
+    """The ensemble (issue 20): members trained on the same data and seeds, combined by mean logit and by a
+    logistic meta-learner fitted on val; audited like the single finder. Off in the demo (budget):
+    configs/demo-full.yaml turns it on."""
+
+    enabled: bool = Field(
+        False, description="Run the ensemble stage (trains the members other than train's)."
+    )
+    members: list[str] = Field(
+        default_factory=lambda: ["resnet18", "efficientnet_b0"],
+        description="Architectures of the members; the train stage's own model is reused for its arch.",
+    )
+    meta_learner: bool = Field(True, description="Also fit a logistic meta-learner on the val logits.")
+
+
+class MineConfig(Section):
+    """The hard-negative mining loop (issue 20): round k's finder scores the TRAIN-split negatives; the top
+    ones join N2 as 'mined'; round k+1 retrains on the result. Off in the demo (budget)."""
+
+    rounds: int = Field(
+        0, ge=0, le=10, description="Mining rounds after round 0 (0 = the stage does not run)."
+    )
+    top_k: int = Field(50, ge=1, le=1_000_000, description="Train negatives mined per round.")
+    weight: float = Field(
+        3.0, gt=0.0, le=100.0, description="Training weight of a mined negative (other negatives weigh 1)."
+    )
+    confirmed_csv: str | None = Field(
+        None,
+        description="CSV with galaxy_id and verdict ('non_lens': a visually confirmed non-lens, always "
+        "mined; "
+        "'lens': a lens among the negatives, dropped from training).",
+    )
+
+
 class PopulationConfig(Section):
     """A second synthetic lens population (synthetic data only): a second sky like the run's `sky` section
     but with fainter, larger lens sources, whose catalogued lenses the frozen finder scores."""
@@ -742,6 +776,8 @@ class RunConfig(Section):
     inject: InjectConfig = Field(default_factory=InjectConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     population: PopulationConfig = Field(default_factory=PopulationConfig)
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
+    mine: MineConfig = Field(default_factory=MineConfig)
     failures: FailuresConfig = Field(default_factory=FailuresConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 

@@ -13,6 +13,7 @@ the ``sample`` stage orchestrates; :func:`realised_strata` measures the realised
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -258,3 +259,78 @@ def exclude_independent(
         "vac_excluded_train_neg": int((drop & (lab == 0)).sum()),
     }
     return sample[~drop].reset_index(drop=True), counts
+
+
+# -- hard-negative mining (issue 20) -------------------------------------------------------------------------
+#: the verdicts of a user's confirmation CSV (``galaxy_id, verdict``)
+VERDICTS = ("non_lens", "lens")
+
+
+def read_confirmations(path: str | Path) -> pd.DataFrame:
+    """A user's CSV of visually inspected objects: ``galaxy_id`` and ``verdict`` ('non_lens': a confirmed
+    non-lens, mined; 'lens': a lens among the negatives, dropped from training). InputError (one sentence,
+    with the line) for a missing file or column or an unknown verdict."""
+    from lensaudit.errors import InputError
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"mining confirmation CSV not found: {p}")
+    try:
+        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(f"mining confirmation CSV {p} is not a readable CSV: {exc}") from None
+    missing = [c for c in ("galaxy_id", "verdict") if c not in df.columns]
+    if missing:
+        raise InputError(f"mining confirmation CSV {p} lacks columns {missing} (needs galaxy_id, verdict)")
+    v = df.verdict.str.strip().str.lower()
+    bad = np.flatnonzero(~v.isin(VERDICTS))
+    if len(bad):
+        raise InputError(
+            f"{p.name}:{bad[0] + 2}: verdict {df.verdict.iloc[bad[0]]!r} is not one of {', '.join(VERDICTS)}"
+        )
+    return pd.DataFrame({"galaxy_id": df.galaxy_id.str.strip(), "verdict": v})
+
+
+def mining_round(
+    sample: pd.DataFrame,
+    scored: pd.DataFrame,
+    top_k: int,
+    weight: float,
+    confirmations: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One round of hard-negative mining on ``sample`` (sample.parquet) from ``scored`` (the round's finder
+    on the sample's stamps): the ``top_k`` highest-scoring TRAIN-split negatives not mined before, plus the
+    train negatives the user confirmed as non-lenses, join N2 as ``mined`` with training weight ``weight``;
+    the negatives the user marked as lenses leave the sample. Val and test rows are never touched, whatever
+    ``scored`` or the confirmations hold (confirmations outside the train negatives are counted as
+    ignored).
+
+    >>> s = pd.DataFrame({"galaxy_id": list("abcd"), "label": [0, 0, 0, 1], "split": ["train", "test",
+    ...                   "train", "train"], "n2_category": "", "pool": "N1", "weight": 1.0})
+    >>> sc = s.assign(score=[0.9, 0.99, 0.1, 0.95])
+    >>> out, rep = mining_round(s, sc, 1, 3.0)
+    >>> out[out.n2_category == "mined"].galaxy_id.tolist(), rep["mined"]
+    (['a'], 1)
+    """
+    from lensaudit.catalog.n2_rules import MINED
+
+    train_neg = set(sample.galaxy_id[(sample.split == "train") & (sample.label == 0)])
+    conf = confirmations if confirmations is not None else pd.DataFrame({"galaxy_id": [], "verdict": []})
+    usable = conf.galaxy_id.isin(train_neg)
+    drop = set(conf.galaxy_id[usable & (conf.verdict == "lens")])
+    cand = scored[scored.galaxy_id.isin(train_neg - drop) & (scored.split == "train") & (scored.label == 0)]
+    before = set(sample.galaxy_id[sample.n2_category == MINED])
+    top = cand[~cand.galaxy_id.isin(before)].nlargest(top_k, "score")
+    mined = set(top.galaxy_id) | set(conf.galaxy_id[usable & (conf.verdict == "non_lens")])
+    out = sample[~sample.galaxy_id.isin(drop)].copy()
+    m = out.galaxy_id.isin(mined).to_numpy()
+    out.loc[m, "n2_category"], out.loc[m, "pool"], out.loc[m, "weight"] = MINED, "N2", weight
+    report = {
+        "mined": int(len(mined - before)),
+        "mined_total": int(m.sum()),
+        "confirmed_non_lens": int((usable & (conf.verdict == "non_lens")).sum()),
+        "dropped_as_lens": len(drop),
+        "confirmations_ignored": int((~usable).sum()),
+        "min_mined_score": float(top.score.min()) if len(top) else None,
+    }
+    return out.reset_index(drop=True), report

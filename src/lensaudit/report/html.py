@@ -857,11 +857,12 @@ def _environment(path: Resolver) -> Environment:
     return env
 
 
-def _audit_checks(ev: Mapping[str, Any]) -> list[Table]:
-    """Issue 20's audit tables (:mod:`lensaudit.report.independent`)."""
-    from lensaudit.report.independent import audit_checks
+def _audit_checks(ev: Mapping[str, Any], em: Mapping[str, Any], mm: Mapping[str, Any]) -> list[Table]:
+    """Issue 20's audit tables (:mod:`lensaudit.report.independent`): the evaluate checks, the ensemble and
+    the mining rounds."""
+    from lensaudit.report.independent import audit_checks, extra_tables
 
-    return audit_checks(ev) if ev else []
+    return (audit_checks(ev) if ev else []) + extra_tables(em, mm)
 
 
 def build(
@@ -909,7 +910,9 @@ def build(
             data=_data(path, mans, skymap_png),
             training=_training(mans),
             audit=_audit(ev),
-            audit_checks=_audit_checks(ev),
+            audit_checks=_audit_checks(
+                ev, _json(path("ensemble", "metrics")), _json(path("mine", "metrics"))
+            ),
             realism=_realism(inj, mans),
             selection=_selection(path, mans),
             closure=_closure(closure),

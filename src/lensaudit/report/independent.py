@@ -146,3 +146,76 @@ def audit_checks(ev: Mapping[str, Any]) -> list[Table]:
     """The tables present in ``ev`` (evaluate/metrics.json), in report order."""
     fns = (red_flags, calibration, vac, independence, gz_fpr, gz_agreement, distributions)
     return [t for t in (f(ev) for f in fns) if t is not None]
+
+
+def ensemble(em: Mapping[str, Any]) -> Table | None:
+    """The ensembles' metrics next to each member's (ensemble/metrics.json)."""
+    s = em.get("summary")
+    if not s:
+        return None
+    rows = []
+    for name, m in s.items():
+        auc = m.get("auc_test") or {}
+        ra = next(iter((m.get("recall_tier_A") or {}).values()), None)
+        op_rec = (m.get("recall_tier_A") or {}).get(em.get("operating_point", ""), ra)
+        fpr = m.get("fpr_by_category") or {}
+        worst = max(fpr.items(), key=lambda kv: kv[1].get("rate") or 0.0) if fpr else None
+        rows.append([
+            name, auc.get("value"), auc.get("ci68"), (m.get("auc_val") or {}).get("value"),
+            _kn(op_rec), (op_rec or {}).get("rate"), _iv(op_rec), m.get("tpr10"), m.get("ece"),
+            f"{worst[0]}: {worst[1].get('rate'):.3f}" if worst else None,
+        ])  # fmt: skip
+    meta = em.get("meta_learner")
+    note = (
+        f" Meta-learner (fitted on val): coefficients {meta['coef']}, intercept {meta['intercept']:.3f}."
+        if meta
+        else ""
+    )
+    return Table(
+        "Ensemble vs members, audited alike on the same val/test stamps (members trained on the same data "
+        "with the same seeds). Tier-A recall at the operating point of each model (fixed FPR on its own test "
+        "negatives)." + note,
+        ["model", "test AUC", "68% CI", "val AUC", "Tier A k/n", "Tier A recall", "68% interval", "TPR@10FP",
+         "ECE", "highest FPR category"],
+        rows,
+    )  # fmt: skip
+
+
+def mining(mm: Mapping[str, Any]) -> list[Table]:
+    """FPR per N2 category and Tier-A recall per mining round (mine/metrics.json)."""
+    rounds = mm.get("rounds") or []
+    if not rounds:
+        return []
+    cats = sorted({c for r in rounds for c in (r.get("fpr_by_category") or {})})
+    head = (
+        ["N2 category"]
+        + [f"round {r['round']} FPR" for r in rounds]
+        + [f"round {r['round']} 68%" for r in rounds]
+    )
+    rows = []
+    for c in cats:
+        f = [(r.get("fpr_by_category") or {}).get(c) or {} for r in rounds]
+        rows.append([c] + [x.get("rate") for x in f] + [_iv(x) if x else None for x in f])
+    rec = [r.get("recall_tier_A") or {} for r in rounds]
+    rows.append(["Tier-A recall"] + [x.get("rate") for x in rec] + [_iv(x) for x in rec])
+    auc = [r.get("auc_test") or {} for r in rounds]
+    rows.append(["test AUC"] + [x.get("value") for x in auc] + [x.get("ci68") for x in auc])
+    mined = ", ".join(
+        f"round {m['round']}: {m['mined']} mined, {m['dropped_as_lens']} dropped as lenses"
+        for m in mm.get("mining") or []
+    )
+    return [
+        Table(
+            "Hard-negative mining: FPR per N2 category (test negatives) and Tier-A recall at the operating "
+            "point (fixed FPR on each round's test negatives), round 0 = the train stage's finder; each "
+            f"later round retrains with the TRAIN-split negatives its predecessor scored highest ({mined}).",
+            head,
+            rows,
+        )
+    ]  # fmt: skip
+
+
+def extra_tables(em: Mapping[str, Any], mm: Mapping[str, Any]) -> list[Table]:
+    """The ensemble and mining tables present."""
+    t = ensemble(em)
+    return ([t] if t else []) + mining(mm)

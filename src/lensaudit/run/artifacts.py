@@ -24,6 +24,8 @@ STAGE_ORDER: tuple[str, ...] = (
     "selection",
     "population",
     "failures",
+    "ensemble",
+    "mine",
     "report",
 )
 
@@ -95,6 +97,8 @@ ARTIFACTS: dict[str, dict[str, str]] = {
         "variants": "variants.png",
         "closure_plot": "closure.png",
     },
+    "ensemble": {"members": "members", "metrics": "metrics.json", "scores": "scores.parquet"},
+    "mine": {"rounds": "rounds", "mined": "mined.parquet", "metrics": "metrics.json"},
     "population": {
         "sky": "sky",
         "lenses": "lenses.parquet",

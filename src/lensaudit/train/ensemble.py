@@ -96,3 +96,37 @@ def combine(
     else:
         raise ValueError(f"unknown ensemble method {method!r}: 'mean_logit' or 'meta'")
     return base.assign(logit=logit, score=sigmoid(logit)), meta
+
+
+def train_member(
+    store, sample_path, index_path, cfg, seed: int, out_dir, on_epoch=None
+) -> tuple[dict, object]:  # pragma: no cover - exercised by the ensemble and mine stages
+    """Train one finder with the train stage's loop (``cfg``: a TrainConfig, e.g. with another ``arch`` or
+    extra negatives) into ``out_dir`` (best.pt, last.pt, history.jsonl, model_card.json; resumable), on the
+    same data and seeds as the train stage. Returns (model card, FitResult)."""
+    from pathlib import Path
+
+    from lensaudit.train.card import model_card
+    from lensaudit.train.data import load_table
+    from lensaudit.train.infer import pick_device
+    from lensaudit.train.loop import CheckpointPaths, fit, new_model, training_data
+    from lensaudit.utils import atomic_write_json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    smp = sample_path if isinstance(sample_path, pd.DataFrame) else pd.read_parquet(sample_path)
+    t = load_table(smp, pd.read_parquet(index_path))
+    data = training_data(store, t, cfg, seed)
+    device = pick_device(cfg.device)
+    model = new_model(cfg, seed, device)
+    paths = CheckpointPaths(best=out / "best.pt", last=out / "last.pt", history=out / "history.jsonl")
+    res = fit(model, data.train, data.val, cfg, paths, seed, device, data.pos_weight, t.galaxy_id, t.tier,
+              on_epoch=on_epoch)  # fmt: skip
+    if isinstance(sample_path, pd.DataFrame):
+        sample_file = out / "sample.parquet"
+        smp.to_parquet(sample_file)
+    else:
+        sample_file = Path(sample_path)
+    card = model_card(cfg, data, res, paths.best, sample_file, Path(index_path), seed, device)
+    atomic_write_json(out / "model_card.json", card)
+    return card, res
