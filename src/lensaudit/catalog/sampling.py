@@ -327,7 +327,7 @@ def mining_round(
     out.loc[m, "n2_category"], out.loc[m, "pool"], out.loc[m, "weight"] = MINED, "N2", weight
     report = {
         "mined": int(len(mined - before)),
-        "mined_total": int(m.sum()),
+        "mined_total": int((out.n2_category == MINED).sum()),
         "confirmed_non_lens": int((usable & (conf.verdict == "non_lens")).sum()),
         "dropped_as_lens": len(drop),
         "confirmations_ignored": int((~usable).sum()),
