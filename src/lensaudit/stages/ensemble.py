@@ -16,7 +16,7 @@ from lensaudit.config import EnsembleConfig
 from lensaudit.run import Manifest, StageContext
 from lensaudit.stamps.store import StampStore
 from lensaudit.survey.galaxyzoo import read_gz_decals
-from lensaudit.train.ensemble import combine, train_member
+from lensaudit.train.ensemble import combine, member_files, train_member
 from lensaudit.train.infer import load_frozen
 from lensaudit.utils import atomic_write_json, write_parquet_atomic
 
@@ -80,7 +80,7 @@ def _member_scores(ctx: StageContext, arch: str, store: StampStore) -> pd.DataFr
         with ctx.progress(tcfg.epochs, f"ensemble: training {arch}") as bar:
             train_member(store, sample, index, tcfg.model_copy(update={"arch": arch}), ctx.seed, out,
                          on_epoch=lambda rec: bar.advance(1))  # fmt: skip
-        best, card = out / "best.pt", out / "model_card.json"
+        best, card = member_files(out)
     model = load_frozen(best=best, card=card, device=tcfg.device)
     return score_table(sample, index, store, model, ("val", "test"))
 

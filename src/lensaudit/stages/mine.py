@@ -16,7 +16,7 @@ from lensaudit.catalog.sampling import mining_round, read_confirmations
 from lensaudit.config import MineConfig
 from lensaudit.run import Manifest, StageContext
 from lensaudit.stamps.store import StampStore
-from lensaudit.train.ensemble import train_member
+from lensaudit.train.ensemble import member_files, train_member
 from lensaudit.train.infer import FrozenModel, load_frozen
 from lensaudit.utils import atomic_write_json, write_parquet_atomic
 
@@ -40,7 +40,8 @@ def run(cfg: MineConfig, ctx: StageContext) -> Manifest:
         out = ctx.output("rounds") / f"round{k}"
         with ctx.progress(ctx.config.train.epochs, f"mine: round {k} retraining") as bar:
             train_member(store, sample, index, ctx.config.train, ctx.seed, out, lambda r: bar.advance(1))
-        model = load_frozen(best=out / "best.pt", card=out / "model_card.json")
+        best, card = member_files(out)
+        model = load_frozen(best=best, card=card)
         rounds.append(_audit(ctx, sample, index, store, model, k))
     write_parquet_atomic(sample[sample.n2_category == "mined"], ctx.output("mined"))
     atomic_write_json(ctx.output("metrics"), {"mining": reports, "rounds": rounds})

@@ -98,6 +98,13 @@ def combine(
     return base.assign(logit=logit, score=sigmoid(logit)), meta
 
 
+def member_files(out_dir) -> tuple:
+    """(best checkpoint, model card) of a member trained by :func:`train_member` into ``out_dir``."""
+    from pathlib import Path
+
+    return Path(out_dir) / "best.pt", Path(out_dir) / "model_card.json"
+
+
 def train_member(
     store, sample_path, index_path, cfg, seed: int, out_dir, on_epoch=None
 ) -> tuple[dict, object]:  # pragma: no cover - exercised by the ensemble and mine stages
