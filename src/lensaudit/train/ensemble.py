@@ -95,6 +95,8 @@ def combine(
         logit = meta.logit(z)
     else:
         raise ValueError(f"unknown ensemble method {method!r}: 'mean_logit' or 'meta'")
+    # in the members' precision, so that the score of a one-member ensemble is the member's, bit for bit
+    logit = logit.astype(np.result_type(*[t.logit.dtype for t in scored.values()]))
     return base.assign(logit=logit, score=sigmoid(logit)), meta
 
 
