@@ -683,6 +683,11 @@ class EnsembleConfig(Section):
         description="Architectures of the members; the train stage's own model is reused for its arch.",
     )
     meta_learner: bool = Field(True, description="Also fit a logistic meta-learner on the val logits.")
+    crop_ablation: list[int] = Field(
+        default_factory=list,
+        description="Optional experiment: the train stage's architecture retrained at each of these centre "
+        "crops (px; the design's ablation is 64 vs 101), audited alike, reported in a table (not combined).",
+    )
 
 
 class MineConfig(Section):

@@ -19,6 +19,7 @@ SMALL = [
     "evaluate.operating_point=fpr=0.2",
     "ensemble.enabled=true",
     "ensemble.members=[resnet18]",
+    "ensemble.crop_ablation=[24]",
     "mine.rounds=1",
     "mine.top_k=5",
     "train.stem=standard",
@@ -45,7 +46,7 @@ def test_ensemble_is_audited_like_a_member(ran):
     run, m, _ = ran
     assert m.status == "complete"
     em = json.loads((run / "ensemble" / "metrics.json").read_text())
-    assert set(em["summary"]) == {"member:resnet18", "ensemble:mean_logit", "ensemble:meta"}
+    assert set(em["summary"]) == {"member:resnet18", "ensemble:mean_logit", "ensemble:meta", "crop:24"}
     # one member: its mean-logit ensemble is the member itself, audited by the same code
     a, b = em["full"]["member:resnet18"], em["full"]["ensemble:mean_logit"]
     assert a["auc_test"] == b["auc_test"] and a["fpr_by_category"] == b["fpr_by_category"]
@@ -65,4 +66,5 @@ def test_mine_rounds_mine_train_negatives_and_are_reported(ran):
     assert mm["rounds"][0]["model_sha256"] != mm["rounds"][1]["model_sha256"]
     em = json.loads((run / "ensemble" / "metrics.json").read_text())
     tables = extra_tables(em, mm)
-    assert len(tables) == 2 and any(r[0] == "Tier-A recall" for r in tables[1].rows)
+    assert len(tables) == 3 and any(r[0] == "Tier-A recall" for r in tables[2].rows)
+    assert [r[0] for r in tables[1].rows] == ["resnet18 crop 32 px (train stage)", "resnet18 crop 24 px"]

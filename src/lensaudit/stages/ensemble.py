@@ -46,19 +46,26 @@ SUMMARY = (
 
 
 def run(cfg: EnsembleConfig, ctx: StageContext) -> Manifest:
-    """Train the missing members, score val and test with each, combine, audit all alike."""
+    """Train the missing members (and the crop-ablation models), score val and test with each, combine,
+    audit all alike."""
     store = StampStore.open(ctx.artifact("cutouts", "stamps"))
     scored = {arch: _member_scores(ctx, arch, store) for arch in cfg.members}
     tables = {f"member:{a}": s for a, s in scored.items()}
+    crops = {f"crop:{c}": _member_scores(ctx, ctx.config.train.arch, store, c) for c in cfg.crop_ablation}
     tables["ensemble:mean_logit"], _ = combine(scored, "mean_logit")
     meta = None
     if cfg.meta_learner:
         tables["ensemble:meta"], meta = combine(scored, "meta")
     ind = _independent(ctx)
-    ev = {k: evaluate(t, ctx.config.evaluate, ctx.seed, k, extra=ind).metrics for k, t in tables.items()}
+    ev = {
+        k: evaluate(t, ctx.config.evaluate, ctx.seed, k, extra=ind).metrics
+        for k, t in {**tables, **crops}.items()
+    }
     metrics = {
         "members": list(cfg.members),
         "operating_point": ctx.config.evaluate.operating_point,
+        "train_arch": ctx.config.train.arch,
+        "train_crop_pix": ctx.config.train.crop_pix,
         "meta_learner": meta.to_dict() if meta else None,
         "summary": {k: {s: m[s] for s in SUMMARY} for k, m in ev.items()},
         "full": ev,
@@ -69,17 +76,18 @@ def run(cfg: EnsembleConfig, ctx: StageContext) -> Manifest:
     return Manifest(counts=counts, extra={k: m["auc_test"]["value"] for k, m in ev.items()})
 
 
-def _member_scores(ctx: StageContext, arch: str, store: StampStore) -> pd.DataFrame:
-    """The val/test scored table of member ``arch``: the train stage's finder when it has that architecture,
-    else a finder trained here (resumable) under ``members/<arch>/``."""
+def _member_scores(ctx: StageContext, arch: str, store: StampStore, crop: int | None = None) -> pd.DataFrame:
+    """The val/test scored table of member ``arch`` (at centre crop ``crop``, default the train stage's): the
+    train stage's finder when it is that model, else one trained here (resumable) under ``members/``."""
     best, card = ctx.artifact("train", "best"), ctx.artifact("train", "model_card")
     sample, index = ctx.artifact("sample", "sample"), ctx.artifact("cutouts", "index")
     tcfg = ctx.config.train
-    if arch != tcfg.arch:
-        out = ctx.output("members") / arch
-        with ctx.progress(tcfg.epochs, f"ensemble: training {arch}") as bar:
-            train_member(store, sample, index, tcfg.model_copy(update={"arch": arch}), ctx.seed, out,
-                         on_epoch=lambda rec: bar.advance(1))  # fmt: skip
+    crop = tcfg.crop_pix if crop is None else crop
+    if arch != tcfg.arch or crop != tcfg.crop_pix:
+        out = ctx.output("members") / (arch if crop == tcfg.crop_pix else f"{arch}_crop{crop}")
+        with ctx.progress(tcfg.epochs, f"ensemble: training {out.name}") as bar:
+            cfg = tcfg.model_copy(update={"arch": arch, "crop_pix": crop})
+            train_member(store, sample, index, cfg, ctx.seed, out, on_epoch=lambda rec: bar.advance(1))
         best, card = member_files(out)
     model = load_frozen(best=best, card=card, device=tcfg.device)
     return score_table(sample, index, store, model, ("val", "test"))
