@@ -50,7 +50,7 @@ def test_reader_names_the_missing_column_and_the_missing_file(tmp_path):
 def test_the_sky_writes_a_gz_catalogue_whose_votes_follow_its_truth(tiny_sky):
     from lensaudit.audit.galaxyzoo import crossmatch
 
-    gz = read_gz_decals(tiny_sky / "gz_decals_volunteers_5.csv")
+    gz = read_gz_decals(tiny_sky / "gz_decals_volunteers_5.parquet")
     truth = pd.read_parquet(tiny_sky / "truth.parquet")
     gals = truth[(truth.galaxy_id != "") & (truth.kind != "star")]
     assert len(gz) == len(gals)

@@ -42,7 +42,7 @@ ARTIFACTS: dict[str, dict[str, str]] = {
         "truth": "truth.parquet",
         "lenses": "lenses.csv",
         "check": "sky_check.json",
-        "galaxy_zoo": "gz_decals_volunteers_5.csv",
+        "galaxy_zoo": "gz_decals_volunteers_5.parquet",
         "desi_sl_vac": "desi-sl-vac-v1.fits",
     },
     "positives": {

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lensaudit.utils import hash_unit_interval, rng_for
+from lensaudit.utils import hash_unit_interval, rng_for, write_parquet_atomic
 
 #: the GZ DECaLS DR5 decision tree: question → answers (formats §6)
 GZ_TREE: dict[str, tuple[str, ...]] = {
@@ -49,7 +49,7 @@ P_MERGING = {"merger": (0.05, 0.15, 0.25, 0.55), "blue_clumpy": (0.5, 0.3, 0.15,
 P_MERGING_DEFAULT = (0.85, 0.1, 0.03, 0.02)
 #: share of the catalogued (lenses.csv) lenses that DESI also observed
 VAC_KNOWN_FRACTION = 0.15
-GZ_FILE = "gz_decals_volunteers_5.csv"
+GZ_FILE = "gz_decals_volunteers_5.parquet"
 VAC_FILE = "desi-sl-vac-v1.fits"
 
 
@@ -184,9 +184,7 @@ def write_desi_sl_vac(lenses: pd.DataFrame, path: Path, seed: int) -> None:
 def write_catalogues(out: Path, truth: pd.DataFrame, cat: pd.DataFrame, seed: int) -> dict[str, int]:
     """Write the GZ DECaLS catalogue and the DESI SL VAC under the sky directory ``out``; their row counts."""
     gz = gz_votes(truth, seed)
-    tmp = out / f".tmp-{GZ_FILE}"
-    gz.to_csv(tmp, index=False)
-    tmp.replace(out / GZ_FILE)
+    write_parquet_atomic(gz, out / GZ_FILE)
     vac = vac_rows(truth, cat, seed)
     write_desi_sl_vac(vac, out / VAC_FILE, seed)
     return {"galaxy_zoo": len(gz), "desi_sl_vac": len(vac)}
