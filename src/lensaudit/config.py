@@ -491,7 +491,8 @@ class EvaluateConfig(Section):
     galaxy_zoo: str | None = Field(
         None,
         description="Galaxy Zoo DECaLS volunteer catalogue (CSV/parquet, real layout) for contaminant labels "
-        "and FPR by morphology; the synthetic sky writes one ('{run_dir}/sky/gz_decals_volunteers_5.parquet').",
+        "and FPR by morphology; the synthetic sky writes one "
+        "('{run_dir}/sky/gz_decals_volunteers_5.parquet').",
     )
     gz_vote_threshold: float = Field(
         0.5, gt=0.0, le=1.0, description="Galaxy Zoo vote fraction at which a morphology is assigned."
