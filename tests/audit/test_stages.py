@@ -39,7 +39,7 @@ SMALL = [
 EVALUATE_GATES = [
     "test_auc", "tier_A_recall_at_op", "ece", "fpr_ring_proxy", "fpr_edge_on_proxy", "fpr_spiral_proxy",
     "fpr_blue_clumpy", "fpr_large_galaxy", "core_only_auc", "inner_core_only_auc", "core_colour_auc",
-    "annulus_only_auc", "core_brightness_ratio", "noise_mad_ratio",
+    "annulus_only_auc", "core_brightness_ratio", "noise_mad_ratio", "val_test_auc_shift",
 ]  # fmt: skip
 
 

@@ -68,9 +68,11 @@ def thresholds(cfg: EvaluateConfig, neg_scores: np.ndarray) -> tuple[dict[str, f
     return out, out[cfg.operating_point]
 
 
-def auc_difference_ci(val: pd.DataFrame, test: pd.DataFrame, n: int, seed: int) -> list[float] | None:
-    """68% percentile-bootstrap interval of AUC(val) − AUC(test), both splits resampled independently
-    (None when no resample has both classes in both)."""
+def auc_difference_ci(
+    val: pd.DataFrame, test: pd.DataFrame, n: int, seed: int, level: float = 0.68
+) -> list[float] | None:
+    """Percentile-bootstrap interval (``level``, default 68%) of AUC(val) − AUC(test), both splits resampled
+    independently (None when no resample has both classes in both)."""
     rng = np.random.default_rng(seed)
     diffs = []
     for _ in range(n):
@@ -79,7 +81,8 @@ def auc_difference_ci(val: pd.DataFrame, test: pd.DataFrame, n: int, seed: int) 
         d = M.roc_auc(a.label, a.score) - M.roc_auc(b.label, b.score)
         if np.isfinite(d):
             diffs.append(d)
-    return list(np.quantile(diffs, [0.16, 0.84])) if diffs else None
+    a = (1 - level) / 2
+    return [float(q) for q in np.quantile(diffs, [a, 1 - a])] if diffs else None
 
 
 def vac_grades(vac: pd.DataFrame, positives: pd.DataFrame | None) -> np.ndarray:
@@ -165,6 +168,7 @@ def evaluate(
     auc = M.bootstrap_ci(test.label.to_numpy(), test.score.to_numpy(), n=cfg.n_bootstrap, seed=seed)
     auc_val = M.bootstrap_ci(val.label.to_numpy(), val.score.to_numpy(), n=cfg.n_bootstrap, seed=seed)
     diff_ci = auc_difference_ci(val, test, cfg.n_bootstrap, seed)
+    diff_ci95 = auc_difference_ci(val, test, cfg.n_bootstrap, seed, 0.95)
     recall = {}
     for tier in ("A", "B"):
         s = test[(test.label == 1) & (test.tier == tier)].score
@@ -186,7 +190,7 @@ def evaluate(
         "n_test_pos": int(test.label.sum()),
         "auc_test": auc,
         "auc_val": auc_val,
-        "auc_val_minus_test": {"value": auc_val["value"] - auc["value"], "ci68": diff_ci},
+        "auc_val_minus_test": {"value": auc_val["value"] - auc["value"], "ci68": diff_ci, "ci95": diff_ci95},
         "thresholds": thr,
         "operating_point": cfg.operating_point,
         "operating_threshold": op,
@@ -201,7 +205,7 @@ def evaluate(
         "fpr_by_category": fpr_cat,
         "shortcuts": sc,
         "desi_sl_vac": vac_recall,
-        **independent_checks(df, tb, ind, cfg, seed, op, auc_val, diff_ci),
+        **independent_checks(df, tb, ind, cfg, seed, op, auc_val, diff_ci95),
     }
     counts = {"scored": len(df), "test": len(test), "test_pos": int(test.label.sum()), "val": len(val)}
     return Evaluation(

@@ -28,15 +28,15 @@ def red_flags(ev: Mapping[str, Any]) -> Table | None:
     at = ev.get("auc_train") or {}
     return Table(
         "Red flags: overfitting (train − val AUC gap above its limit; train AUC on "
-        f"{ev.get('n_train_scored', 0)} hash-chosen train stamps) and a val − test shift (the 68% "
+        f"{ev.get('n_train_scored', 0)} hash-chosen train stamps) and a val − test shift (the 95% "
         "interval of ΔAUC excludes 0).",
-        ["check", "value", "68% CI", "limit", "verdict"],
+        ["check", "value", "interval (68%; ΔAUC 95%)", "limit", "verdict"],
         [
             ["train AUC", at.get("value"), at.get("ci68"), None, None],
             [f"train {MINUS} val AUC gap", g.get("value"), None, g.get("limit"),
              flag(g["flag"], g["measured"])],
-            [f"val {MINUS} test ΔAUC", (ev.get("auc_val_minus_test") or {}).get("value"), s.get("ci68"),
-             "interval excludes 0", flag(s["flag"], s["measured"])],
+            [f"val {MINUS} test ΔAUC", (ev.get("auc_val_minus_test") or {}).get("value"), s.get("ci95"),
+             "95% interval excludes 0", flag(s["flag"], s["measured"])],
         ],
     )  # fmt: skip
 
