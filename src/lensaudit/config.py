@@ -186,7 +186,9 @@ class PositivesConfig(Section):
         ),
     )
     desi_sl_vac: str | None = Field(
-        None, description="Path to desi-sl-vac-v1.fits (independent validation set), if available."
+        None,
+        description="Path to desi-sl-vac-v1.fits (independent validation set), if available; 'sky' = the "
+        "synthetic sky's own VAC-format file (absent: no VAC).",
     )
     ref_patterns: list[str] = Field(
         default_factory=lambda: [r"Huang et al\.", r"Storfer et al\."],
@@ -491,8 +493,8 @@ class EvaluateConfig(Section):
     galaxy_zoo: str | None = Field(
         None,
         description="Galaxy Zoo DECaLS volunteer catalogue (CSV/parquet, real layout) for contaminant labels "
-        "and FPR by morphology; the synthetic sky writes one "
-        "('{run_dir}/sky/gz_decals_volunteers_5.parquet').",
+        "and FPR by morphology; 'sky' = the synthetic sky's gz_decals_volunteers_5.parquet (absent: no "
+        "Galaxy Zoo check).",
     )
     gz_vote_threshold: float = Field(
         0.5, gt=0.0, le=1.0, description="Galaxy Zoo vote fraction at which a morphology is assigned."

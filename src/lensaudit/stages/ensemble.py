@@ -14,14 +14,16 @@ from lensaudit.audit.evaluation import Independent, evaluate
 from lensaudit.audit.scoring import score_table
 from lensaudit.config import EnsembleConfig
 from lensaudit.run import Manifest, StageContext
+from lensaudit.sky.catalogues import GZ_FILE
 from lensaudit.stamps.store import StampStore
 from lensaudit.survey.galaxyzoo import read_gz_decals
+from lensaudit.survey.lenses import independent_path
 from lensaudit.train.ensemble import combine, member_files, train_member
 from lensaudit.train.infer import load_frozen
 from lensaudit.utils import atomic_write_json, write_parquet_atomic
 
 NAME = "ensemble"
-SECTIONS = ("ensemble", "train", "evaluate")
+SECTIONS = ("ensemble", "train", "evaluate", "data.source", "data.sky_dir")
 READS = (
     "train.best",
     "train.model_card",
@@ -95,10 +97,10 @@ def _member_scores(ctx: StageContext, arch: str, store: StampStore, crop: int | 
 
 def _independent(ctx: StageContext) -> Independent:
     vac, pos = ctx.artifact("positives", "desi_sl_vac"), ctx.artifact("positives", "positives")
-    gz = ctx.config.evaluate.galaxy_zoo
+    gz = independent_path(ctx.config, ctx.config.evaluate.galaxy_zoo, GZ_FILE)
     return Independent(
         vac=pd.read_parquet(vac) if vac.is_file() else None,
-        gz=read_gz_decals(ctx.config.resolve_path(gz)) if gz else None,
+        gz=read_gz_decals(gz) if gz is not None else None,
         positives=pd.read_parquet(pos) if pos.is_file() else None,
     )
 

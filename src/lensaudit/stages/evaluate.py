@@ -21,14 +21,16 @@ from lensaudit.audit.scoring import SCORE_COLUMNS, mine_negatives, score_table
 from lensaudit.config import EvaluateConfig, RunConfig
 from lensaudit.report.figures import audit as fig
 from lensaudit.run import Manifest, StageContext
+from lensaudit.sky.catalogues import GZ_FILE
 from lensaudit.stamps.store import StampStore
 from lensaudit.survey.galaxyzoo import read_gz_decals
+from lensaudit.survey.lenses import independent_path
 from lensaudit.train.infer import FrozenModel, load_frozen
 from lensaudit.utils import atomic_write_json, hash_unit_interval, write_parquet_atomic
 from lensaudit.validation.gates.evaluate import trustworthy
 
 NAME = "evaluate"
-SECTIONS = ("evaluate", "train.device")
+SECTIONS = ("evaluate", "train.device", "data.source", "data.sky_dir")
 READS = (
     "train.best",
     "train.model_card",
@@ -71,7 +73,7 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> Manifest:
 
 def inputs(cfg: RunConfig) -> list[Path]:
     """The Galaxy Zoo catalogue (its checksum enters the fingerprint), when configured and present."""
-    p = cfg.resolve_path(cfg.evaluate.galaxy_zoo) if cfg.evaluate.galaxy_zoo else None
+    p = independent_path(cfg, cfg.evaluate.galaxy_zoo, GZ_FILE)
     return [p] if p is not None and p.is_file() else []
 
 
@@ -87,7 +89,7 @@ def _independent(
     ]
     train = score_table(tr, ctx.artifact("cutouts", "index"), store, model, ("train",)) if len(tr) else None
     vac, pos = ctx.artifact("positives", "desi_sl_vac"), ctx.artifact("positives", "positives")
-    gz = ctx.config.resolve_path(cfg.galaxy_zoo) if cfg.galaxy_zoo else None
+    gz = independent_path(ctx.config, cfg.galaxy_zoo, GZ_FILE)
     return Independent(
         train=train,
         vac=pd.read_parquet(vac) if vac.is_file() else None,
