@@ -26,6 +26,12 @@ def demo_run(small_demo):
 def test_every_stage_ran_and_wrote_gates(demo_run):
     run, _, out = demo_run
     for stage in STAGE_ORDER:
+        if stage in (
+            "ensemble",
+            "mine",
+        ):  # optional (issue 20): off in the demo, on in configs/demo-full.yaml
+            assert not (run / stage / "_stage.json").exists(), stage
+            continue
         m = json.loads((run / stage / "_stage.json").read_text())
         assert m["status"] == "complete" and m["gates"], stage
     train = json.loads((run / "train" / "_stage.json").read_text())

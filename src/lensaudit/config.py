@@ -186,7 +186,9 @@ class PositivesConfig(Section):
         ),
     )
     desi_sl_vac: str | None = Field(
-        None, description="Path to desi-sl-vac-v1.fits (independent validation set), if available."
+        None,
+        description="Path to desi-sl-vac-v1.fits (independent validation set), if available; 'sky' = the "
+        "synthetic sky's own VAC-format file (absent: no VAC).",
     )
     ref_patterns: list[str] = Field(
         default_factory=lambda: [r"Huang et al\.", r"Storfer et al\."],
@@ -489,6 +491,37 @@ class EvaluateConfig(Section):
         "(design: ≤ 0.10).",
     )
     top_k: int = Field(25, ge=1, le=1000, description="Gallery size.")
+    # -- issue 20: red flags, Galaxy Zoo, independence --------------------------------------------------
+    train_auc_max: int = Field(
+        2000,
+        ge=0,
+        le=10_000_000,
+        description="Train-split stamps scored (hash-chosen) for the train − val AUC red flag; 0 = not "
+        "measured.",
+    )
+    galaxy_zoo: str | None = Field(
+        None,
+        description="Galaxy Zoo DECaLS volunteer catalogue (CSV/parquet, real layout) for contaminant labels "
+        "and FPR by morphology; 'sky' = the synthetic sky's gz_decals_volunteers_5.parquet (absent: no "
+        "Galaxy Zoo check).",
+    )
+    gz_vote_threshold: float = Field(
+        0.5, gt=0.0, le=1.0, description="Galaxy Zoo vote fraction at which a morphology is assigned."
+    )
+    discovery_methods: dict[str, str] = Field(
+        default_factory=lambda: {
+            "DESI LS ResNet search": r"Huang et al\.|Storfer et al\.",
+            "other CNN / ML search": r"Jacobs et al\.|Petrillo et al\.|Canameras et al\.|Zaborowski et al\."
+            r"|Rojas et al\.|Stein et al\.|Savary et al\.|Li et al\.",
+            "spectroscopic": r"Talbot et al\.|Bolton et al\.|Brownstein et al\.|Shu et al\. \(2016\)"
+            r"|SLACS|BELLS",
+            "visual / citizen science": r"More et al\.|Sonnenfeld et al\.|Diehl et al\.|Holwerda et al\."
+            r"|Space ?Warps",
+            "simulated (synthetic sky)": r"lensaudit synthetic sky",
+        },
+        description="Independence table: discovery method → regular expression on the lens's catalogue "
+        "reference (a lens counts under every method it matches).",
+    )
 
 
 class InjectConfig(Section):
@@ -729,6 +762,45 @@ class SelectionConfig(Section):
     )
 
 
+class EnsembleConfig(Section):
+    """The ensemble (issue 20): members trained on the same data and seeds, combined by mean logit and by a
+    logistic meta-learner fitted on val; audited like the single finder. Off in the demo (budget):
+    configs/demo-full.yaml turns it on."""
+
+    enabled: bool = Field(
+        False, description="Run the ensemble stage (trains the members other than train's)."
+    )
+    members: list[str] = Field(
+        default_factory=lambda: ["resnet18", "efficientnet_b0"],
+        description="Architectures of the members; the train stage's own model is reused for its arch.",
+    )
+    meta_learner: bool = Field(True, description="Also fit a logistic meta-learner on the val logits.")
+    crop_ablation: list[int] = Field(
+        default_factory=list,
+        description="Optional experiment: the train stage's architecture retrained at each of these centre "
+        "crops (px; the design's ablation is 64 vs 101), audited alike, reported in a table (not combined).",
+    )
+
+
+class MineConfig(Section):
+    """The hard-negative mining loop (issue 20): round k's finder scores the TRAIN-split negatives; the top
+    ones join N2 as 'mined'; round k+1 retrains on the result. Off in the demo (budget)."""
+
+    rounds: int = Field(
+        0, ge=0, le=10, description="Mining rounds after round 0 (0 = the stage does not run)."
+    )
+    top_k: int = Field(50, ge=1, le=1_000_000, description="Train negatives mined per round.")
+    weight: float = Field(
+        3.0, gt=0.0, le=100.0, description="Training weight of a mined negative (other negatives weigh 1)."
+    )
+    confirmed_csv: str | None = Field(
+        None,
+        description="CSV with galaxy_id and verdict ('non_lens': a visually confirmed non-lens, always "
+        "mined; "
+        "'lens': a lens among the negatives, dropped from training).",
+    )
+
+
 class PopulationConfig(Section):
     """A second synthetic lens population (synthetic data only): a second sky like the run's `sky` section
     but with fainter, larger lens sources, whose catalogued lenses the frozen finder scores."""
@@ -801,6 +873,8 @@ class RunConfig(Section):
     inject: InjectConfig = Field(default_factory=InjectConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     population: PopulationConfig = Field(default_factory=PopulationConfig)
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
+    mine: MineConfig = Field(default_factory=MineConfig)
     failures: FailuresConfig = Field(default_factory=FailuresConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 

@@ -27,6 +27,8 @@ METRIC_KEYS = [
     "model_sha256", "n_test", "n_test_pos", "auc_test", "auc_val", "auc_val_minus_test", "thresholds",
     "operating_point", "operating_threshold", "recall_tier_A", "recall_tier_B", "tpr0", "tpr10", "ece",
     "ece_calibrated", "temperature", "reliability", "fpr_by_category", "shortcuts", "desi_sl_vac",
+    "auc_train", "n_train_scored", "red_flags", "calibration_by_stratum", "score_distributions",
+    "independence", "galaxy_zoo",
 ]  # fmt: skip
 SMALL = [
     "evaluate.n_bootstrap=20",
@@ -37,7 +39,7 @@ SMALL = [
 EVALUATE_GATES = [
     "test_auc", "tier_A_recall_at_op", "ece", "fpr_ring_proxy", "fpr_edge_on_proxy", "fpr_spiral_proxy",
     "fpr_blue_clumpy", "fpr_large_galaxy", "core_only_auc", "inner_core_only_auc", "core_colour_auc",
-    "annulus_only_auc", "core_brightness_ratio", "noise_mad_ratio",
+    "annulus_only_auc", "core_brightness_ratio", "noise_mad_ratio", "val_test_auc_shift",
 ]  # fmt: skip
 
 

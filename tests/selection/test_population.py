@@ -134,3 +134,14 @@ def test_population_stage_on_the_small_demo(small_demo):
     assert gates["population_differs"]["status"] == "pass"  # the second sky's sources are fainter
     truth = pd.read_parquet(run / "population" / "sky" / "truth.parquet")
     assert truth[truth.kind == "lens"].src_mag_r.min() >= 22.3 + 0.7 - 1e-9
+
+
+def test_ensemble_and_mine_stages_run_only_when_enabled():
+    from lensaudit.stages import pipeline_stages
+
+    def names(*sets: str) -> list[str]:
+        return [m.NAME for m in pipeline_stages(load_config(None, list(sets)))]
+
+    assert "ensemble" not in names() and "mine" not in names()
+    on = names("ensemble.enabled=true", "mine.rounds=1")
+    assert on.index("failures") < on.index("ensemble") < on.index("mine") < on.index("report")

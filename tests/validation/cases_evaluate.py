@@ -92,7 +92,30 @@ def matched_sample(root: Path) -> Inputs:
     return _quality(root)
 
 
+def _val_test(root: Path, test_neg: tuple[float, float]) -> Inputs:
+    """Val and test splits of 60 lenses and 60 negatives each: val separates the classes with overlap
+    (AUC ≈ 0.9); the test lenses score as val's, the test negatives in ``test_neg`` (val's draw when
+    equal)."""
+    rows = []
+    for split, neg in (("val", (0.0, 0.6)), ("test", test_neg)):
+        rng = np.random.default_rng(4)
+        score = np.r_[rng.uniform(0.4, 1.0, 60), rng.uniform(*neg, 60)]
+        rows.append(
+            pd.DataFrame(
+                {"label": np.r_[np.ones(60, int), np.zeros(60, int)], "split": split, "score": score}
+            )
+        )
+    df = pd.concat(rows, ignore_index=True)
+    df["row"], df["galaxy_id"] = np.arange(len(df)), [f"g{i}" for i in range(len(df))]
+    df["tier"], df["n2_category"] = np.where(df.label == 1, "A", ""), ""
+    return Run(root, OP, "evaluate.n_bootstrap=100").table("evaluate", "scores", df).inputs()
+
+
 CASES = {
+    "val_test_auc_shift": (
+        lambda root: _val_test(root, (0.0, 0.6)),
+        lambda root: _val_test(root, (0.3, 1.0)),  # the test negatives overlap the lenses: test AUC ≪ val AUC
+    ),
     "test_auc": (good, inverted),
     "tier_A_recall_at_op": (good, blind_to_lenses),
     "ece": (good, miscalibrated),

@@ -14,7 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lensaudit.audit import calibration as C
 from lensaudit.audit import metrics as M
+from lensaudit.audit.galaxyzoo import galaxy_zoo_audit
+from lensaudit.audit.independence import recall_by_method
 from lensaudit.audit.shortcuts import shortcut_metrics
 from lensaudit.audit.stratified import add_bins, stratified
 from lensaudit.config import EvaluateConfig
@@ -65,9 +68,11 @@ def thresholds(cfg: EvaluateConfig, neg_scores: np.ndarray) -> tuple[dict[str, f
     return out, out[cfg.operating_point]
 
 
-def auc_difference_ci(val: pd.DataFrame, test: pd.DataFrame, n: int, seed: int) -> list[float] | None:
-    """68% percentile-bootstrap interval of AUC(val) − AUC(test), both splits resampled independently
-    (None when no resample has both classes in both)."""
+def auc_difference_ci(
+    val: pd.DataFrame, test: pd.DataFrame, n: int, seed: int, level: float = 0.68
+) -> list[float] | None:
+    """Percentile-bootstrap interval (``level``, default 68%) of AUC(val) − AUC(test), both splits resampled
+    independently (None when no resample has both classes in both)."""
     rng = np.random.default_rng(seed)
     diffs = []
     for _ in range(n):
@@ -76,37 +81,94 @@ def auc_difference_ci(val: pd.DataFrame, test: pd.DataFrame, n: int, seed: int) 
         d = M.roc_auc(a.label, a.score) - M.roc_auc(b.label, b.score)
         if np.isfinite(d):
             diffs.append(d)
-    return list(np.quantile(diffs, [0.16, 0.84])) if diffs else None
+    a = (1 - level) / 2
+    return [float(q) for q in np.quantile(diffs, [a, 1 - a])] if diffs else None
 
 
-def desi_vac_recall(vac: pd.DataFrame | None, scored: pd.DataFrame, op: float, level: float) -> dict | None:
+def vac_grades(vac: pd.DataFrame, positives: pd.DataFrame | None) -> np.ndarray:
+    """The grade of each VAC system: the tier (A, B) of the positive within 1″ (the VAC carries no grade
+    column), ``not in lenscat`` otherwise (a lens only DESI found).
+
+    >>> v = pd.DataFrame({"ra": [10.0, 20.0], "dec": [0.0, 0.0]})
+    >>> vac_grades(v, pd.DataFrame({"ra": [10.0], "dec": [0.0001], "tier": ["A"]})).tolist()
+    ['A', 'not in lenscat']
+    """
+    from lensaudit.catalog.spatial import nearest_matches
+
+    g = np.full(len(vac), VAC_UNGRADED, dtype=object)
+    if positives is not None and len(positives):
+        m = nearest_matches(vac.ra.to_numpy(), vac.dec.to_numpy(), positives, 1.0)
+        g[m.pos_index.to_numpy(int)] = positives.tier.to_numpy()[m.row.to_numpy(int)]
+    return g.astype(str)
+
+
+VAC_UNGRADED = "not in lenscat"
+
+
+def desi_vac_recall(
+    vac: pd.DataFrame | None,
+    scored: pd.DataFrame,
+    op: float,
+    level: float,
+    positives: pd.DataFrame | None = None,
+) -> dict | None:
     """Recall at the operating threshold of the DESI strong-lens VAC candidates matched (≤ 1″, nearest) to a
-    scored stamp; None without the VAC."""
+    scored stamp, overall and by grade (:func:`vac_grades`); None without the VAC."""
     if vac is None:
         return None
     from lensaudit.catalog.spatial import nearest_matches
 
     m = nearest_matches(vac.ra.to_numpy(), vac.dec.to_numpy(), scored, 1.0)
     hits = scored.iloc[m.row.to_numpy()]
+    grade = vac_grades(vac, positives)
+    hg = grade[m.pos_index.to_numpy(int)]
+    by_grade = {}
+    for gr in ("A", "B", VAC_UNGRADED):
+        sel = hg == gr
+        by_grade[gr] = {
+            "n_vac": int((grade == gr).sum()),
+            "n_scored": int(sel.sum()),
+            "recall_at_op": M.rate(hits.score.to_numpy()[sel] >= op, level),
+        }
     return {
         "n_vac": len(vac),
         "n_matched_stamps": int(len(hits)),
         "recall_at_op": M.rate(hits.score >= op, level),
+        "by_grade": by_grade,
     }
 
 
+@dataclass
+class Independent:
+    """The optional outside inputs of the audit (issue 20): ``train`` a scored subsample of the train split
+    (the train − val AUC red flag), ``vac`` the DESI strong-lens VAC (ra, dec), ``gz`` a Galaxy Zoo table
+    (:func:`lensaudit.survey.galaxyzoo.read_gz_decals`), ``positives`` positives.parquet (refs, tiers)."""
+
+    train: pd.DataFrame | None = None
+    vac: pd.DataFrame | None = None
+    gz: pd.DataFrame | None = None
+    positives: pd.DataFrame | None = None
+
+
 def evaluate(
-    df: pd.DataFrame, cfg: EvaluateConfig, seed: int, model_sha: str, vac: pd.DataFrame | None = None
+    df: pd.DataFrame,
+    cfg: EvaluateConfig,
+    seed: int,
+    model_sha: str,
+    vac: pd.DataFrame | None = None,
+    extra: Independent | None = None,
 ) -> Evaluation:
     """The audit of a :func:`~lensaudit.audit.scoring.score_table` of the val and test splits (with the
     quality columns, for the shortcut measurements). ``vac``: the DESI strong-lens VAC table (ra, dec in
-    degrees), if any."""
+    degrees), if any; ``extra``: the independent inputs (:class:`Independent`; its ``vac`` wins)."""
+    ind = extra or Independent(vac=vac)
     test, val = df[df.split == "test"], df[df.split == "val"]
     lv = cfg.interval
     thr, op = thresholds(cfg, test[test.label == 0].score.to_numpy())
     auc = M.bootstrap_ci(test.label.to_numpy(), test.score.to_numpy(), n=cfg.n_bootstrap, seed=seed)
     auc_val = M.bootstrap_ci(val.label.to_numpy(), val.score.to_numpy(), n=cfg.n_bootstrap, seed=seed)
     diff_ci = auc_difference_ci(val, test, cfg.n_bootstrap, seed)
+    diff_ci95 = auc_difference_ci(val, test, cfg.n_bootstrap, seed, 0.95)
     recall = {}
     for tier in ("A", "B"):
         s = test[(test.label == 1) & (test.tier == tier)].score
@@ -118,7 +180,7 @@ def evaluate(
     fpr_cat = {c: M.rate(g.score >= op, lv) for c, g in tneg.groupby(tneg.n2_category.replace("", "N1"))}
     tb = add_bins(test)
     strata = pd.concat([stratified(tb, op, by, cfg.min_bin_count, lv) for by in STRATA_BY], ignore_index=True)
-    vac_recall = desi_vac_recall(vac, df, op, lv)
+    vac_recall = desi_vac_recall(ind.vac, df, op, lv, ind.positives)
     quality = df[["label"] + [c for c in df.columns if c.startswith(("core", "annulus_", "mad_"))]]
     sc = shortcut_metrics(quality, seed)
     y, s = test.label.to_numpy(), test.score.to_numpy()
@@ -128,7 +190,7 @@ def evaluate(
         "n_test_pos": int(test.label.sum()),
         "auc_test": auc,
         "auc_val": auc_val,
-        "auc_val_minus_test": {"value": auc_val["value"] - auc["value"], "ci68": diff_ci},
+        "auc_val_minus_test": {"value": auc_val["value"] - auc["value"], "ci68": diff_ci, "ci95": diff_ci95},
         "thresholds": thr,
         "operating_point": cfg.operating_point,
         "operating_threshold": op,
@@ -143,6 +205,7 @@ def evaluate(
         "fpr_by_category": fpr_cat,
         "shortcuts": sc,
         "desi_sl_vac": vac_recall,
+        **independent_checks(df, tb, ind, cfg, seed, op, auc_val, diff_ci95),
     }
     counts = {"scored": len(df), "test": len(test), "test_pos": int(test.label.sum()), "val": len(val)}
     return Evaluation(
@@ -153,6 +216,48 @@ def evaluate(
         op=op,
         counts=counts,
     )
+
+
+def independent_checks(
+    df: pd.DataFrame,
+    tb: pd.DataFrame,
+    ind: Independent,
+    cfg: EvaluateConfig,
+    seed: int,
+    op: float,
+    auc_val: dict,
+    diff_ci: list[float] | None,
+) -> dict[str, Any]:
+    """The issue-20 blocks of metrics.json: calibration (ECE with intervals, reliability) and score
+    distributions per stratum of the binned test split ``tb``, the red flags (train − val AUC gap, val −
+    test shift), recall by discovery method and the Galaxy Zoo agreement and FPR (None where an input is
+    absent)."""
+    lv = cfg.interval
+    tr = ind.train
+    auc_train = (
+        M.bootstrap_ci(tr.label.to_numpy(), tr.score.to_numpy(), n=cfg.n_bootstrap, seed=seed)
+        if tr is not None and tr.label.nunique() == 2
+        else None
+    )
+    by = STRATA_BY
+    cal = C.calibration_by_stratum(tb, by, cfg.ece_bins, cfg.n_bootstrap, lv, cfg.min_bin_count, seed)
+    dist = C.score_distributions(tb, by)
+    indep = None
+    if ind.positives is not None and "positive_id" in df:
+        pos = df[(df.split == "test") & (df.label == 1)]
+        refs = ind.positives.set_index("positive_id").ref
+        pos = pos.assign(ref=pos.positive_id.map(refs).fillna(""))
+        indep = recall_by_method(pos, op, cfg.discovery_methods, lv)
+    gz = galaxy_zoo_audit(df, ind.gz, op, cfg.gz_vote_threshold, lv) if ind.gz is not None else None
+    return {
+        "auc_train": auc_train,
+        "n_train_scored": 0 if tr is None else len(tr),
+        "red_flags": C.red_flags(auc_train, auc_val, diff_ci),
+        "calibration_by_stratum": cal,
+        "score_distributions": dist.to_dict(orient="records"),
+        "independence": indep,
+        "galaxy_zoo": gz,
+    }
 
 
 def gallery_picks(test: pd.DataFrame, k: int) -> list[tuple[str, pd.DataFrame, str]]:

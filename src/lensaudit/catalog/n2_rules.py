@@ -97,3 +97,13 @@ def classify(df: pd.DataFrame, overrides: dict[str, dict[str, float]] | None = N
         m = RULES[name](df, t[name]).fillna(False).to_numpy(bool)
         cat[m] = name
     return pd.Series(cat.astype(str), index=df.index, name="n2_category")
+
+
+#: the Galaxy Zoo morphology (:func:`lensaudit.survey.galaxyzoo.morphology`) each Tractor-rule category stands
+#: for; blue_clumpy and large_galaxy have no Galaxy Zoo counterpart (GZ DECaLS has no ring question either:
+#: ring agreement needs a catalogue with a ``ring`` label)
+GZ_EQUIVALENT = {"ring_proxy": "ring", "edge_on_proxy": "edge_on", "spiral_proxy": "spiral"}
+
+#: the N2 category of hard negatives mined from the finder's own top-scoring TRAIN-split negatives (issue 20;
+#: assigned by :func:`lensaudit.catalog.sampling.mining_round`, never by a Tractor rule)
+MINED = "mined"

@@ -13,6 +13,7 @@ the ``sample`` stage orchestrates; :func:`realised_strata` measures the realised
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -232,3 +233,104 @@ def realised_strata(sample: pd.DataFrame, ratio: float, n1_fraction: float) -> p
 def stratum_label(stratum: Hashable) -> str:
     """A stratum key (nobs_z_bin, type_bin, mag_bin) as one label: ``"3-5|SER|19-20"``."""
     return "|".join(cast(tuple[str, ...], stratum))
+
+
+def exclude_independent(
+    sample: pd.DataFrame, ra: np.ndarray, dec: np.ndarray, radius_arcsec: float
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Drop the TRAIN-split rows (positives and negatives) within ``radius_arcsec`` of an independent
+    validation system (the DESI strong-lens VAC at ``ra``, ``dec``), like the known-lens exclusion: the finder
+    never trains on them, so their recall in val/test is an independent check. Val and test rows are kept.
+    Returns the kept sample and the counts dropped (``vac_excluded_train_pos``, ``vac_excluded_train_neg``).
+
+    >>> s = pd.DataFrame({"ra": [10.0, 10.0, 10.0, 20.0], "dec": [0.0, 0.001, 0.004, 0.0],
+    ...                   "split": ["train", "train", "train", "test"], "label": [1, 0, 0, 0]})
+    >>> kept, n = exclude_independent(s, np.array([10.0, 20.0]), np.array([0.0, 0.0]), 11.0)
+    >>> kept.dec.tolist(), n
+    ([0.004, 0.0], {'vac_excluded_train_pos': 1, 'vac_excluded_train_neg': 1})
+    """
+    from lensaudit.catalog.spatial import ExclusionIndex
+
+    near = ExclusionIndex(ra, dec, radius_arcsec).near(sample.ra.to_numpy(), sample.dec.to_numpy())
+    drop = near & (sample.split == "train").to_numpy()
+    lab = sample.label.to_numpy()
+    counts = {
+        "vac_excluded_train_pos": int((drop & (lab == 1)).sum()),
+        "vac_excluded_train_neg": int((drop & (lab == 0)).sum()),
+    }
+    return sample[~drop].reset_index(drop=True), counts
+
+
+# -- hard-negative mining (issue 20) -------------------------------------------------------------------------
+#: the verdicts of a user's confirmation CSV (``galaxy_id, verdict``)
+VERDICTS = ("non_lens", "lens")
+
+
+def read_confirmations(path: str | Path) -> pd.DataFrame:
+    """A user's CSV of visually inspected objects: ``galaxy_id`` and ``verdict`` ('non_lens': a confirmed
+    non-lens, mined; 'lens': a lens among the negatives, dropped from training). InputError (one sentence,
+    with the line) for a missing file or column or an unknown verdict."""
+    from lensaudit.errors import InputError
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"mining confirmation CSV not found: {p}")
+    try:
+        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(f"mining confirmation CSV {p} is not a readable CSV: {exc}") from None
+    missing = [c for c in ("galaxy_id", "verdict") if c not in df.columns]
+    if missing:
+        raise InputError(f"mining confirmation CSV {p} lacks columns {missing} (needs galaxy_id, verdict)")
+    v = df.verdict.str.strip().str.lower()
+    bad = np.flatnonzero(~v.isin(VERDICTS))
+    if len(bad):
+        raise InputError(
+            f"{p.name}:{bad[0] + 2}: verdict {df.verdict.iloc[bad[0]]!r} is not one of {', '.join(VERDICTS)}"
+        )
+    return pd.DataFrame({"galaxy_id": df.galaxy_id.str.strip(), "verdict": v})
+
+
+def mining_round(
+    sample: pd.DataFrame,
+    scored: pd.DataFrame,
+    top_k: int,
+    weight: float,
+    confirmations: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One round of hard-negative mining on ``sample`` (sample.parquet) from ``scored`` (the round's finder
+    on the sample's stamps): the ``top_k`` highest-scoring TRAIN-split negatives not mined before, plus the
+    train negatives the user confirmed as non-lenses, join N2 as ``mined`` with training weight ``weight``;
+    the negatives the user marked as lenses leave the sample. Val and test rows are never touched, whatever
+    ``scored`` or the confirmations hold (confirmations outside the train negatives are counted as
+    ignored).
+
+    >>> s = pd.DataFrame({"galaxy_id": list("abcd"), "label": [0, 0, 0, 1], "split": ["train", "test",
+    ...                   "train", "train"], "n2_category": "", "pool": "N1", "weight": 1.0})
+    >>> sc = s.assign(score=[0.9, 0.99, 0.1, 0.95])
+    >>> out, rep = mining_round(s, sc, 1, 3.0)
+    >>> out[out.n2_category == "mined"].galaxy_id.tolist(), rep["mined"]
+    (['a'], 1)
+    """
+    from lensaudit.catalog.n2_rules import MINED
+
+    train_neg = set(sample.galaxy_id[(sample.split == "train") & (sample.label == 0)])
+    conf = confirmations if confirmations is not None else pd.DataFrame({"galaxy_id": [], "verdict": []})
+    usable = conf.galaxy_id.isin(train_neg)
+    drop = set(conf.galaxy_id[usable & (conf.verdict == "lens")])
+    cand = scored[scored.galaxy_id.isin(train_neg - drop) & (scored.split == "train") & (scored.label == 0)]
+    before = set(sample.galaxy_id[sample.n2_category == MINED])
+    top = cand[~cand.galaxy_id.isin(before)].nlargest(top_k, "score")
+    mined = set(top.galaxy_id) | set(conf.galaxy_id[usable & (conf.verdict == "non_lens")])
+    out = sample[~sample.galaxy_id.isin(drop)].copy()
+    m = out.galaxy_id.isin(mined).to_numpy()
+    out.loc[m, "n2_category"], out.loc[m, "pool"], out.loc[m, "weight"] = MINED, "N2", weight
+    report = {
+        "mined": int(len(mined - before)),
+        "mined_total": int((out.n2_category == MINED).sum()),
+        "confirmed_non_lens": int((usable & (conf.verdict == "non_lens")).sum()),
+        "dropped_as_lens": len(drop),
+        "confirmations_ignored": int((~usable).sum()),
+        "min_mined_score": float(top.score.min()) if len(top) else None,
+    }
+    return out.reset_index(drop=True), report

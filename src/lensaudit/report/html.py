@@ -927,6 +927,14 @@ def _environment(path: Resolver) -> Environment:
     return env
 
 
+def _audit_checks(ev: Mapping[str, Any], em: Mapping[str, Any], mm: Mapping[str, Any]) -> list[Table]:
+    """Issue 20's audit tables (:mod:`lensaudit.report.independent`): the evaluate checks, the ensemble and
+    the mining rounds."""
+    from lensaudit.report.independent import audit_checks, extra_tables
+
+    return (audit_checks(ev) if ev else []) + extra_tables(em, mm)
+
+
 def build(
     path: Resolver,
     manifests: Mapping[str, Manifest],
@@ -972,6 +980,9 @@ def build(
             data=_data(path, mans, skymap_png),
             training=_training(mans),
             audit=_audit(ev),
+            audit_checks=_audit_checks(
+                ev, _json(path("ensemble", "metrics")), _json(path("mine", "metrics"))
+            ),
             realism=_realism(inj, mans),
             selection=_selection(path, mans),
             systematics=_systematics(_json(path("selection", "systematics"))),

@@ -24,6 +24,8 @@ STAGE_ORDER: tuple[str, ...] = (
     "selection",
     "population",
     "failures",
+    "ensemble",
+    "mine",
     "report",
 )
 
@@ -40,6 +42,8 @@ ARTIFACTS: dict[str, dict[str, str]] = {
         "truth": "truth.parquet",
         "lenses": "lenses.csv",
         "check": "sky_check.json",
+        "galaxy_zoo": "gz_decals_volunteers_5.parquet",
+        "desi_sl_vac": "desi-sl-vac-v1.fits",
     },
     "positives": {
         "positives": "positives.parquet",
@@ -94,6 +98,8 @@ ARTIFACTS: dict[str, dict[str, str]] = {
         "variants": "variants.png",
         "closure_plot": "closure.png",
     },
+    "ensemble": {"members": "members", "metrics": "metrics.json", "scores": "scores.parquet"},
+    "mine": {"rounds": "rounds", "mined": "mined.parquet", "metrics": "metrics.json"},
     "population": {
         "sky": "sky",
         "lenses": "lenses.parquet",

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lensaudit.config import SkyConfig
+from lensaudit.sky.catalogues import write_catalogues
 from lensaudit.sky.model import Reference, SourceVariant, choose_bricks, draw_conditions, draw_objects
 from lensaudit.survey.bricks import Brick
 from lensaudit.survey.lenses import packaged_lenscat_path, read_lenscat_csv, select_positives
@@ -120,12 +121,13 @@ def build_sky(
                 build_brick(str(out), b, cfg, seed)
                 if on_brick:
                     on_brick(b.brickname)
-    return assemble(out, bricks)
+    return assemble(out, bricks, seed + cfg.seed_offset)
 
 
-def assemble(out: Path, bricks: list[Brick]) -> dict:
+def assemble(out: Path, bricks: list[Brick], seed: int = 0) -> dict:
     """Sweeps (5°×5° files, exact schema), survey-bricks, conditions, truth and lenses.csv from per-brick
-    tables."""
+    tables; then the Galaxy Zoo catalogue and the DESI SL VAC drawn from the truth
+    (:mod:`lensaudit.sky.catalogues`, their own generators: the images and sweeps are unchanged)."""
     from lensaudit.survey.bricks import sweep_filename
     from lensaudit.survey.sweeps import empty_sweep_table, write_sweep
 
@@ -176,7 +178,9 @@ def assemble(out: Path, bricks: list[Brick]) -> dict:
     write_parquet_atomic(cond, out / "conditions.parquet")
     write_parquet_atomic(truth, out / "truth.parquet")
     lenses.to_csv(out / "lenses.csv", index=False)
+    extra = write_catalogues(out, truth, cat, seed)
     return {
+        **extra,
         "bricks": len(bricks),
         "catalogued": int(len(cat)),
         "objects": int(len(truth)),

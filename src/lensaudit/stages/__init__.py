@@ -13,9 +13,11 @@ from lensaudit.run import STAGE_ORDER
 from lensaudit.stages import (
     catalog,
     cutouts,
+    ensemble,
     evaluate,
     failures,
     inject,
+    mine,
     population,
     positives,
     report,
@@ -39,6 +41,8 @@ STAGES: dict[str, ModuleType] = {
         selection,
         population,
         failures,
+        ensemble,
+        mine,
         report,
     )
 }
@@ -54,13 +58,11 @@ def get_stage(name: str) -> ModuleType:
 
 def pipeline_stages(cfg: RunConfig) -> list[ModuleType]:
     """The stages `run`/`demo` execute, in order; `sky` only for synthetic data, `population` only for
-    synthetic data with ``population.enabled``."""
-    synthetic = cfg.data.source == "synthetic"
-    return [
-        m
-        for n, m in STAGES.items()
-        if (n != "sky" or synthetic) and (n != "population" or (synthetic and cfg.population.enabled))
-    ]
+    synthetic data with ``population.enabled``, ``ensemble`` with ``ensemble.enabled``, ``mine`` with
+    ``mine.rounds`` > 0."""
+    from lensaudit.validation.gates.report import expected
+
+    return [STAGES[n] for n in (*expected(cfg), "report")]
 
 
 def contracts_markdown() -> str:

@@ -12,21 +12,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lensaudit import validation
-from lensaudit.audit.evaluation import evaluate, gallery_picks
+from lensaudit.audit.evaluation import Independent, evaluate, gallery_picks
 from lensaudit.audit.scoring import SCORE_COLUMNS, mine_negatives, score_table
-from lensaudit.config import EvaluateConfig
+from lensaudit.config import EvaluateConfig, RunConfig
 from lensaudit.report.figures import audit as fig
 from lensaudit.run import Manifest, StageContext
+from lensaudit.sky.catalogues import GZ_FILE
 from lensaudit.stamps.store import StampStore
+from lensaudit.survey.galaxyzoo import read_gz_decals
+from lensaudit.survey.lenses import independent_path
 from lensaudit.train.infer import FrozenModel, load_frozen
-from lensaudit.utils import atomic_write_json, write_parquet_atomic
+from lensaudit.utils import atomic_write_json, hash_unit_interval, write_parquet_atomic
 from lensaudit.validation.gates.evaluate import trustworthy
 
 NAME = "evaluate"
-SECTIONS = ("evaluate", "train.device")
+SECTIONS = ("evaluate", "train.device", "data.source", "data.sky_dir")
 READS = (
     "train.best",
     "train.model_card",
@@ -34,6 +38,7 @@ READS = (
     "cutouts.index",
     "sample.sample",
     "?positives.desi_sl_vac",
+    "?positives.positives",
 )
 WRITES = (
     "scores",
@@ -53,8 +58,7 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> Manifest:
     """Score the val and test splits, audit them, write tables, metrics and figures."""
     df, model, store = _scored(ctx, ("val", "test"))
     write_parquet_atomic(df[SCORE_COLUMNS], ctx.output("scores"))
-    vac = ctx.artifact("positives", "desi_sl_vac")
-    ev = evaluate(df, cfg, ctx.seed, model.sha256, vac=pd.read_parquet(vac) if vac.is_file() else None)
+    ev = evaluate(df, cfg, ctx.seed, model.sha256, extra=_independent(ctx, cfg, model, store))
     write_parquet_atomic(ev.strata, ctx.output("stratified"))
     atomic_write_json(ctx.output("metrics"), ev.metrics)
     fig.roc(ev.test, ev.metrics["auc_test"], ctx.output("roc"))
@@ -65,6 +69,33 @@ def run(cfg: EvaluateConfig, ctx: StageContext) -> Manifest:
         fig.score_gallery(store, sel, ctx.output(name), title)
     gates = validation.evaluate(NAME, validation.stage_inputs(ctx))
     return Manifest(counts=ev.counts, gates=gates, extra=ev.extra(trustworthy(gates)))
+
+
+def inputs(cfg: RunConfig) -> list[Path]:
+    """The Galaxy Zoo catalogue (its checksum enters the fingerprint), when configured and present."""
+    p = independent_path(cfg, cfg.evaluate.galaxy_zoo, GZ_FILE)
+    return [p] if p is not None and p.is_file() else []
+
+
+def _independent(
+    ctx: StageContext, cfg: EvaluateConfig, model: FrozenModel, store: StampStore
+) -> Independent:
+    """The audit's independent inputs: a hash-chosen subsample of ≤ ``evaluate.train_auc_max`` train stamps
+    scored (the overfitting red flag), the DESI VAC, the Galaxy Zoo catalogue and the positives."""
+    sample = pd.read_parquet(ctx.artifact("sample", "sample"))
+    tr = sample[sample.split == "train"]
+    tr = tr.iloc[
+        np.sort(np.argsort(hash_unit_interval(tr.galaxy_id, ctx.seed), kind="stable")[: cfg.train_auc_max])
+    ]
+    train = score_table(tr, ctx.artifact("cutouts", "index"), store, model, ("train",)) if len(tr) else None
+    vac, pos = ctx.artifact("positives", "desi_sl_vac"), ctx.artifact("positives", "positives")
+    gz = independent_path(ctx.config, cfg.galaxy_zoo, GZ_FILE)
+    return Independent(
+        train=train,
+        vac=pd.read_parquet(vac) if vac.is_file() else None,
+        gz=read_gz_decals(gz) if gz is not None else None,
+        positives=pd.read_parquet(pos) if pos.is_file() else None,
+    )
 
 
 def mine(ctx: StageContext, top_k: int) -> Path:

@@ -8,20 +8,22 @@ from pathlib import Path
 from lensaudit import validation
 from lensaudit.config import PositivesConfig, RunConfig
 from lensaudit.run import Manifest, StageContext
+from lensaudit.sky.catalogues import VAC_FILE
 from lensaudit.survey import positives as P
-from lensaudit.survey.lenses import merge_duplicates, read_desi_sl_vac, select_positives
+from lensaudit.survey.lenses import independent_path, merge_duplicates, read_desi_sl_vac, select_positives
 from lensaudit.utils import write_parquet_atomic
 
 NAME = "positives"
-SECTIONS = ("positives",)
+SECTIONS = ("positives", "data.source", "data.sky_dir")
 READS: tuple[str, ...] = ()
 WRITES = ("positives", "malformed_rows", "duplicates", "desi_sl_vac")
 
 
 def inputs(cfg: RunConfig) -> list[Path]:
     paths = [p for _, p in P.sources(cfg)]
-    if cfg.positives.desi_sl_vac:
-        paths.append(P.config_path(cfg, cfg.positives.desi_sl_vac))
+    vac = independent_path(cfg, cfg.positives.desi_sl_vac, VAC_FILE)
+    if vac is not None:
+        paths.append(vac)
     return [p for p in paths if p.is_file()]
 
 
@@ -38,8 +40,9 @@ def run(cfg: PositivesConfig, ctx: StageContext) -> Manifest:
     ctx.output("malformed_rows").write_text("\n".join(problems) + ("\n" if problems else ""))
     dup_report.to_csv(ctx.output("duplicates"), index=False)
     counts = P.counts(allrows, problems, sel, merged)
-    if cfg.desi_sl_vac:
-        vac = read_desi_sl_vac(P.config_path(ctx.config, cfg.desi_sl_vac))
+    vac_path = independent_path(ctx.config, cfg.desi_sl_vac, VAC_FILE)
+    if vac_path is not None:
+        vac = read_desi_sl_vac(vac_path)
         write_parquet_atomic(vac, ctx.output("desi_sl_vac"))
         counts["desi_sl_vac"] = len(vac)
     return Manifest(counts=counts, gates=validation.evaluate(NAME, validation.stage_inputs(ctx)))

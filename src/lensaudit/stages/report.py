@@ -17,7 +17,7 @@ from lensaudit.run import Manifest, StageContext
 from lensaudit.utils import atomic_write_bytes
 
 NAME = "report"
-SECTIONS = ("report", "data.source", "population.enabled")
+SECTIONS = ("report", "data.source", "population.enabled", "ensemble.enabled", "mine.rounds")
 READS = (
     "?sky.check",
     "?positives.positives",
@@ -46,6 +46,8 @@ READS = (
     "?population.closure_plot",
     "?failures.summary",
     "?failures.galleries",
+    "?ensemble.metrics",
+    "?mine.metrics",
 )
 WRITES = ("html", "skymap")
 

@@ -8,14 +8,14 @@ import pandas as pd
 
 from lensaudit import validation
 from lensaudit.catalog.pool import pool_parts
-from lensaudit.catalog.sampling import draw_sample, sample_counts, sampling_positives
+from lensaudit.catalog.sampling import draw_sample, exclude_independent, sample_counts, sampling_positives
 from lensaudit.config import SampleConfig
 from lensaudit.run import Manifest, StageContext
 from lensaudit.utils import write_parquet_atomic
 
 NAME = "sample"
 SECTIONS = ("sample", "catalog")
-READS = ("catalog.positives_matched", "catalog.pool")
+READS = ("catalog.positives_matched", "catalog.pool", "?positives.desi_sl_vac")
 WRITES = ("sample", "strata")
 
 
@@ -26,8 +26,20 @@ def run(cfg: SampleConfig, ctx: StageContext) -> Manifest:
     parts = [str(p) for p in pool_parts(ctx.artifact("catalog", "pool"))]
     with ctx.progress(2 * len(parts), "sample: two passes over the pool") as bar:
         sample, q = draw_sample(ctx.dask_client(), pos, parts, cfg, ctx.seed, on_part=lambda: bar.advance(1))
+    sample, n_vac = _without_vac(ctx, sample)
     write_parquet_atomic(sample, ctx.output("sample"))
     write_parquet_atomic(q, ctx.output("strata"))
-    counts = {**sample_counts(sample, q), "positives_failing_parent_cuts": n_cut}
+    counts = {**sample_counts(sample, q), "positives_failing_parent_cuts": n_cut, **n_vac}
     gates = validation.evaluate(NAME, validation.stage_inputs(ctx))
     return Manifest(counts=counts, gates=gates, extra={"strata": q.to_dict(orient="records")})
+
+
+def _without_vac(ctx: StageContext, sample: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The sample without the train rows near a DESI SL VAC system (catalog.exclusion_radius_arcsec), when
+    the positives stage read a VAC (issue 20: the VAC is an independent validation set)."""
+    vac = ctx.artifact("positives", "desi_sl_vac")
+    if not vac.is_file():
+        return sample, {}
+    v = pd.read_parquet(vac)
+    r = ctx.config.catalog.exclusion_radius_arcsec
+    return exclude_independent(sample, v.ra.to_numpy(), v.dec.to_numpy(), r)

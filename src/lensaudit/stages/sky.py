@@ -12,7 +12,17 @@ from lensaudit.utils import atomic_write_json
 NAME = "sky"
 SECTIONS = ("sky", "data")
 READS: tuple[str, ...] = ()
-WRITES = ("sweeps", "coadds", "survey_bricks", "conditions", "truth", "lenses", "check")
+WRITES = (
+    "sweeps",
+    "coadds",
+    "survey_bricks",
+    "conditions",
+    "truth",
+    "lenses",
+    "check",
+    "galaxy_zoo",
+    "desi_sl_vac",
+)
 
 
 def run(cfg: SkyConfig, ctx: StageContext) -> Manifest:

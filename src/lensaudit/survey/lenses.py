@@ -203,3 +203,22 @@ def merge_duplicates(df: pd.DataFrame, radius_arcsec: float) -> tuple[pd.DataFra
 def positive_id(ra, dec) -> np.ndarray:
     """Stable id from coordinates rounded to 0.36″: ``L<ra:09.5f><dec:+09.5f>``."""
     return np.array([f"L{r:09.5f}{d:+09.5f}" for r, d in zip(np.asarray(ra, float), np.asarray(dec, float))])
+
+
+#: the value of ``positives.desi_sl_vac`` / ``evaluate.galaxy_zoo`` that names the synthetic sky's own file
+SKY = "sky"
+
+
+def independent_path(cfg, value: str | None, sky_file: str) -> Path | None:
+    """The path of an independent catalogue (DESI SL VAC, Galaxy Zoo) configured as ``value``: None when
+    unset; for ``"sky"`` the synthetic sky's ``sky_file`` when the data are synthetic and the sky wrote one
+    (a hand-made test survey has none: the check is then absent, not an error), else None; otherwise the
+    configured path (``{run_dir}`` substituted; a missing file is the reader's InputError)."""
+    if value is None:
+        return None
+    if value == SKY:
+        if cfg.data.source != "synthetic":
+            return None
+        p = cfg.resolve_path(cfg.data.sky_dir) / sky_file
+        return p if p.is_file() else None
+    return Path(cfg.resolve_path(value))

@@ -16,7 +16,7 @@ import pandas as pd
 
 from lensaudit.audit import metrics as M
 from lensaudit.audit import shortcuts as S
-from lensaudit.audit.evaluation import thresholds
+from lensaudit.audit.evaluation import auc_difference_ci, thresholds
 from lensaudit.catalog.n2_rules import RULE_ORDER
 from lensaudit.gates import Gate, Status
 from lensaudit.validation.registry import Threshold, register
@@ -375,3 +375,36 @@ def core_brightness_ratio(inp: Any) -> Gate:
 )
 def noise_mad_ratio(inp: Any) -> Gate:
     return _ratio_gate(inp, "noise_mad_ratio", dict(S.RATIOS)["noise_mad_ratio"])
+
+
+# -- red flags (issue 20) ----------------------------------------------------------------------------------
+@register(
+    "val_test_auc_shift",
+    "evaluate",
+    "AUC(val) − AUC(test) with its 95% percentile-bootstrap interval (both splits resampled independently, "
+    "evaluate.n_bootstrap, run seed)",
+    reads=SCORES,
+    threshold=Threshold(
+        "fail when the 95% interval excludes 0",
+        "ours",
+        "issue 20's red flag: val and test are disjoint sky regions drawn alike, so an AUC difference beyond "
+        "its noise means the early-stopping split does not represent the test sky (or the finder was tuned "
+        "on val); 95%, not the project's 68%, because a 68% interval excludes 0 for about a third of "
+        "unshifted splits; it does not stop the pipeline",
+    ),
+    blocking=False,
+)
+def val_test_auc_shift(inp: Any) -> Gate:
+    cfg, sc = _cfg(inp), inp.table("evaluate", "scores")
+    val, test = sc[sc.split == "val"], sc[sc.split == "test"]
+    value = M.roc_auc(val.label, val.score) - M.roc_auc(test.label, test.score)
+    ci = auc_difference_ci(val, test, cfg.n_bootstrap, int(inp.config.run.seed), 0.95)
+    shifted = ci is not None and (ci[0] > 0 or ci[1] < 0)
+    text = f"95% CI [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "no resample has both classes in both splits"
+    return _graded(
+        "val_test_auc_shift",
+        value,
+        "fail" if shifted or ci is None else "pass",
+        ci=tuple(ci) if ci else None,
+        message=f"{text} over {len(val)} val and {len(test)} test stamps",
+    )

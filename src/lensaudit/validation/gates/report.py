@@ -14,12 +14,15 @@ REPORTED = tuple(s for s in STAGE_ORDER if s != "report")
 
 def expected(cfg: Any) -> tuple[str, ...]:
     """The stages a run with this config has: ``sky`` only on synthetic data, ``population`` only there and
-    when enabled."""
+    when enabled, ``ensemble`` when enabled and ``mine`` with ``mine.rounds`` > 0 (issue 20)."""
     synthetic = cfg.data.source == "synthetic"
     return tuple(
         s
         for s in REPORTED
-        if (s != "sky" or synthetic) and (s != "population" or (synthetic and cfg.population.enabled))
+        if (s != "sky" or synthetic)
+        and (s != "population" or (synthetic and cfg.population.enabled))
+        and (s != "ensemble" or cfg.ensemble.enabled)
+        and (s != "mine" or cfg.mine.rounds > 0)
     )
 
 
