@@ -13,6 +13,8 @@ brightness and colour rather than the field's number counts."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -111,13 +113,7 @@ def assign_hosts(
             degraded = True
         if cand.empty:
             continue
-        keys = [f"{variant}|{c.cell}|{j}" for j in range(n)]
-        w = cand.host_weight.to_numpy(float) if "host_weight" in cand else np.ones(len(cand))
-        if not w.sum() > 0:  # no candidate carries weight: draw them evenly
-            w = np.ones(len(cand))
-        cum = np.cumsum(w) / w.sum()
-        pick = np.minimum(np.searchsorted(cum, hash_unit_interval(keys, seed), side="right"), len(cand) - 1)
-        h = cand.iloc[pick]
+        h = weighted_pick(cand, [f"{variant}|{c.cell}|{j}" for j in range(n)], seed)
         out.append(
             pd.DataFrame(
                 {
@@ -127,17 +123,35 @@ def assign_hosts(
                     "theta_e": c.theta_e,
                     "psf_cell": c.psf_fwhm,
                     "depth_cell": c.depth,
-                    "host_row": h.row.to_numpy(),
-                    "host_galaxy_id": h.galaxy_id.to_numpy(),
-                    "host_psf_g": h.psfsize_g.to_numpy(),
-                    "host_psf_r": h.psfsize_r.to_numpy(),
-                    "host_psf_z": h.psfsize_z.to_numpy(),
-                    "host_depth_r": h.psfdepth_mag_r.to_numpy(),
+                    **host_columns(h),
                     "degraded": degraded,
-                    # the host's Tractor TYPE and nobs_z: robustness over host type and exposure count
-                    "host_type": h["type"].to_numpy() if "type" in h else "",
-                    "host_nobs_z": h["nobs_z"].to_numpy() if "nobs_z" in h else -1,
                 }
             )
         )
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+def weighted_pick(cand: pd.DataFrame, keys: list[str], seed: int) -> pd.DataFrame:
+    """One candidate row per key, drawn by hash with probability ∝ ``host_weight`` (evenly when no candidate
+    carries weight): deterministic per seed and key."""
+    w = cand.host_weight.to_numpy(float) if "host_weight" in cand else np.ones(len(cand))
+    if not w.sum() > 0:
+        w = np.ones(len(cand))
+    cum = np.cumsum(w) / w.sum()
+    pick = np.minimum(np.searchsorted(cum, hash_unit_interval(keys, seed), side="right"), len(cand) - 1)
+    return cand.iloc[pick]
+
+
+def host_columns(h: pd.DataFrame) -> dict[str, Any]:
+    """The plan's host columns of host rows ``h``: store row, id, per-band PSF FWHM, r depth, and the Tractor
+    TYPE and nobs_z (robustness over host type and exposure count)."""
+    return {
+        "host_row": h.row.to_numpy(),
+        "host_galaxy_id": h.galaxy_id.to_numpy(),
+        "host_psf_g": h.psfsize_g.to_numpy(),
+        "host_psf_r": h.psfsize_r.to_numpy(),
+        "host_psf_z": h.psfsize_z.to_numpy(),
+        "host_depth_r": h.psfdepth_mag_r.to_numpy(),
+        "host_type": h["type"].to_numpy() if "type" in h else "",
+        "host_nobs_z": h["nobs_z"].to_numpy() if "nobs_z" in h else -1,
+    }

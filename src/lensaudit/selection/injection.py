@@ -49,7 +49,7 @@ from lensaudit.lensing.images import image_positions
 from lensaudit.run.shards import ShardLog
 from lensaudit.selection.degrade import degrade
 from lensaudit.selection.grid import grid_of
-from lensaudit.selection.hosts import assign_hosts, host_pool
+from lensaudit.selection.hosts import assign_hosts, host_columns, host_pool, weighted_pick
 from lensaudit.selection.realism import measured_arc, torch_threads
 from lensaudit.stamps.store import StampStore
 from lensaudit.utils import hash_unit_interval, stable_seed
@@ -202,12 +202,7 @@ def stress_plan(cfg: InjectConfig, hosts: pd.DataFrame, seed: int) -> pd.DataFra
     massive = massive if len(massive) else hosts
     n = cfg.stress_n
     keys = [f"stress|{j}" for j in range(n)]
-    w = massive.host_weight.to_numpy(float)
-    w = w if w.sum() > 0 else np.ones(len(massive))
-    cum = np.cumsum(w) / w.sum()
-    h = massive.iloc[
-        np.minimum(np.searchsorted(cum, hash_unit_interval(keys, seed), side="right"), len(w) - 1)
-    ]
+    h = weighted_pick(massive, keys, seed)
     lo, hi = STRESS_PRIOR["theta_e"]
     return pd.DataFrame(
         {
@@ -217,15 +212,8 @@ def stress_plan(cfg: InjectConfig, hosts: pd.DataFrame, seed: int) -> pd.DataFra
             "theta_e": lo + (hi - lo) * hash_unit_interval([f"te|{k}" for k in keys], seed),
             "psf_cell": h.psfsize_r.to_numpy(),
             "depth_cell": h.psfdepth_mag_r.to_numpy(),
-            "host_row": h.row.to_numpy(),
-            "host_galaxy_id": h.galaxy_id.to_numpy(),
-            "host_psf_g": h.psfsize_g.to_numpy(),
-            "host_psf_r": h.psfsize_r.to_numpy(),
-            "host_psf_z": h.psfsize_z.to_numpy(),
-            "host_depth_r": h.psfdepth_mag_r.to_numpy(),
+            **host_columns(h),
             "degraded": False,
-            "host_type": h["type"].to_numpy() if "type" in h else "",
-            "host_nobs_z": h["nobs_z"].to_numpy() if "nobs_z" in h else -1,
             "draw": "stress",
             "psf_beta": cfg.psf_beta,
             "suppress_inner": False,
