@@ -108,22 +108,21 @@ def stress_summary(
     te = s.theta_e.to_numpy(float)
     edges = np.array(STRESS_THETA_EDGES)
     idx = np.clip(np.searchsorted(edges, te, side="right") - 1, 0, len(edges) - 2)
-    rows = []
-    for i in range(len(edges) - 1):
-        sel = idx == i
+
+    def recall(sel: np.ndarray) -> dict[str, Any]:
         post = beta_posterior(det[sel].sum(), sel.sum(), cfg.prior, (cfg.interval,))
-        rows.append(
-            {
-                "lo_edge": float(edges[i]),
-                "hi_edge": float(edges[i + 1]),
-                "n": int(sel.sum()),
-                "k": int(det[sel].sum()),
-                "recall": float(post["mean"]),
-                "lo": float(post[f"lo{tag}"]),
-                "hi": float(post[f"hi{tag}"]),
-            }
-        )
-    post = beta_posterior(det.sum(), len(det), cfg.prior, (cfg.interval,))
+        return {
+            "n": int(sel.sum()),
+            "k": int(det[sel].sum()),
+            "recall": float(post["mean"]),
+            "lo": float(post[f"lo{tag}"]),
+            "hi": float(post[f"hi{tag}"]),
+        }
+
+    rows = [
+        {"lo_edge": float(edges[i]), "hi_edge": float(edges[i + 1]), **recall(idx == i)}
+        for i in range(len(edges) - 1)
+    ]
     lenses = pd.DataFrame(
         {
             "theta_e_arcsec": te,
@@ -136,11 +135,7 @@ def stress_summary(
     )
     pred = closure_of(sf, lenses, op, "src_mag_r")["total"]
     return {
-        "n": int(len(det)),
-        "k": int(det.sum()),
-        "recall": float(post["mean"]),
-        "lo": float(post[f"lo{tag}"]),
-        "hi": float(post[f"hi{tag}"]),
+        **recall(np.ones(len(det), bool)),
         "interval": cfg.interval,
         "by_theta_e": rows,
         "grid_observed": pred["observed"],
