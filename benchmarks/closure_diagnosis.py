@@ -11,10 +11,13 @@ fraction, in bins of the lensed arc's r magnitude, with (i) the sky's true lense
 injections. Sky-style arcs in our hosts detected like the true lenses → the gap is in our arcs; detected like
 our injections → it is in the hosts. A second part re-weights the hosts to the known lenses' deflectors
 (TYPE, r and g−r of the positives) and recomputes the closure of the m_src table: it measures what
-``inject.host_weighting`` does, so run it on a run made with ``--set inject.host_weighting=false`` (the
-committed results come from such a run, before host weighting became the default).
+``inject.host_weighting`` does, so it runs only on a run made with ``--set inject.host_weighting=false``.
+A third part, the controlled closure, renders sky-model lenses with the demo sky's sources and with the
+second population's (``population.src_mag_offset``, ``population.src_size_scale``) into our hosts and judges
+them with the run's tables exactly like the closure, θE bin by θE bin: the true deflectors swapped for our
+hosts, everything else equal.
 
-    python benchmarks/closure_diagnosis.py runs/demo [N]    → benchmarks/results/closure_diagnosis.json
+    python benchmarks/closure_diagnosis.py runs/demo [N [OUT]]   → OUT (benchmarks/results/closure_diagnosis.json)
 """
 
 from __future__ import annotations
@@ -32,13 +35,13 @@ from lensaudit.config import load_config
 from lensaudit.lensing.render import arc_noise_variance, noise_sigma
 from lensaudit.run import RunContext
 from lensaudit.selection.binomial import beta_posterior
-from lensaudit.selection.closure import closure_of, sky_lenses
+from lensaudit.selection.closure import MAG_OF_AXIS, closure_of, sky_lenses
 from lensaudit.selection.completeness import completeness_table4
 from lensaudit.selection.conditional import mag_edges
 from lensaudit.selection.grid import grid_of
 from lensaudit.selection.hosts import deflector_weights, host_pool
 from lensaudit.selection.table import SelectionFunction
-from lensaudit.sky.model import Reference, _lens
+from lensaudit.sky.model import Reference, SourceVariant, _lens
 from lensaudit.sky.render import ARC_STAMP, moffat_kernel, render_lensed_source
 from lensaudit.stamps.labelled import labelled_stamps
 from lensaudit.stamps.store import StampStore
@@ -48,8 +51,10 @@ OUT = Path(__file__).parent / "results" / "closure_diagnosis.json"
 EDGES = np.array([18.0, 20.0, 21.0, 22.0, 23.0, 26.0])
 
 
-def sky_style_arcs(run: Path, n: int, seed: int = 0) -> pd.DataFrame:
-    """``n`` sky-model lenses rendered into deflector-like hosts of the run, scored by its finder."""
+def sky_style_arcs(run: Path, n: int, seed: int = 0, src: SourceVariant | None = None) -> pd.DataFrame:
+    """``n`` sky-model lenses (sources of variant ``src``; None: the demo sky's) rendered into deflector-like
+    hosts of the run, scored by its finder, with the closure columns (θE, the host's PSF and depth, source
+    and arc magnitudes, ``score``)."""
     cfg = load_config(run / "config.yaml", [])
     ctx = RunContext.from_run_dir(run)
     sample = pd.read_parquet(ctx.path("sample", "sample"))
@@ -66,7 +71,7 @@ def sky_style_arcs(run: Path, n: int, seed: int = 0) -> pd.DataFrame:
     rows = []
     for i in range(n):
         h = hosts.iloc[pick[i]]
-        o = _lens((0.0, 0.0), rng, ref, cfg.sky.theta_e_range_arcsec, "", "", "")
+        o = _lens((0.0, 0.0), rng, ref, cfg.sky.theta_e_range_arcsec, "", "", "", src=src)
         for k, band in enumerate("grz"):
             kern = moffat_kernel(float(h[f"psfsize_{band}"]), 3.5)
             arcs[i, k, pad : pad + ARC_STAMP, pad : pad + ARC_STAMP] = render_lensed_source(
@@ -75,7 +80,9 @@ def sky_style_arcs(run: Path, n: int, seed: int = 0) -> pd.DataFrame:
         flux_r = arcs[i, 1].sum()
         rows.append(
             {
-                "theta_e": o.params["theta_e"],
+                "theta_e_arcsec": o.params["theta_e"],
+                "psf_fwhm_r": float(h.psfsize_r),
+                "psfdepth_mag_r": float(h.psfdepth_mag_r),
                 "src_mag_r": o.params["src_mag_r"],
                 "arc_mag_r": 22.5 - 2.5 * np.log10(flux_r) if flux_r > 0 else np.nan,
             }
@@ -150,11 +157,35 @@ def host_weighted_closure(run: Path, lz: pd.DataFrame, op: float) -> dict:
     return out
 
 
-def main(run: Path, n: int) -> dict:
+def controlled(run: Path, lz: pd.DataFrame, op: float) -> dict:
+    """The closure of sky-model lenses in our hosts (``lz``, from :func:`sky_style_arcs`) against the run's
+    written tables: the same test as the closure, with the true deflectors swapped for our hosts. Where it
+    fails like the sky's closure, the gap is in the arcs; where it closes while the sky's fails (or the
+    reverse), in the hosts."""
+    ctx = RunContext.from_run_dir(run)
+    out = {}
+    for path in (ctx.path("selection", "table"), ctx.path("selection", "table_alt")):
+        sf = SelectionFunction.load(path)
+        c = closure_of(sf, lz, op, MAG_OF_AXIS[str(sf.mag_axis)])
+        out[str(sf.mag_axis)] = {
+            "total": c["total"],
+            "chi2_pvalue": c["chi2_pvalue"],
+            "fraction_within_1sigma": c["fraction_within_1sigma"],
+            "theta_bins": [
+                {k: b[k] for k in ("lo", "hi", "n", "expected", "observed", "pull")} for b in c["theta_bins"]
+            ],
+        }
+    return out
+
+
+def main(run: Path, n: int, out: Path = OUT) -> dict:
     t0 = time.perf_counter()
     ctx = RunContext.from_run_dir(run)
     op = float(json.loads(ctx.path("evaluate", "metrics").read_text())["operating_threshold"])
     sky = sky_style_arcs(run, n)
+    cfg = load_config(run / "config.yaml", [])
+    pop = SourceVariant(cfg.population.src_mag_offset, cfg.population.src_size_scale)
+    pop_arcs = sky_style_arcs(run, n, seed=1, src=pop)
     lz = sky_lenses(ctx.path("sky", "truth"), ctx.path("evaluate", "scores"))
     inj = pd.read_parquet(ctx.path("selection", "injection_scores"))
     main_inj = inj[inj.variant == "main"]
@@ -174,11 +205,23 @@ def main(run: Path, n: int) -> dict:
         "operating_threshold": op,
         "n_sky_style": n,
         "by_arc_mag": {k: by_arc_mag(m, d) for k, (m, d) in sets.items()},
-        "host_weighting": host_weighted_closure(run, lz, op),
+        "host_weighting": (
+            {"skipped": "the run's injections are already host-weighted (inject.host_weighting=true)"}
+            if cfg.inject.host_weighting
+            else host_weighted_closure(run, lz, op)
+        ),
+        "controlled": {
+            "what": "sky-model lenses rendered into our deflector-like hosts (true deflectors swapped for our "
+            "hosts), judged by the run's tables like the closure",
+            "demo_sources": controlled(run, sky, op),
+            f"population_sources (r +{pop.mag_offset:g} mag, size x{pop.size_scale:g})": controlled(
+                run, pop_arcs, op
+            ),
+        },
         "wall_s": round(time.perf_counter() - t0, 1),
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(res, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
     head = f"{'arc r mag':>10} " + " ".join(f"{k[:26]:>28}" for k in sets)
     print(head)
     for j in range(len(EDGES) - 1):
@@ -192,10 +235,18 @@ def main(run: Path, n: int) -> dict:
             )
         print(f"{EDGES[j]:>4.0f}–{EDGES[j + 1]:<4.0f} " + " ".join(cells))
     hw = res["host_weighting"]
-    print(
-        f"closure (m_src): unweighted hosts pull {hw['unweighted']['pull']:+.2f}, hosts weighted to the "
-        f"positives' (TYPE, r, g−r) pull {hw['host_weighted']['pull']:+.2f}"
-    )
+    if "skipped" not in hw:
+        print(
+            f"closure (m_src): unweighted hosts pull {hw['unweighted']['pull']:+.2f}, hosts weighted to the "
+            f"positives' (TYPE, r, g−r) pull {hw['host_weighted']['pull']:+.2f}"
+        )
+    for k, v in res["controlled"].items():
+        if not isinstance(v, dict):
+            continue
+        for ax, c in v.items():
+            t = c["total"]
+            pulls = " ".join(f"{b['pull']:+.1f}" for b in c["theta_bins"])
+            print(f"controlled, {k[:40]}, {ax}: pull {t['pull']:+.2f}; per θE bin {pulls}")
     return res
 
 
@@ -203,4 +254,5 @@ if __name__ == "__main__":
     main(
         Path(sys.argv[1] if len(sys.argv) > 1 else "runs/demo"),
         int(sys.argv[2]) if len(sys.argv) > 2 else 400,
+        Path(sys.argv[3]) if len(sys.argv) > 3 else OUT,
     )
