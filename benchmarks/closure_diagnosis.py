@@ -17,7 +17,7 @@ second population's (``population.src_mag_offset``, ``population.src_size_scale`
 them with the run's tables exactly like the closure, θE bin by θE bin: the true deflectors swapped for our
 hosts, everything else equal.
 
-    python benchmarks/closure_diagnosis.py runs/demo [N [OUT]]   → OUT (benchmarks/results/closure_diagnosis.json)
+    python benchmarks/closure_diagnosis.py runs/demo [N [OUT]]  → OUT (default results/closure_diagnosis.json)
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ def sky_style_arcs(run: Path, n: int, seed: int = 0, src: SourceVariant | None =
                 "psf_fwhm_r": float(h.psfsize_r),
                 "psfdepth_mag_r": float(h.psfdepth_mag_r),
                 "src_mag_r": o.params["src_mag_r"],
+                "src_rhalf": half_light_radius(o.params),
                 "arc_mag_r": 22.5 - 2.5 * np.log10(flux_r) if flux_r > 0 else np.nan,
             }
         )
@@ -123,9 +124,47 @@ def host_weights(sample: pd.DataFrame, index: pd.DataFrame, hosts: pd.DataFrame)
     return pd.Series(deflector_weights(q[q.label == 1], hosts), index=hosts.galaxy_id.to_numpy())
 
 
+def weighted_table(run: Path, w: np.ndarray | None, axis: str = "src_mag") -> SelectionFunction:
+    """The run's 4-D table on ``axis`` (``src_mag``, ``arc_mag`` or ``arc_snr``: log10 of the annulus SNR in
+    0.3 dex bins) from its main injections, each weighted by ``w`` (None: unweighted): a cell's k/n becomes
+    its weighted detected fraction and its variance p(1 − p)/n_eff (Kish's effective number)."""
+    cfg = load_config(run / "config.yaml", [])
+    inj = pd.read_parquet(RunContext.from_run_dir(run).path("selection", "injection_scores"))
+    main = inj[inj.variant == "main"]
+    main = main.assign(
+        src_mag=main.src_mag_r, arc_mag=main.arc_mag_r, arc_snr=np.log10(np.clip(main.arc_snr, 1e-3, None))
+    )
+    if axis == "arc_snr":
+        lo = np.floor(main.arc_snr.quantile(0.002) / 0.3) * 0.3
+        edges = np.round(np.arange(lo, main.arc_snr.max() + 0.3, 0.3), 6)
+    else:
+        edges = mag_edges(cfg.inject, cfg.selection, axis, main)
+    grid, _ = grid_of(cfg.inject)
+    t = completeness_table4(grid, main, axis, edges, cfg.selection, cfg.selection.n_min_mag_bin)
+    if w is not None:
+        b = np.clip(np.searchsorted(edges, main[axis].to_numpy(), side="right") - 1, 0, len(edges) - 2)
+        g = (
+            main.assign(b=b, w=w, wd=w * main.detected, w2=w**2)
+            .groupby(["cell", "b"])
+            .agg(W=("w", "sum"), K=("wd", "sum"), W2=("w2", "sum"))
+        )
+        at = pd.MultiIndex.from_arrays([t.cell, t.i_mag])
+        frac, n_eff = (g.K / g.W).reindex(at).to_numpy(), (g.W**2 / g.W2).reindex(at).to_numpy()
+        ok = np.isfinite(frac)
+        t = t.assign(k=t.k.astype(float))
+        t.loc[ok, "k"] = frac[ok] * t.n.to_numpy()[ok]
+        t.loc[ok, "c_var"] = frac[ok] * (1 - frac[ok]) / np.maximum(n_eff[ok], 1.0)
+    return SelectionFunction(t, {"AXIS4": axis})
+
+
+def main_injections(run: Path) -> pd.DataFrame:
+    inj = pd.read_parquet(RunContext.from_run_dir(run).path("selection", "injection_scores"))
+    return inj[inj.variant == "main"]
+
+
 def host_weighted_closure(run: Path, lz: pd.DataFrame, op: float) -> dict:
-    """Closure (rung b, m_src) with the main injections weighted by :func:`host_weights` (a cell's k/n becomes
-    its weighted detected fraction), against the unweighted table."""
+    """Closure (rung b, m_src) with the main injections weighted by :func:`host_weights`, against the
+    unweighted table."""
     cfg = load_config(run / "config.yaml", [])
     ctx = RunContext.from_run_dir(run)
     sample, index = (
@@ -134,26 +173,67 @@ def host_weighted_closure(run: Path, lz: pd.DataFrame, op: float) -> dict:
     )
     hosts, _ = host_pool(sample, index, cfg.inject.host_match, cfg.inject.host_splits)
     hw = host_weights(sample, index, hosts)
-    inj = pd.read_parquet(ctx.path("selection", "injection_scores"))
-    main = inj[inj.variant == "main"].assign(src_mag=lambda d: d.src_mag_r)
-    main = main.assign(w=hw.reindex(main.host_galaxy_id).fillna(0.0).to_numpy())
-    grid, _ = grid_of(cfg.inject)
-    edges = mag_edges(cfg.inject, cfg.selection, "src_mag", main)
-    t = completeness_table4(grid, main, "src_mag", edges, cfg.selection, cfg.selection.n_min_mag_bin)
-    out = {"unweighted": closure_of(SelectionFunction(t, {"AXIS4": "src_mag"}), lz, op, "src_mag_r")["total"]}
-    b = np.clip(np.searchsorted(edges, main.src_mag_r.to_numpy(), side="right") - 1, 0, len(edges) - 2)
-    g = (
-        main.assign(b=b, wd=main.w * main.detected)
-        .groupby(["cell", "b"])
-        .agg(W=("w", "sum"), K=("wd", "sum"))
-    )
-    frac = (g.K / g.W).reindex(pd.MultiIndex.from_arrays([t.cell, t.i_mag])).to_numpy()
-    ok = np.isfinite(frac)
-    t.loc[ok, "k"] = np.round(frac[ok] * t.n.to_numpy()[ok]).astype(int)
-    out["host_weighted"] = closure_of(SelectionFunction(t, {"AXIS4": "src_mag"}), lz, op, "src_mag_r")[
-        "total"
-    ]
-    out["host_weights_n_eff"] = float(hw.sum() ** 2 / (hw**2).sum())
+    w = hw.reindex(main_injections(run).host_galaxy_id).fillna(0.0).to_numpy()
+    return {
+        "unweighted": closure_of(weighted_table(run, None), lz, op, "src_mag_r")["total"],
+        "host_weighted": closure_of(weighted_table(run, w), lz, op, "src_mag_r")["total"],
+        "host_weights_n_eff": float(hw.sum() ** 2 / (hw**2).sum()),
+    }
+
+
+def half_light_radius(params: dict, pix: float = 0.01, half: float = 2.0) -> float:
+    """The unlensed source's circular half-light radius (arcsec) about its light centroid, from the sky's
+    own multi-component Sérsic light model on a ``pix`` grid."""
+    from lenstronomy.LightModel.light_model import LightModel
+
+    comps = params["components"]
+    light = LightModel(["SERSIC_ELLIPSE"] * len(comps))
+    ks = [
+        {"amp": 1.0, "R_sersic": c["reff"], "n_sersic": c["n"], "e1": c["e1"], "e2": c["e2"],
+         "center_x": c["dx"], "center_y": c["dy"]}
+        for c in comps
+    ]  # fmt: skip
+    for k, c, u in zip(ks, comps, light.total_flux(ks, norm=False)):
+        k["amp"] = c["frac"] / u
+    g = np.arange(-half, half, pix) + pix / 2
+    x, y = (a.ravel() for a in np.meshgrid(g, g))
+    f = np.asarray(light.surface_brightness(x, y, ks), float)
+    f /= f.sum()
+    r = np.hypot(x - (f * x).sum(), y - (f * y).sum())
+    o = np.argsort(r)
+    return float(r[o][np.searchsorted(np.cumsum(f[o]), 0.5)])
+
+
+def size_weighted(run: Path, lz: pd.DataFrame, op: float) -> dict:
+    """The controlled closure of ``lz`` with the main injections re-weighted to ``lz``'s source half-light
+    radii (a Gaussian KDE over the injection prior's uniform r_eff): does the source size carry the gap?"""
+    from scipy.stats import gaussian_kde
+
+    w = gaussian_kde(lz.src_rhalf.to_numpy())(main_injections(run).src_reff.to_numpy())
+    w = w / w.mean()
+    n_eff = float(w.sum() ** 2 / (w**2).sum() / len(w))
+    out: dict = {"src_rhalf_median": float(lz.src_rhalf.median()), "n_eff_over_n": n_eff}
+    for axis in ("src_mag", "arc_mag"):
+        for lab, ww in (("unweighted", None), ("size_weighted", w)):
+            c = closure_of(weighted_table(run, ww, axis), lz, op, MAG_OF_AXIS[axis])
+            out[f"{axis}_{lab}"] = {"total": c["total"], "chi2_pvalue": c["chi2_pvalue"]}
+    return out
+
+
+def snr_axis(run: Path, sets: dict[str, pd.DataFrame], op: float) -> dict:
+    """The closure of true-lens ``sets`` against the 4-D table on log10 arc annulus SNR (the same estimator
+    as the sky's truth), the third candidate axis."""
+    sf = weighted_table(run, None, "arc_snr")
+    out = {}
+    for k, lz in sets.items():
+        c = closure_of(sf, lz.assign(lsnr=np.log10(np.clip(lz.arc_snr, 1e-3, None))), op, "lsnr")
+        out[k] = {
+            "total": c["total"],
+            "n_excluded": c["n_excluded"],
+            "chi2_pvalue": c["chi2_pvalue"],
+            "fraction_within_1sigma": c["fraction_within_1sigma"],
+            "theta_pulls": [b["pull"] for b in c["theta_bins"]],
+        }
     return out
 
 
@@ -187,6 +267,9 @@ def main(run: Path, n: int, out: Path = OUT) -> dict:
     pop = SourceVariant(cfg.population.src_mag_offset, cfg.population.src_size_scale)
     pop_arcs = sky_style_arcs(run, n, seed=1, src=pop)
     lz = sky_lenses(ctx.path("sky", "truth"), ctx.path("evaluate", "scores"))
+    snr_sets = {"demo sky": lz}
+    if ctx.path("population", "lenses").is_file():
+        snr_sets["second population"] = pd.read_parquet(ctx.path("population", "lenses"))
     inj = pd.read_parquet(ctx.path("selection", "injection_scores"))
     main_inj = inj[inj.variant == "main"]
     sets = {
@@ -211,13 +294,18 @@ def main(run: Path, n: int, out: Path = OUT) -> dict:
             else host_weighted_closure(run, lz, op)
         ),
         "controlled": {
-            "what": "sky-model lenses rendered into our deflector-like hosts (true deflectors swapped for our "
-            "hosts), judged by the run's tables like the closure",
+            "what": "sky-model lenses rendered into our deflector-like hosts (true deflectors swapped for "
+            "our hosts), judged by the run's tables like the closure",
             "demo_sources": controlled(run, sky, op),
             f"population_sources (r +{pop.mag_offset:g} mag, size x{pop.size_scale:g})": controlled(
                 run, pop_arcs, op
             ),
+            "size_reweighting": {
+                "demo_sources": size_weighted(run, sky, op),
+                "population_sources": size_weighted(run, pop_arcs, op),
+            },
         },
+        "arc_snr_axis": snr_axis(run, snr_sets, op),
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -241,7 +329,7 @@ def main(run: Path, n: int, out: Path = OUT) -> dict:
             f"positives' (TYPE, r, g−r) pull {hw['host_weighted']['pull']:+.2f}"
         )
     for k, v in res["controlled"].items():
-        if not isinstance(v, dict):
+        if not isinstance(v, dict) or k == "size_reweighting":
             continue
         for ax, c in v.items():
             t = c["total"]
