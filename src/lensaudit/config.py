@@ -747,6 +747,16 @@ class SelectionConfig(Section):
         ge=1,
         description="4-D cells (θE, PSF, depth, magnitude bin) with fewer injections are insufficient.",
     )
+    closure_host_bootstrap: int = Field(
+        200,
+        ge=0,
+        le=10000,
+        description=(
+            "Host-bootstrap resamples for the table's part of the closure σ (0: the cells' Beta posterior "
+            "variances instead). The injections share a few dozen hosts, so the Beta posterior, which "
+            "treats them as independent, understates the table's uncertainty (docs/selection.md)."
+        ),
+    )
     max_ci68_width: float = Field(
         0.15,
         gt=0.0,

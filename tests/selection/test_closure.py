@@ -41,6 +41,7 @@ def world():
     inj["src_mag_r"] = rng.uniform(*icfg.src_mag_r_range, len(inj))
     inj["arc_mag_r"] = inj.src_mag_r - 2.5
     inj["variant"] = "main"
+    inj["host_galaxy_id"] = np.random.default_rng(12).integers(0, 400, len(inj))  # shared, no host effect
     inj["score"] = _score(inj.theta_e.to_numpy(), inj.psf_fwhm.to_numpy(), inj.src_mag_r.to_numpy(), rng)
     nl = 1500
     lenses = pd.DataFrame(
@@ -88,6 +89,34 @@ def test_a_shifted_operating_threshold_fails_the_closure(world):
     clo = closure_of(sf, lenses, op_shifted, "src_mag_r")
     assert _status(clo, "total_pull") == "fail"
     assert _status(clo, "chi2_pvalue") == "fail"
+    # the host bootstrap (the default σ of the table's part) does not hide it either
+    rec = conditional.closure_record(_tables(world, 0.5), world[1], lenses, op_shifted, seed=1)
+    assert rec["table_sigma"] == "host bootstrap"
+    assert _status(rec, "total_pull") == "fail"
+
+
+def test_the_host_bootstrap_sees_injections_that_share_hosts(world):
+    """Without a host effect the host bootstrap's table σ is of the Beta posterior's size; when detection
+    depends on the host and a cell's injections share a few hosts, the Beta posterior (independent draws)
+    understates the table's uncertainty and the bootstrap does not."""
+    icfg, scfg, grid, inj, lenses = world
+    rec = conditional.closure_record(_tables(world, 0.5), scfg, lenses, 0.5, seed=3)
+    t = rec["total"]
+    assert 0.5 < t["sigma_table_hosts"] / t["sigma_table_beta"] < 2.0
+    assert t["sigma_table"] == t["sigma_table_hosts"]
+    rng = np.random.default_rng(5)
+    host = rng.integers(0, 12, len(inj))
+    offset = rng.normal(0, 1.5, 12)[host]
+    z = np.log(inj.score / (1 - inj.score)) + offset
+    shared = inj.assign(host_galaxy_id=host, score=1 / (1 + np.exp(-z)))
+    meta = provenance(icfg, scfg, "0" * 64, 0.5, "score=0.5", "GO")
+    tables = conditional.build_tables(grid, shared.assign(detected=shared.score >= 0.5), icfg, scfg, meta)
+    t = conditional.closure_record(tables, scfg, lenses, 0.5, seed=3)["total"]
+    assert t["sigma_table_hosts"] > 3 * t["sigma_table_beta"]
+    off = conditional.closure_record(
+        tables, scfg.model_copy(update={"closure_host_bootstrap": 0}), lenses, 0.5
+    )
+    assert off["table_sigma"].startswith("Beta") and off["total"]["sigma_table"] == t["sigma_table_beta"]
 
 
 def test_the_marginal_under_the_injection_prior_fails_where_the_conditional_closes(world):

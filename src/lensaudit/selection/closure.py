@@ -4,9 +4,14 @@ Each true lens contributes its completeness at its own (θE, PSF, depth, magnitu
 cells' detected fractions k/n (:func:`unbiased`) — the magnitude on the table's 4th axis: the unlensed source
 r magnitude (``src_mag``) or the lensed arc's r magnitude (``arc_mag``). Expected detections in a bin are Σ p;
 σ² has two parts, reported separately: the Bernoulli scatter of the lenses, Σ p(1 − p), and the table's own
-uncertainty, Σ_cells (Σ_lenses W)² Var(C_cell) with W the interpolation weights
-(:meth:`~lensaudit.selection.table.SelectionFunction.design_matrix`) and Var(C_cell) the Beta posterior
-variance of the cell. Table errors are correlated between bins that share cells; the χ² uses the diagonal
+uncertainty. The table's part is, by default, a **host bootstrap** (:func:`host_replicates`): the injections
+share a few dozen hosts (each cell's ~100 draw from ~20), so they are not independent draws and each cell's
+Beta posterior understates its uncertainty; resampling the hosts with replacement and re-tabulating gives
+replicate tables, and the variance over replicates of Σ_lenses p is the table's part, cross-cell
+correlations included. Without replicates (``selection.closure_host_bootstrap`` = 0) it is the Beta-posterior
+sum Σ_cells (Σ_lenses W)² Var(C_cell) with W the interpolation weights
+(:meth:`~lensaudit.selection.table.SelectionFunction.design_matrix`), which ignores both; both are reported
+(``sigma_table_beta``, ``sigma_table_hosts``). Bins share the table's errors; the χ² uses the diagonal
 (documented in docs/selection.md).
 
 Reported: pulls per θE bin, per bin of the table's magnitude and per 1-mag bin of the true unlensed source
@@ -78,11 +83,58 @@ def unbiased(table: pd.DataFrame) -> np.ndarray:
     return np.where(bad, np.nan, k / np.where(n > 0, n, 1.0))
 
 
-def _bin_stats(p: np.ndarray, w: Any, det: np.ndarray, c_var: np.ndarray, sel: np.ndarray) -> dict[str, Any]:
+def host_replicates(
+    table: pd.DataFrame, inj: pd.DataFrame, axis: str | None, n_boot: int, seed: int
+) -> np.ndarray:
+    """(``n_boot``, table rows) replicate detected fractions: the injections' hosts (``host_galaxy_id``)
+    resampled with replacement, each injection weighted by its host's multiplicity, every row re-tabulated.
+    A row the resample leaves empty keeps its own k/n; a row :func:`unbiased` voids stays NaN.
+
+    ``table``: a 4-D table (``cell``, ``i_mag`` and the edges ``<axis>_lo``/``_hi``) with ``axis`` its 4th
+    axis, or a 3-D table (``cell``) with ``axis`` None; ``inj``: the injections it was built from
+    (``cell``, ``host_galaxy_id``, ``detected`` and the ``axis`` column)."""
+    base = unbiased(table)
+    cell = inj["cell"].to_numpy()
+    if axis is None:
+        row = pd.Index(table["cell"].to_numpy()).get_indexer(cell)
+    else:
+        lo, hi = table[f"{axis}_lo"].to_numpy(float), table[f"{axis}_hi"].to_numpy(float)
+        edges = np.r_[np.unique(lo), hi.max()]
+        m = inj[axis].to_numpy(float)
+        inside = np.isfinite(m) & (m >= edges[0]) & (m <= edges[-1])
+        j = np.clip(
+            np.searchsorted(edges, np.where(inside, m, edges[0]), side="right") - 1, 0, len(edges) - 2
+        )
+        keys = pd.MultiIndex.from_arrays([table["cell"].to_numpy(), table["i_mag"].to_numpy()])
+        row = np.where(inside, keys.get_indexer(pd.MultiIndex.from_arrays([cell, j])), -1)
+    ok = row >= 0
+    row, det = row[ok], inj["detected"].to_numpy(float)[ok]
+    hosts, h = np.unique(inj["host_galaxy_id"].to_numpy()[ok], return_inverse=True)
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_boot, len(table)))
+    for b in range(n_boot):
+        mult = np.bincount(rng.integers(0, len(hosts), len(hosts)), minlength=len(hosts))[h].astype(float)
+        n = np.bincount(row, weights=mult, minlength=len(table))
+        k = np.bincount(row, weights=mult * det, minlength=len(table))
+        out[b] = np.where(n > 0, k / np.where(n > 0, n, 1.0), base)
+    out[:, ~np.isfinite(base)] = np.nan
+    return out
+
+
+def _bin_stats(
+    p: np.ndarray,
+    w: Any,
+    det: np.ndarray,
+    c_var: np.ndarray,
+    sel: np.ndarray,
+    reps: np.ndarray | None = None,
+) -> dict[str, Any]:
     exp = float(p[sel].sum())
     var_bin = float((p[sel] * (1 - p[sel])).sum())
     col = np.asarray(w[np.flatnonzero(sel)].sum(axis=0)).ravel()
-    var_tab = float((col**2 * np.nan_to_num(c_var)).sum())
+    var_beta = float((col**2 * np.nan_to_num(c_var)).sum())
+    var_hosts = float(np.var(reps[sel].sum(axis=0), ddof=1)) if reps is not None else float("nan")
+    var_tab = var_hosts if reps is not None else var_beta
     obs = int(det[sel].sum())
     sigma = float(np.sqrt(var_bin + var_tab))
     return {
@@ -92,6 +144,8 @@ def _bin_stats(p: np.ndarray, w: Any, det: np.ndarray, c_var: np.ndarray, sel: n
         "sigma": sigma,
         "sigma_binomial": float(np.sqrt(var_bin)),
         "sigma_table": float(np.sqrt(var_tab)),
+        "sigma_table_beta": float(np.sqrt(var_beta)),
+        "sigma_table_hosts": float(np.sqrt(var_hosts)),
         "pull": float((obs - exp) / sigma) if sigma > 0 else float("nan"),
     }
 
@@ -102,16 +156,20 @@ def closure_of(
     op: float,
     mag: str | None,
     n_theta_bins: int = 6,
+    replicates: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The closure statistics of true ``lenses`` (:data:`LENS_COLUMNS`) against ``sf`` at threshold ``op``.
 
     ``mag``: the lens column on the table's 4th axis (:data:`MAG_OF_AXIS`), or None for the marginal table.
+    ``replicates``: the table's host-bootstrap replicates (:func:`host_replicates`), which then give σ's
+    table part; None: the cells' Beta posterior variances.
     Magnitude bins are 1-mag bins of the lenses' magnitude on the table's axis (``src_mag_r`` for the
     marginal), θE bins ``n_theta_bins`` equal bins over the grid ± half a step."""
     p, w = predict(sf, lenses, mag)
     use = np.isfinite(p)
     lz = lenses[use].reset_index(drop=True)
     p, w = p[use], w[np.flatnonzero(use)]
+    reps = None if replicates is None else np.asarray(w @ np.nan_to_num(replicates).T)  # (lenses, replicates)
     det = lz.score.to_numpy() >= op
     c_var = sf.table.c_var.to_numpy(float) if "c_var" in sf.table else np.zeros(len(sf.table))
     te = sf.axes[0]
@@ -120,7 +178,7 @@ def closure_of(
     mcol = mag or "src_mag_r"
     mv = lz[mcol].to_numpy(float)
     m_edges = _unit_edges(mv)  # 1-mag bins of the lenses' magnitudes (the table's own bins are finer)
-    stats_of = lambda sel: _bin_stats(p, w, det, c_var, sel)  # noqa: E731
+    stats_of = lambda sel: _bin_stats(p, w, det, c_var, sel, reps)  # noqa: E731
     tb, theta_bins = _bins(lz.theta_e_arcsec.to_numpy(float), t_edges, stats_of)
     mb, mag_bins = _bins(mv, m_edges, stats_of)
     src = lz.src_mag_r.to_numpy(float)
@@ -130,7 +188,7 @@ def closure_of(
         for j in range(len(m_edges) - 1):
             sel = (tb == i) & (mb == j)
             if sel.any():
-                cells.append({"theta_bin": i, "mag_bin": j, **_bin_stats(p, w, det, c_var, sel)})
+                cells.append({"theta_bin": i, "mag_bin": j, **stats_of(sel)})
     chi = [c for c in cells if c["expected"] >= CHI2_MIN_EXPECTED and np.isfinite(c["pull"])]
     chi2 = float(sum(c["pull"] ** 2 for c in chi))
     pulls = np.array([b["pull"] for b in theta_bins + mag_bins], float)
@@ -146,7 +204,8 @@ def closure_of(
         "mag_column": mcol,
         "src_mag_bins": src_bins,
         "cells": cells,
-        "total": _bin_stats(p, w, det, c_var, np.ones(len(lz), bool)),
+        "total": stats_of(np.ones(len(lz), bool)),
+        "table_sigma": "host bootstrap" if replicates is not None else "Beta posterior, diagonal",
         "fraction_within_1sigma": float(np.mean(np.abs(pulls) <= 1)) if len(pulls) else float("nan"),
         "fraction_within_2sigma": float(np.mean(np.abs(pulls) <= 2)) if len(pulls) else float("nan"),
         "chi2": chi2,
@@ -187,6 +246,8 @@ def ladder(rungs: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any]]
                 "observed": t["observed"],
                 "sigma_binomial": t["sigma_binomial"],
                 "sigma_table": t["sigma_table"],
+                "sigma_table_beta": t["sigma_table_beta"],
+                "sigma_table_hosts": t["sigma_table_hosts"],
                 "pull": t["pull"],
                 "chi2_pvalue": c["chi2_pvalue"],
                 "fraction_within_1sigma": c["fraction_within_1sigma"],

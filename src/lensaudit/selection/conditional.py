@@ -22,9 +22,13 @@ import numpy as np
 import pandas as pd
 
 from lensaudit.config import InjectConfig, SelectionConfig
-from lensaudit.selection.closure import MAG_OF_AXIS, closure_of, ladder
+from lensaudit.selection.closure import MAG_OF_AXIS, closure_of, host_replicates, ladder
 from lensaudit.selection.completeness import completeness_table, completeness_table4
 from lensaudit.selection.table import SelectionFunction
+from lensaudit.utils import stable_seed
+
+#: the injection columns the closure's host bootstrap needs
+BOOT_COLUMNS = ("variant", "cell", "host_galaxy_id", "detected", "src_mag_r", "arc_mag_r")
 
 #: what each 4th axis means (FITS AXIS4DSC)
 AXIS_DESCRIPTION = {"src_mag": "unlensed source r mag", "arc_mag": "lensed arc r mag"}
@@ -34,21 +38,25 @@ OTHER_AXIS = {"src_mag": "arc_mag", "arc_mag": "src_mag"}
 @dataclass
 class Tables:
     """The selection stage's tables: the 3-D marginal of the main injections, the 4-D table on each axis
-    (``by_axis``) and, with the host bracket, the 4-D table of the all-N1-hosts injections (``hosts``)."""
+    (``by_axis``), with the host bracket the 4-D table of the all-N1-hosts injections (``hosts``), and the
+    scored injections they were built from (``injections``: :data:`BOOT_COLUMNS`; None: no host bootstrap)."""
 
     marginal: pd.DataFrame
     by_axis: dict[str, SelectionFunction]
     hosts: SelectionFunction | None
+    injections: pd.DataFrame | None = None
 
     @classmethod
-    def read(cls, table: Path, alt: Path, marginal: Path) -> Tables:
+    def read(cls, table: Path, alt: Path, marginal: Path, injections: Path | None = None) -> Tables:
         """The tables as the selection stage wrote them (the chosen and the alternative 4-D table, the 3-D
-        marginal); the host bracket's table is not written."""
+        marginal) and, for the host bootstrap, its ``injection_scores.parquet``; the host bracket's table is
+        not written."""
         by_axis = {}
         for p in (table, alt):
             sf = SelectionFunction.load(p)
             by_axis[str(sf.mag_axis)] = sf
-        return cls(pd.read_parquet(marginal), by_axis, None)
+        inj = pd.read_parquet(injections, columns=list(BOOT_COLUMNS)) if injections is not None else None
+        return cls(pd.read_parquet(marginal), by_axis, None, inj)
 
     def chosen(self, cfg: SelectionConfig) -> SelectionFunction:
         return self.by_axis[cfg.condition_on]
@@ -108,7 +116,47 @@ def build_tables(
         edges = mag_edges(icfg, cfg, axis, main, float(sub.groupby("cell").size().median()))
         t = completeness_table4(grid, sub, axis, edges, cfg, cfg.n_min_mag_bin)
         hosts = SelectionFunction(t, {**meta, **_axis_meta(icfg, axis, edges), "HOSTS": "all N1"})
-    return Tables(completeness_table(grid, main, cfg), by_axis, hosts)
+    boot = inj[list(BOOT_COLUMNS)] if set(BOOT_COLUMNS) <= set(inj.columns) else None
+    return Tables(completeness_table(grid, main, cfg), by_axis, hosts, boot)
+
+
+def replicates(tables: Tables, cfg: SelectionConfig, seed: int) -> dict[str, np.ndarray | None]:
+    """Per closure rung, the host-bootstrap replicates of its table (:func:`host_replicates`, with
+    ``selection.closure_host_bootstrap`` resamples; all None when that is 0 or the injections are absent)."""
+    rungs: dict[str, tuple[pd.DataFrame, str | None, str]] = {
+        "marginal": (tables.marginal, None, "main"),
+        **{a: (sf.table, a, "main") for a, sf in tables.by_axis.items()},
+    }
+    if tables.hosts is not None:
+        rungs["all_hosts"] = (tables.hosts.table, cfg.condition_on, "allhosts")
+    inj, n = tables.injections, cfg.closure_host_bootstrap
+    if inj is None or n == 0:
+        return {k: None for k in rungs}
+    inj = inj.assign(src_mag=inj.src_mag_r, arc_mag=inj.arc_mag_r)
+    return {
+        k: host_replicates(t, inj[inj.variant == v], a, n, stable_seed(seed, "closure", "hosts", k))
+        for k, (t, a, v) in rungs.items()
+    }
+
+
+def bootstrap_summary(tables: Tables, reps: np.ndarray | None, cfg: SelectionConfig) -> dict[str, Any]:
+    """How much the host bootstrap widens the 3-D marginal's 68% intervals (median over its sufficient
+    cells): the Beta posterior's width against the replicates' 16–84% range."""
+    t = tables.marginal
+    ok = ~t.insufficient.to_numpy(bool)
+    out: dict[str, Any] = {
+        "n_boot": cfg.closure_host_bootstrap,
+        "median_ci68_width_beta": float(np.median((t.c_hi68 - t.c_lo68).to_numpy()[ok]))
+        if ok.any()
+        else None,
+        "median_ci68_width_hosts": None,
+    }
+    if reps is not None and ok.any():
+        lo, hi = np.nanpercentile(reps[:, ok], [16, 84], axis=0)
+        out["median_ci68_width_hosts"] = float(np.median(hi - lo))
+        inj = tables.injections
+        out["n_hosts"] = int(inj[inj.variant == "main"].host_galaxy_id.nunique()) if inj is not None else 0
+    return out
 
 
 def closure_record(
@@ -117,26 +165,32 @@ def closure_record(
     lenses: pd.DataFrame,
     op: float,
     where: str = "the synthetic sky",
+    seed: int = 0,
 ) -> dict[str, Any]:
     """``closure.json``: the closure of the chosen table (its statistics at the top level), the closure
     ladder and, per rung, the full statistics (``rungs``); ``lenses`` are known-truth lenses of ``where``
-    (:data:`~lensaudit.selection.closure.LENS_COLUMNS`)."""
+    (:data:`~lensaudit.selection.closure.LENS_COLUMNS`); ``seed`` seeds the host bootstrap."""
     chosen = cfg.condition_on
+    reps = replicates(tables, cfg, seed)
     rungs: list[tuple[str, str, dict[str, Any]]] = [
         (
             "marginal",
             "(a) C(θE, PSF, depth) marginal under the injection prior (the method before issue 15)",
-            closure_of(SelectionFunction(tables.marginal), lenses, op, None),
+            closure_of(SelectionFunction(tables.marginal), lenses, op, None, replicates=reps["marginal"]),
         ),
         (
             "src_mag",
             "(b) C(θE, PSF, depth, m_src) at each lens's true unlensed source r magnitude",
-            closure_of(tables.by_axis["src_mag"], lenses, op, MAG_OF_AXIS["src_mag"]),
+            closure_of(
+                tables.by_axis["src_mag"], lenses, op, MAG_OF_AXIS["src_mag"], replicates=reps["src_mag"]
+            ),
         ),
         (
             "arc_mag",
             "(b′) C(θE, PSF, depth, m_arc) at each lens's true lensed arc r magnitude",
-            closure_of(tables.by_axis["arc_mag"], lenses, op, MAG_OF_AXIS["arc_mag"]),
+            closure_of(
+                tables.by_axis["arc_mag"], lenses, op, MAG_OF_AXIS["arc_mag"], replicates=reps["arc_mag"]
+            ),
         ),
     ]
     if tables.hosts is not None:
@@ -146,7 +200,7 @@ def closure_record(
                 f"(c) as ({'b' if chosen == 'src_mag' else 'b′'}) from injections into all N1 hosts, "
                 "not only deflector-like ones (coarser magnitude bins: the host bracket has fewer "
                 "injections)",
-                closure_of(tables.hosts, lenses, op, MAG_OF_AXIS[chosen]),
+                closure_of(tables.hosts, lenses, op, MAG_OF_AXIS[chosen], replicates=reps["all_hosts"]),
             )
         )
     main = next(c for k, _, c in rungs if k == chosen)
@@ -155,6 +209,7 @@ def closure_record(
         "condition_on": chosen,
         "ladder": ladder(rungs),
         "rungs": {k: c for k, _, c in rungs},
+        "host_bootstrap": bootstrap_summary(tables, reps["marginal"], cfg),
         "where": where,
         "note": f"true lenses of {where}, rendered by the sky's own renderer from its own source population; "
         "the selection function comes from our injections with a broad prior",

@@ -38,6 +38,7 @@ READS = (
     "selection.table",
     "selection.table_alt",
     "selection.marginal",
+    "selection.injection_scores",
 )
 WRITES = ("sky", "lenses", "closure", "closure_plot")
 
@@ -58,8 +59,10 @@ def run(cfg: PopulationConfig, ctx: StageContext) -> Manifest:
     with ctx.progress(int(cuts.quality_ok.sum()), "population: scoring lenses") as bar:
         scored = score_lenses(lenses, cuts, _model(ctx), op, bar.advance)
     write_parquet_atomic(scored, ctx.output("lenses"))
-    tables = Tables.read(*(ctx.artifact("selection", n) for n in ("table", "table_alt", "marginal")))
-    clo = closure_record(tables, ctx.config.selection, scored, op, where="the second sky")
+    tables = Tables.read(
+        *(ctx.artifact("selection", n) for n in ("table", "table_alt", "marginal", "injection_scores"))
+    )
+    clo = closure_record(tables, ctx.config.selection, scored, op, where="the second sky", seed=ctx.seed)
     atomic_write_json(ctx.output("closure"), clo)
     closure_plot(clo, ctx.output("closure_plot"), "the second sky")
     gates = validation.evaluate(NAME, validation.stage_inputs(ctx))

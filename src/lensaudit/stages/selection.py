@@ -103,4 +103,4 @@ def _closure(ctx: StageContext, tables: conditional.Tables, cfg: SelectionConfig
     if truth is None or not truth.is_file():
         return closure.unavailable("no synthetic truth (real data)")
     lenses = closure.sky_lenses(truth, ctx.artifact("evaluate", "scores"))
-    return conditional.closure_record(tables, cfg, lenses, op)
+    return conditional.closure_record(tables, cfg, lenses, op, seed=ctx.seed)
