@@ -38,7 +38,7 @@ from _common import save  # noqa: E402
 from lensaudit.config import SkyConfig  # noqa: E402
 from lensaudit.sky.build import build_sky  # noqa: E402
 from lensaudit.sky.server import serve  # noqa: E402
-from lensaudit.stamps.loader import WindowDataset, iter_batches, make_iterable, shard_windows  # noqa: E402
+from lensaudit.stamps.loader import WorkerBatches, iter_batches, shard_windows  # noqa: E402
 from lensaudit.stamps.store import StampStore  # noqa: E402
 from lensaudit.survey.coadds import CoaddReader  # noqa: E402
 from lensaudit.survey.cutout_service import CutoutClient  # noqa: E402
@@ -97,8 +97,7 @@ def steady(dl, n: int) -> float:
 def steady_pair(path: Path, rows: np.ndarray, files, order, a) -> tuple[float, float]:
     """(shuffled batches, npz) stamps/s with 2 persistent DataLoader workers, second pass."""
     windows = shard_windows(rows, 256, np.random.default_rng(5), a.buffer)
-    it = make_iterable(WindowDataset(str(path), rows, windows, a.batch))
-    dl = torch.utils.data.DataLoader(it, batch_size=None, num_workers=2, persistent_workers=True)
+    dl = WorkerBatches(StampStore.open(path), rows, windows, a.batch, workers=2, persistent=True)
     npz = torch.utils.data.DataLoader(
         torch.utils.data.Subset(NpzSet(files), order), batch_size=32, num_workers=2, persistent_workers=True
     )
@@ -135,12 +134,12 @@ def shuffled_epoch(path: Path, rows: np.ndarray, shard: int, buffer: int, batch:
     windows = shard_windows(rows, shard, np.random.default_rng(5), buffer)
     t0 = time.perf_counter()
     n = 0
-    if workers <= 0:  # in this process; -k: k reader threads reading windows ahead
-        for pos, _ in iter_batches(StampStore.open(path), rows, windows, batch, threads=-workers):
+    st = StampStore.open(path)
+    if workers <= 0:  # in this process (training's read); -k: k reader threads reading windows ahead
+        for pos, _ in iter_batches(st, rows, windows, batch, threads=-workers, reuse=True):
             n += len(pos)
-    else:
-        it = make_iterable(WindowDataset(str(path), rows, windows, batch))
-        for pos, _ in torch.utils.data.DataLoader(it, batch_size=None, num_workers=workers):
+    else:  # a DataLoader with `workers` worker processes
+        for pos, _ in WorkerBatches(st, rows, windows, batch, workers=workers):
             n += len(pos)
     assert n == len(rows)
     return n / (time.perf_counter() - t0)
