@@ -3,11 +3,14 @@
 - stamps/s for the `coadds` provider and the `service` provider against `lensaudit sky serve` (same machine);
 - training-style reads from the stamp store: shuffled batches in the shard-aware order
   (:mod:`lensaudit.stamps.loader`: shard order shuffled, ``--buffer`` shards read per call, shuffled within),
-  in one process and in a DataLoader with 2 workers, against the same stamps stored one .npz per file (the
-  predecessor's layout, read in random order) on the same disk, in the same run. Target: ≥ 5×;
-- the reader paths behind the choice of codec (docs/data.md): zarr-python slice reads of whole shards of a
-  zstd store and of an uncompressed store, and the direct reader of uncompressed shards
-  (``StampStore.read_images``); random single-stamp reads for reference;
+  in one process (``iter_batches(reuse=True)``, training's read) and in a torch DataLoader with 2 worker
+  processes (``WorkerBatches``: the workers fill batch slots in shared memory), against the same stamps
+  stored one .npz per file (the predecessor's layout, read in random order by a plain Dataset, in this
+  process and in a DataLoader with 2 worker processes) on the same disk, in the same run. Target: ≥ 5×;
+- the reader paths behind the choice of codec and reader (docs/data.md): zarr-python slice reads of whole
+  shards of a zstd store and of an uncompressed store, the direct reader of uncompressed shards
+  (``StampStore.read_images``), and tensorstore (zarr3 driver) on the same uncompressed store; random
+  single-stamp reads for reference;
 - cold reads: the page cache of the store's shard files (and of a sequential-read probe file of
   ``--probe-mib``) is dropped without root by ``posix_fadvise(POSIX_FADV_DONTNEED)`` after ``fsync``,
   checked with ``fincore``-style residency (``os`` has no mincore: we report the warm/cold ratio of the
@@ -145,6 +148,38 @@ def shuffled_epoch(path: Path, rows: np.ndarray, shard: int, buffer: int, batch:
     return n / (time.perf_counter() - t0)
 
 
+def tensorstore_paths(path: Path, rows: np.ndarray, buffer: int, single: np.ndarray) -> dict:
+    """The same reads through tensorstore (zarr3 driver, default context: its own thread pools): whole
+    shards, the shuffled windows of the shard-aware order (one ``oindex`` read per window), random single
+    stamps. Bytes checked against the direct reader."""
+    import tensorstore as ts
+
+    arr = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path / "image")}}).result()
+    st = StampStore.open(path)
+    n = len(rows)
+    assert np.array_equal(arr.oindex[rows[:64]].read().result(), st.read_images(rows[:64]))
+    out = {}
+    t0 = time.perf_counter()
+    for lo in range(0, n, 256):
+        arr[lo : lo + 256].read().result()
+    out["tensorstore_shard_slices_none_per_s"] = round(n / (time.perf_counter() - t0))
+    windows = shard_windows(rows, 256, np.random.default_rng(5), buffer)
+    t0 = time.perf_counter()
+    for pos in windows:
+        arr.oindex[rows[pos]].read().result()
+    out["tensorstore_shuffled_windows_none_per_s"] = round(n / (time.perf_counter() - t0))
+    buf = np.empty((max(len(p) for p in windows),) + st.read_images(rows[:1]).shape[1:], np.float32)
+    t0 = time.perf_counter()
+    for pos in windows:
+        st.read_images(rows[pos], out=buf[: len(pos)])
+    out["direct_reader_shuffled_windows_none_per_s"] = round(n / (time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    for i in single:
+        arr[int(i)].read().result()
+    out["tensorstore_random_single_none_per_s"] = round(len(single) / (time.perf_counter() - t0))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=400)
@@ -234,6 +269,7 @@ def main() -> int:
     paths["shuffled_batches_zstd_store_1proc_per_s"] = round(
         shuffled_epoch(stores["zstd"], rows, 256, a.buffer, a.batch, 0)
     )
+    paths |= tensorstore_paths(path, rows, a.buffer, single)
     # cold reads: page cache dropped with fadvise, then one shuffled epoch; the probe's cold sequential read
     probe = tmp / "probe.bin"
     with open(probe, "wb") as f:
@@ -290,7 +326,8 @@ def main() -> int:
             "target_ratio": 5,
             "reader_paths": paths,
             "tensorstore": (
-                "not tried (not installed; the direct reader of uncompressed shards runs at page-cache speed)"
+                "tensorstore 0.1.86 zarr3 driver on the same uncompressed store, in reader_paths "
+                "(tensorstore_*); bytes equal to the direct reader's"
             ),
             "seq_probe_mib": a.probe_mib,
             "seq_read_cold_mb_s": round(seq_cold, 1),

@@ -117,6 +117,13 @@ def test_worker_batches_through_shared_slots(tmp_path, codec):
             for k, _ in enumerate(wb):  # an epoch cut short: its busy slots are free in the next
                 if k == 3:
                     break
+        ptr = wb.ring.data_ptr()
+        del wb  # a non-persistent loader's slots go to the cache, for the next loader of that size
+        wb2 = WorkerBatches(s, rows, w, 3, workers=2, persistent=persistent)
+        assert (wb2.ring.data_ptr() == ptr) == (not persistent)
+        for p, im in wb2:
+            assert im.numpy().tobytes() == _expected(s, rows, p).tobytes()
+        wb2.close()
 
 
 def test_worker_without_a_free_slot_sends_a_fresh_tensor(tmp_path):

@@ -170,14 +170,21 @@ class WindowDataset:
                     yield i, a, w, -1, t
 
 
+#: shared-memory slot rings of closed non-persistent :class:`WorkerBatches`, by size in bytes (at most two
+#: each), reused by the next loader of that size: an allocator cache, as torch keeps for pinned memory
+_RINGS: dict[int, list] = {}
+
+
 class WorkerBatches:
     """Shard-aware (positions, images) batches read by ``workers`` torch ``DataLoader`` worker processes
     (:class:`WindowDataset`; worker ``w`` reads the windows ``w::W``), iterated in the main process. Images
     are (k, B, S, S) float32 tensors in shared memory, each valid until the next batch is requested (as with
-    ``iter_batches(reuse=True)``); batches do not span windows. Each worker owns ``2·workers + 2`` batch
-    slots (the DataLoader's prefetch of 2 per worker, a worker left alone, and the batch held), allocated
-    once per loader and page-faulted on first use only. ``persistent``: keep the worker processes between
-    epochs (the windows stay those given here)."""
+    ``iter_batches(reuse=True)``); batches do not span windows. Each worker owns ``prefetch·workers + 2``
+    batch slots (the DataLoader's prefetch per worker, a worker left alone, and the batch held), allocated
+    once per loader and page-faulted on first use only; a non-persistent loader gives its slots back to a
+    small cache when it is closed or collected, for the next loader of the same size (an epoch that builds
+    a new loader for its new order then pays no page faults and zeroing of fresh shared memory).
+    ``persistent``: keep the worker processes between epochs (the windows stay those given here)."""
 
     def __init__(
         self,
@@ -187,14 +194,18 @@ class WorkerBatches:
         batch_size: int,
         workers: int = 2,
         persistent: bool = False,
+        prefetch: int = 2,
     ):
         import torch
 
         shape = tuple(store.read_images(np.asarray(rows[:0], np.int64)).shape[1:])
-        slots = 2 * workers + 2
+        slots = prefetch * workers + 2
         full = (workers, slots, batch_size) + shape
+        nbytes = 4 * int(np.prod(full))
+        cached = _RINGS.get(nbytes)
         # created in shared memory without touching it: a slot's pages are faulted when it is first filled
-        storage = torch.UntypedStorage._new_shared(4 * int(np.prod(full)))
+        storage = cached.pop() if cached else torch.UntypedStorage._new_shared(nbytes)
+        self._storage, self._pooled, self._running = storage, not persistent, False
         self.ring = torch.empty(0).set_(storage).view(full)
         self.busy = torch.zeros((workers, slots), dtype=torch.int64).share_memory_()
         self.epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
@@ -206,12 +217,32 @@ class WorkerBatches:
                 return iter(ds)
 
         self.loader = torch.utils.data.DataLoader(
-            _It(), batch_size=None, num_workers=workers, persistent_workers=persistent and workers > 0
+            _It(),
+            batch_size=None,
+            num_workers=workers,
+            persistent_workers=persistent and workers > 0,
+            prefetch_factor=prefetch if workers > 0 else None,
         )
 
+    def close(self) -> None:
+        """Give a non-persistent loader's slots to the cache (not while an epoch is being iterated: its
+        workers may still fill them); the loader is not iterated again."""
+        if self._storage is not None and self._pooled and not self._running:
+            pool = _RINGS.setdefault(self._storage.nbytes(), [])
+            if len(pool) < 2:
+                pool.append(self._storage)
+            self._storage = None
+
+    def __del__(self) -> None:
+        if _RINGS is not None:  # None while the interpreter shuts down
+            self.close()
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, Any]]:
+        if self._storage is None:
+            raise RuntimeError("WorkerBatches: iterated after close()")
         self.epoch += 1  # before the workers start (or resume): slots busy from an earlier epoch are free
         held: tuple[int, int] | None = None
+        self._running = True
         try:
             for i, a, w, s, t in self.loader:
                 if held is not None:
@@ -223,6 +254,8 @@ class WorkerBatches:
                     yield p, self.ring[w, s, : len(p)]
                 else:
                     yield p, t
-        finally:
+        finally:  # this generator holds ``self``: close() can only follow once its frame (with the
+            # DataLoader's iterator, which shuts the workers down when collected) is gone
+            self._running = False
             if held is not None:
                 self.busy[held] = 0
