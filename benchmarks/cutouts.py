@@ -97,6 +97,20 @@ def steady(dl, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+class _One(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        yield 0
+
+
+def dataloader_overhead_s() -> float:
+    """Seconds for a DataLoader with 2 worker processes to start, deliver one item and stop: the fixed cost
+    that each fresh-loader epoch above pays on both sides (it grows with this process's memory: fork)."""
+    t0 = time.perf_counter()
+    for _ in torch.utils.data.DataLoader(_One(), batch_size=None, num_workers=2):
+        pass
+    return time.perf_counter() - t0
+
+
 def steady_pair(path: Path, rows: np.ndarray, files, order, a) -> tuple[float, float]:
     """(shuffled batches, npz) stamps/s with 2 persistent DataLoader workers, second pass."""
     windows = shard_windows(rows, 256, np.random.default_rng(5), a.buffer)
@@ -192,6 +206,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     a = ap.parse_args()
     torch.set_num_threads(2)
+    load_start = os.getloadavg()
     tmp = Path(tempfile.mkdtemp())
     build_sky(tmp / "sky", SkyConfig(n_bricks=2, brick_pixels=1200, workers=1), seed=1, workers=1)
     truth = pd.read_parquet(tmp / "sky" / "truth.parquet")
@@ -242,6 +257,7 @@ def main() -> int:
         reps["nr2"].append(rate(NpzSet(files), order, 2))
     sb0, nr0, sb2, sb2t, nr2 = (float(np.median(reps[k])) for k in ("sb0", "nr0", "sb2", "sb2t", "nr2"))
     steady_reps = [steady_pair(path, rows, files, order, a) for _ in range(a.reps)]
+    overhead = float(np.median([dataloader_overhead_s() for _ in range(a.reps)]))
     sb2s, nr2s = (float(np.median([r[i] for r in steady_reps])) for i in (0, 1))
     # reader paths: whole-shard reads of each codec through zarr-python, and the direct reader
     paths = {}
@@ -296,9 +312,19 @@ def main() -> int:
     save(
         "cutouts",
         {
+            "load_average_1min_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
+            "dataloader_2workers_start_stop_s": round(overhead, 3),
+            "dataloader_overhead_note": (
+                "an empty DataLoader with 2 worker processes started, iterated and stopped in this process "
+                "(median of reps): paid by every fresh-loader epoch, both sides; the store's epoch of "
+                "store_rows stamps takes store_rows / shuffled_batches_per_s_2workers seconds in all"
+            ),
             "note": (
-                "shared machine (2 cores, other engineers' jobs running); each ratio's sides ran in this "
-                "run; npz with 2 workers = DataLoader with 2 worker processes"
+                "shared machine (2 cores, other engineers' jobs running: see load_average_1min_start_end); "
+                "each ratio's sides ran in this run, alternating; 2workers = a fresh torch DataLoader with 2 "
+                "worker processes per epoch on both sides (store: lensaudit.stamps.loader.WorkerBatches, "
+                "start-up included; npz: a map-style Dataset, batch 32); 1proc = iter_batches(reuse=True), "
+                "training's read, against np.load per file"
             ),
             "stamps_real": len(stamps),
             "store_rows": n,
