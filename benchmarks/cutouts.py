@@ -235,6 +235,14 @@ def main() -> int:
         stores[codec] = tmp / f"{codec}.zarr"
     check = np.random.default_rng(1).integers(0, n, 256)
     exact = bool(np.array_equal(StampStore.open(stores["none"]).read_images(check), img[tile[check]]))
+    got = StampStore.open(stores["none"]).read(check)  # all three arrays, direct reader
+    exact_read = all(np.array_equal(g, w[tile[check]]) for g, w in zip(got, (img, iv, mb)))
+    ex_rows = np.random.default_rng(0).permutation(n)
+    ex_win = shard_windows(ex_rows, 256, np.random.default_rng(5), a.buffer)
+    exact_workers = all(  # every batch of one 2-worker epoch against the written stamps
+        np.array_equal(x.numpy(), img[tile[ex_rows[p]]])
+        for p, x in WorkerBatches(StampStore.open(stores["none"]), ex_rows, ex_win, a.batch, workers=2)
+    )
     files = []
     for i in range(n):
         f = tmp / "npz" / f"{i}.npz"
@@ -333,6 +341,8 @@ def main() -> int:
             "buffer_shards": a.buffer,
             "batch": a.batch,
             "bytes_exact_vs_written": exact,
+            "bytes_exact_read_all_arrays": exact_read,
+            "bytes_exact_2worker_epoch": exact_workers,
             "coadds_stamps_per_s": round(coadds_rate, 1),
             "service_stamps_per_s": round(service_rate, 1),
             "service_all_ok": all(r.ok for r in res),

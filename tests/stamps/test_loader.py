@@ -126,6 +126,17 @@ def test_worker_batches_through_shared_slots(tmp_path, codec):
         wb2.close()
 
 
+def test_worker_batches_in_this_process(tmp_path):
+    s = _store3(tmp_path / "s.zarr", "none")
+    rows = np.random.default_rng(4).permutation(40)
+    w = shard_windows(rows, 8, np.random.default_rng(5), 2)
+    seen = []
+    for p, im in WorkerBatches(s, rows, w, 6, workers=0):
+        assert im.numpy().tobytes() == _expected(s, rows, p).tobytes()
+        seen += p.tolist()
+    assert seen == np.concatenate(w).tolist()
+
+
 def test_worker_without_a_free_slot_sends_a_fresh_tensor(tmp_path):
     """The worker side alone (no DataLoader: worker 0 of 1): with every slot held, each batch travels in
     its own shared tensor (slot −1) with the right bytes; with free slots, the ring is filled."""

@@ -200,14 +200,14 @@ class WorkerBatches:
 
         shape = tuple(store.read_images(np.asarray(rows[:0], np.int64)).shape[1:])
         slots = prefetch * workers + 2
-        full = (workers, slots, batch_size) + shape
+        full = (max(1, workers), slots, batch_size) + shape  # workers=0: the DataLoader reads in this process
         nbytes = 4 * int(np.prod(full))
         cached = _RINGS.get(nbytes)
         # created in shared memory without touching it: a slot's pages are faulted when it is first filled
         storage = cached.pop() if cached else torch.UntypedStorage._new_shared(nbytes)
         self._storage, self._pooled, self._running = storage, not persistent, False
         self.ring = torch.empty(0).set_(storage).view(full)
-        self.busy = torch.zeros((workers, slots), dtype=torch.int64).share_memory_()
+        self.busy = torch.zeros(full[:2], dtype=torch.int64).share_memory_()
         self.epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.windows, self.batch_size = windows, batch_size
         ds = WindowDataset(store, rows, windows, batch_size, self.ring, self.busy, self.epoch)
