@@ -3,11 +3,14 @@
 - stamps/s for the `coadds` provider and the `service` provider against `lensaudit sky serve` (same machine);
 - training-style reads from the stamp store: shuffled batches in the shard-aware order
   (:mod:`lensaudit.stamps.loader`: shard order shuffled, ``--buffer`` shards read per call, shuffled within),
-  in one process and in a DataLoader with 2 workers, against the same stamps stored one .npz per file (the
-  predecessor's layout, read in random order) on the same disk, in the same run. Target: ≥ 5×;
-- the reader paths behind the choice of codec (docs/data.md): zarr-python slice reads of whole shards of a
-  zstd store and of an uncompressed store, and the direct reader of uncompressed shards
-  (``StampStore.read_images``); random single-stamp reads for reference;
+  in one process (``iter_batches(reuse=True)``, training's read) and in a torch DataLoader with 2 worker
+  processes (``WorkerBatches``: the workers fill batch slots in shared memory), against the same stamps
+  stored one .npz per file (the predecessor's layout, read in random order by a plain Dataset, in this
+  process and in a DataLoader with 2 worker processes) on the same disk, in the same run. Target: ≥ 5×;
+- the reader paths behind the choice of codec and reader (docs/data.md): zarr-python slice reads of whole
+  shards of a zstd store and of an uncompressed store, the direct reader of uncompressed shards
+  (``StampStore.read_images``), and tensorstore (zarr3 driver) on the same uncompressed store; random
+  single-stamp reads for reference;
 - cold reads: the page cache of the store's shard files (and of a sequential-read probe file of
   ``--probe-mib``) is dropped without root by ``posix_fadvise(POSIX_FADV_DONTNEED)`` after ``fsync``,
   checked with ``fincore``-style residency (``os`` has no mincore: we report the warm/cold ratio of the
@@ -38,7 +41,7 @@ from _common import save  # noqa: E402
 from lensaudit.config import SkyConfig  # noqa: E402
 from lensaudit.sky.build import build_sky  # noqa: E402
 from lensaudit.sky.server import serve  # noqa: E402
-from lensaudit.stamps.loader import WindowDataset, iter_batches, make_iterable, shard_windows  # noqa: E402
+from lensaudit.stamps.loader import WorkerBatches, iter_batches, shard_windows  # noqa: E402
 from lensaudit.stamps.store import StampStore  # noqa: E402
 from lensaudit.survey.coadds import CoaddReader  # noqa: E402
 from lensaudit.survey.cutout_service import CutoutClient  # noqa: E402
@@ -94,11 +97,24 @@ def steady(dl, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+class _One(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        yield 0
+
+
+def dataloader_overhead_s() -> float:
+    """Seconds for a DataLoader with 2 worker processes to start, deliver one item and stop: the fixed cost
+    that each fresh-loader epoch above pays on both sides (it grows with this process's memory: fork)."""
+    t0 = time.perf_counter()
+    for _ in torch.utils.data.DataLoader(_One(), batch_size=None, num_workers=2):
+        pass
+    return time.perf_counter() - t0
+
+
 def steady_pair(path: Path, rows: np.ndarray, files, order, a) -> tuple[float, float]:
     """(shuffled batches, npz) stamps/s with 2 persistent DataLoader workers, second pass."""
     windows = shard_windows(rows, 256, np.random.default_rng(5), a.buffer)
-    it = make_iterable(WindowDataset(str(path), rows, windows, a.batch))
-    dl = torch.utils.data.DataLoader(it, batch_size=None, num_workers=2, persistent_workers=True)
+    dl = WorkerBatches(StampStore.open(path), rows, windows, a.batch, workers=2, persistent=True)
     npz = torch.utils.data.DataLoader(
         torch.utils.data.Subset(NpzSet(files), order), batch_size=32, num_workers=2, persistent_workers=True
     )
@@ -135,15 +151,47 @@ def shuffled_epoch(path: Path, rows: np.ndarray, shard: int, buffer: int, batch:
     windows = shard_windows(rows, shard, np.random.default_rng(5), buffer)
     t0 = time.perf_counter()
     n = 0
-    if workers <= 0:  # in this process; -k: k reader threads reading windows ahead
-        for pos, _ in iter_batches(StampStore.open(path), rows, windows, batch, threads=-workers):
+    st = StampStore.open(path)
+    if workers <= 0:  # in this process (training's read); -k: k reader threads reading windows ahead
+        for pos, _ in iter_batches(st, rows, windows, batch, threads=-workers, reuse=True):
             n += len(pos)
-    else:
-        it = make_iterable(WindowDataset(str(path), rows, windows, batch))
-        for pos, _ in torch.utils.data.DataLoader(it, batch_size=None, num_workers=workers):
+    else:  # a DataLoader with `workers` worker processes
+        for pos, _ in WorkerBatches(st, rows, windows, batch, workers=workers):
             n += len(pos)
     assert n == len(rows)
     return n / (time.perf_counter() - t0)
+
+
+def tensorstore_paths(path: Path, rows: np.ndarray, buffer: int, single: np.ndarray) -> dict:
+    """The same reads through tensorstore (zarr3 driver, default context: its own thread pools): whole
+    shards, the shuffled windows of the shard-aware order (one ``oindex`` read per window), random single
+    stamps. Bytes checked against the direct reader."""
+    import tensorstore as ts
+
+    arr = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path / "image")}}).result()
+    st = StampStore.open(path)
+    n = len(rows)
+    assert np.array_equal(arr.oindex[rows[:64]].read().result(), st.read_images(rows[:64]))
+    out = {}
+    t0 = time.perf_counter()
+    for lo in range(0, n, 256):
+        arr[lo : lo + 256].read().result()
+    out["tensorstore_shard_slices_none_per_s"] = round(n / (time.perf_counter() - t0))
+    windows = shard_windows(rows, 256, np.random.default_rng(5), buffer)
+    t0 = time.perf_counter()
+    for pos in windows:
+        arr.oindex[rows[pos]].read().result()
+    out["tensorstore_shuffled_windows_none_per_s"] = round(n / (time.perf_counter() - t0))
+    buf = np.empty((max(len(p) for p in windows),) + st.read_images(rows[:1]).shape[1:], np.float32)
+    t0 = time.perf_counter()
+    for pos in windows:
+        st.read_images(rows[pos], out=buf[: len(pos)])
+    out["direct_reader_shuffled_windows_none_per_s"] = round(n / (time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    for i in single:
+        arr[int(i)].read().result()
+    out["tensorstore_random_single_none_per_s"] = round(len(single) / (time.perf_counter() - t0))
+    return out
 
 
 def main() -> int:
@@ -158,6 +206,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     a = ap.parse_args()
     torch.set_num_threads(2)
+    load_start = os.getloadavg()
     tmp = Path(tempfile.mkdtemp())
     build_sky(tmp / "sky", SkyConfig(n_bricks=2, brick_pixels=1200, workers=1), seed=1, workers=1)
     truth = pd.read_parquet(tmp / "sky" / "truth.parquet")
@@ -186,6 +235,14 @@ def main() -> int:
         stores[codec] = tmp / f"{codec}.zarr"
     check = np.random.default_rng(1).integers(0, n, 256)
     exact = bool(np.array_equal(StampStore.open(stores["none"]).read_images(check), img[tile[check]]))
+    got = StampStore.open(stores["none"]).read(check)  # all three arrays, direct reader
+    exact_read = all(np.array_equal(g, w[tile[check]]) for g, w in zip(got, (img, iv, mb)))
+    ex_rows = np.random.default_rng(0).permutation(n)
+    ex_win = shard_windows(ex_rows, 256, np.random.default_rng(5), a.buffer)
+    exact_workers = all(  # every batch of one 2-worker epoch against the written stamps
+        np.array_equal(x.numpy(), img[tile[ex_rows[p]]])
+        for p, x in WorkerBatches(StampStore.open(stores["none"]), ex_rows, ex_win, a.batch, workers=2)
+    )
     files = []
     for i in range(n):
         f = tmp / "npz" / f"{i}.npz"
@@ -208,6 +265,7 @@ def main() -> int:
         reps["nr2"].append(rate(NpzSet(files), order, 2))
     sb0, nr0, sb2, sb2t, nr2 = (float(np.median(reps[k])) for k in ("sb0", "nr0", "sb2", "sb2t", "nr2"))
     steady_reps = [steady_pair(path, rows, files, order, a) for _ in range(a.reps)]
+    overhead = float(np.median([dataloader_overhead_s() for _ in range(a.reps)]))
     sb2s, nr2s = (float(np.median([r[i] for r in steady_reps])) for i in (0, 1))
     # reader paths: whole-shard reads of each codec through zarr-python, and the direct reader
     paths = {}
@@ -235,6 +293,7 @@ def main() -> int:
     paths["shuffled_batches_zstd_store_1proc_per_s"] = round(
         shuffled_epoch(stores["zstd"], rows, 256, a.buffer, a.batch, 0)
     )
+    paths |= tensorstore_paths(path, rows, a.buffer, single)
     # cold reads: page cache dropped with fadvise, then one shuffled epoch; the probe's cold sequential read
     probe = tmp / "probe.bin"
     with open(probe, "wb") as f:
@@ -261,9 +320,19 @@ def main() -> int:
     save(
         "cutouts",
         {
+            "load_average_1min_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
+            "dataloader_2workers_start_stop_s": round(overhead, 3),
+            "dataloader_overhead_note": (
+                "an empty DataLoader with 2 worker processes started, iterated and stopped in this process "
+                "(median of reps): paid by every fresh-loader epoch, both sides; the store's epoch of "
+                "store_rows stamps takes store_rows / shuffled_batches_per_s_2workers seconds in all"
+            ),
             "note": (
-                "shared machine (2 cores, other engineers' jobs running); each ratio's sides ran in this "
-                "run; npz with 2 workers = DataLoader with 2 worker processes"
+                "shared machine (2 cores, other engineers' jobs running: see load_average_1min_start_end); "
+                "each ratio's sides ran in this run, alternating; 2workers = a fresh torch DataLoader with 2 "
+                "worker processes per epoch on both sides (store: lensaudit.stamps.loader.WorkerBatches, "
+                "start-up included; npz: a map-style Dataset, batch 32); 1proc = iter_batches(reuse=True), "
+                "training's read, against np.load per file"
             ),
             "stamps_real": len(stamps),
             "store_rows": n,
@@ -272,6 +341,8 @@ def main() -> int:
             "buffer_shards": a.buffer,
             "batch": a.batch,
             "bytes_exact_vs_written": exact,
+            "bytes_exact_read_all_arrays": exact_read,
+            "bytes_exact_2worker_epoch": exact_workers,
             "coadds_stamps_per_s": round(coadds_rate, 1),
             "service_stamps_per_s": round(service_rate, 1),
             "service_all_ok": all(r.ok for r in res),
@@ -291,7 +362,8 @@ def main() -> int:
             "target_ratio": 5,
             "reader_paths": paths,
             "tensorstore": (
-                "not tried (not installed; the direct reader of uncompressed shards runs at page-cache speed)"
+                "tensorstore 0.1.86 zarr3 driver on the same uncompressed store, in reader_paths "
+                "(tensorstore_*); bytes equal to the direct reader's"
             ),
             "seq_probe_mib": a.probe_mib,
             "seq_read_cold_mb_s": round(seq_cold, 1),

@@ -22,11 +22,8 @@ class Normalizer:
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         """(…, B, S, S) nanomaggies → normalised float32 (NaN pixels stay NaN; callers decide how to fill)."""
-        r = radius_map(img.shape[-1])
-        outer = np.where(r >= self.outer_radius_pix, img, np.nan)
-        with np.errstate(all="ignore"):
-            med = np.nanmedian(outer.reshape(*img.shape[:-2], -1), axis=-1)
-        med = np.nan_to_num(med)
+        outer = img[..., radius_map(img.shape[-1]) >= self.outer_radius_pix]
+        med = np.nan_to_num(nanmedian_rows(outer))
         x = (img - med[..., None, None]) / np.asarray(self.sigma, np.float32)[:, None, None]
         if self.asinh:
             x = 4.0 * np.arcsinh(x / 4.0)
@@ -44,6 +41,43 @@ class Normalizer:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def nanmedian_rows(a: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(a, axis=-1)`` of a float array, without numpy's Python loop over rows (2–3× faster on
+    stamp annuli): rows without NaN are partitioned once at the upper middle position (the lower middle value
+    of an even count is the maximum below it), rows with NaN are sorted (NaN last) and indexed at the middle
+    of their non-NaN count; an even count gives (lo + hi) / 2 in ``a``'s dtype, as numpy's mean of the two
+    does, an all-NaN row NaN (without a warning). The values are numpy's bit for bit (tested), except that a
+    median between a −0.0 and a +0.0 may carry the other sign of zero.
+
+    >>> nanmedian_rows(np.array([[3.0, np.nan, 1.0, 2.0], [4.0, 1.0, 2.0, 3.0], [np.nan] * 4]))
+    array([2. , 2.5, nan])
+    """
+    a = np.asarray(a)
+    k = a.shape[-1]
+    flat = a.reshape(-1, k)
+    med = np.full(len(flat), np.nan, a.dtype)
+    cnt = k - np.isnan(flat).sum(axis=1)
+    full = cnt == k
+    if k and full.any():
+        part = np.partition(flat if full.all() else flat[full], k // 2, axis=1)
+        hi = part[:, k // 2]
+        med[full] = hi if k % 2 else _mean2(part[:, : k // 2].max(axis=1), hi)
+    some = (cnt > 0) & ~full
+    if some.any():
+        srt = np.sort(flat[some], axis=1)  # NaN sort last
+        c = cnt[some]
+        ar = np.arange(len(srt))
+        lo, hi = srt[ar, (c - 1) // 2], srt[ar, c // 2]
+        med[some] = np.where(c % 2 == 1, hi, _mean2(lo, hi))
+    return med.reshape(a.shape[:-1])
+
+
+def _mean2(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """numpy's ``mean`` of two values: their sum in the array's dtype, halved."""
+    with np.errstate(all="ignore"):
+        return (lo + hi) / lo.dtype.type(2)
 
 
 def fill_nan(x: np.ndarray, central_radius: float = 8.0) -> np.ndarray:
@@ -68,9 +102,9 @@ def stamp_mad_sigma(images: np.ndarray) -> np.ndarray:
     """(N, B) robust noise σ = 1.4826·MAD of each stamp's outer annulus (r ≥ 30 px), per band."""
     r = radius_map(images.shape[-1])
     outer = images[..., r >= 30]
+    med = nanmedian_rows(outer)[..., None]
     with np.errstate(all="ignore"):
-        med = np.nanmedian(outer, axis=-1, keepdims=True)
-        mad = np.nanmedian(np.abs(outer - med), axis=-1)
+        mad = nanmedian_rows(np.abs(outer - med))
     return 1.4826 * mad
 
 

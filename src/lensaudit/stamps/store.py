@@ -44,6 +44,8 @@ class StampStore:
     def __post_init__(self) -> None:
         # array handles are opened once: looking them up in the group re-reads their metadata on every access
         self._arrays = {a: self.group[a] for a in ARRAYS if a in self.group}
+        self._readers: dict[str, ShardReader | None] = {}
+        self._shard_size = int(self.group.attrs["shard_size"])
 
     def _a(self, name: str):
         return self._arrays[name]
@@ -132,7 +134,7 @@ class StampStore:
 
     @property
     def shard_size(self) -> int:
-        return int(self.group.attrs["shard_size"])
+        return self._shard_size
 
     def shard_ranges(self) -> list[tuple[int, int]]:
         """[start, stop) row ranges, one per shard: the unit of lock-free parallel writing."""
@@ -148,10 +150,21 @@ class StampStore:
         self._a("maskbits")[start:stop] = np.asarray(maskbits, np.int32)
 
     def read(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Read rows (int, slice, or sorted/unsorted index array) → (image, invvar, maskbits).
+        """Read rows (int, slice, or index array in any order, repeats allowed) → (image, invvar, maskbits),
+        in the order asked (an int gives arrays without the row axis).
 
-        A shard that fails to decode (truncated, overwritten, checksum mismatch) raises InputError naming the
-        store and the rows."""
+        Arrays stored uncompressed are read by :class:`ShardReader` straight from the shard files (the bytes
+        zarr-python reads); others through zarr-python. A shard that fails to decode (truncated, overwritten,
+        checksum mismatch) raises InputError naming the store and the rows."""
+        if all(self.reader(a) is not None for a in ARRAYS):
+            single = isinstance(rows, (int, np.integer))
+            if isinstance(rows, slice):
+                idx = np.arange(*rows.indices(self.n))
+            else:
+                idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+                idx = np.where(idx < 0, idx + self.n, idx)  # negative rows count from the end, as in zarr
+            image, invvar, maskbits = (self.reader(a).read(idx) for a in ARRAYS)  # type: ignore[union-attr]
+            return (image[0], invvar[0], maskbits[0]) if single else (image, invvar, maskbits)
         with self._decoding(rows):
             return self._read(rows)
 
@@ -176,34 +189,23 @@ class StampStore:
     def read_images(self, rows, out: np.ndarray | None = None) -> np.ndarray:
         """Images (k, B, S, S) float32 of ``rows`` (int array, any order, repeats allowed), in that order.
 
-        The read path of training and scoring. In an uncompressed local store each shard file touched is
-        memory-mapped once (its index's CRC32C checked) and every stamp is copied once, from the page cache
-        straight to its place in the output, so a shuffled read costs what a sorted one does. Other stores
-        read each contiguous run of rows as one zarr slice. Unwritten rows are NaN. InputError naming the
-        store and shard when a shard is corrupt. ``out``: a C-contiguous float32 array to fill and return
-        (e.g. a tensor in shared memory)."""
+        The read path of training and scoring. In an uncompressed local store (:meth:`reader`) every stamp
+        is copied once, from the page cache or the disk straight to its place in the output, so a shuffled
+        read costs what a sorted one does. Other stores read each contiguous run of rows as one zarr slice.
+        Unwritten rows are NaN. InputError naming the store and shard when a shard is corrupt. ``out``: a
+        C-contiguous float32 array to fill and return (e.g. a reused buffer or a tensor in shared memory)."""
         idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+        raw = self.reader("image")
+        if raw is not None:
+            return raw.read(idx, out)
         if len(idx) and (idx.min() < 0 or idx.max() >= self.n):
             raise IndexError(f"stamp store {self.path}: rows outside 0…{self.n - 1}")
-        raw = self._raw_dir()
         shape = (len(idx),) + tuple(self._a("image").shape[1:])
-        if out is not None and (out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous):
-            raise ValueError(f"read_images: out must be C-contiguous float32 of shape {shape}")
-        if raw is None:
-            img = self._read_images_zarr(idx)
-            if out is None:
-                return img
-            out[...] = img
-            return out
-        out = np.empty(shape, np.float32) if out is None else out
-        s = self.shard_size
-        order = np.argsort(idx // s, kind="stable")
-        shard_of = idx[order] // s
-        bounds = np.flatnonzero(np.diff(shard_of)) + 1
-        for grp in np.split(order, bounds) if len(idx) else []:
-            k = int(idx[grp[0]] // s)
-            with self._decoding(idx[grp]):
-                _read_shard_raw(raw / str(k) / "0" / "0" / "0", idx[grp] - k * s, s, out, grp)
+        _check_out(out, shape, np.dtype(np.float32))
+        img = self._read_images_zarr(idx)
+        if out is None:
+            return img
+        out[...] = img
         return out
 
     def _read_images_zarr(self, idx: np.ndarray) -> np.ndarray:
@@ -217,15 +219,19 @@ class StampStore:
                 out[p0:p1] = a[r0 : r0 + p1 - p0]
         return out if len(uniq) == len(idx) and bool((np.diff(idx) > 0).all()) else out[inv]
 
-    def _raw_dir(self) -> Path | None:
-        """The image array's chunk directory when shard files can be read directly: a local store whose
-        image array is sharded with the ``bytes`` codec only (no compression); None otherwise."""
-        if hasattr(self, "_raw"):
-            return self._raw
-        self._raw: Path | None = None
+    def reader(self, name: str = "image") -> ShardReader | None:
+        """The direct reader of array ``name`` when its shard files can be read without zarr: a local store
+        whose array is sharded (``shard_size`` rows per shard, one row per chunk) with the little-endian
+        ``bytes`` codec only (no compression) and the index at the end, CRC32C-checked; None otherwise."""
+        if name in self._readers:
+            return self._readers[name]
+        a = self._a(name)
         try:
-            codecs = self._a("image").metadata.to_dict()["codecs"]
+            meta = a.metadata.to_dict()
+            codecs = meta["codecs"]
             inner = codecs[0]["configuration"]
+            shard_shape = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
+            key = meta["chunk_key_encoding"]
             ok = (
                 len(codecs) == 1
                 and codecs[0]["name"] == "sharding_indexed"
@@ -233,29 +239,36 @@ class StampStore:
                 and inner["codecs"][0].get("configuration", {}).get("endian", "little") == "little"
                 and [c["name"] for c in inner["index_codecs"]] == ["bytes", "crc32c"]
                 and inner["index_location"] == "end"
+                and tuple(inner["chunk_shape"]) == (1,) + tuple(a.shape[1:])
+                and shard_shape == (self.shard_size,) + tuple(a.shape[1:])
+                and key["name"] == "default"
+                and key.get("configuration", {}).get("separator", "/") == "/"
             )
         except (KeyError, IndexError, TypeError, AttributeError):
             ok = False
         root = Path(self.path)
-        if ok and "://" not in self.path and (root / "image" / "zarr.json").is_file():
-            self._raw = root / "image" / "c"
-        return self._raw
+        r = None
+        if ok and "://" not in self.path and (root / name / "zarr.json").is_file():
+            r = ShardReader(
+                self.path, str(root / name / "c"), self.shard_size, tuple(a.shape), a.dtype.str, a.fill_value
+            )
+        self._readers[name] = r
+        return r
+
+    def _raw_dir(self) -> Path | None:
+        """The image array's chunk directory when :meth:`reader` reads it directly, else None."""
+        r = self.reader("image")
+        return None if r is None else Path(r.chunks)
 
     def read_image(self, row: int) -> np.ndarray:
-        """One stamp's image (B, S, S): reads a single chunk."""
+        """One stamp's image (B, S, S)."""
+        if self.reader("image") is not None:
+            return self.read_images([int(row)])[0]
         with self._decoding(int(row)):
             return self._a("image")[int(row)]
 
-    @contextmanager
-    def _decoding(self, rows: Any) -> Iterator[None]:
-        """Turn a zarr/codec failure while reading ``rows`` into one InputError naming the store and shard."""
-        try:
-            yield
-        except (ValueError, OSError, RuntimeError, KeyError, TypeError) as exc:
-            raise InputError(
-                f"stamp store {self.path}: {_describe(rows, self.shard_size)} cannot be read, a shard is "
-                f"corrupt ({' '.join(str(exc).split())[:160]}); delete the store to fetch it again"
-            ) from None
+    def _decoding(self, rows: Any):
+        return _decoding(self.path, self.shard_size, rows)
 
     def written_rows(self) -> np.ndarray:
         """Boolean (N,): rows whose maskbits were written (−1 fill means never written)."""
@@ -279,52 +292,107 @@ def _runs(sorted_rows: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def _read_shard_raw(path: Path, local: np.ndarray, shard_size: int, out: np.ndarray, pos: np.ndarray) -> None:
-    """Read the chunks ``local`` (rows within the shard, any order) of one uncompressed shard file into
-    ``out[pos]``: the index (at the end: offset and length as uint64 per chunk, then the CRC32C of those) is
-    checked, then each stamp is read with one ``preadv`` straight into its place in ``out`` (one copy, from
-    the page cache or the disk), in ascending file offset (a sequential pass for the disk's read-ahead);
-    runs of stamps that are consecutive both in ``out`` and in the file are read together. Unwritten chunks
-    (or a missing shard file) are NaN."""
-    import os
+@dataclass(frozen=True)
+class ShardReader:
+    """Direct reader of one uncompressed sharded array of a local store, without zarr: small and picklable,
+    so worker processes get it without opening the store. Made by :meth:`StampStore.reader`.
 
-    import google_crc32c
+    ``read(rows)`` groups the rows by shard; per shard file it reads the index once (checking its CRC32C),
+    then reads each stamp with one ``preadv`` straight into its place in the output (one copy, from the page
+    cache or the disk), in ascending file offset; runs of stamps consecutive both in the output and in the
+    file are read together. Unwritten chunks (or a missing shard file) read as the fill value."""
 
-    nbytes = out[0].nbytes
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        out[pos] = np.nan
-        return
-    try:
-        size = os.fstat(fd).st_size
-        isz = 16 * shard_size + 4
-        if size < isz:
-            raise ValueError(f"shard file {path} is {size} bytes, shorter than its index")
-        ib = os.pread(fd, isz, size - isz)
-        if int.from_bytes(ib[-4:], "little") != google_crc32c.value(ib[:-4]):
-            raise ValueError(f"shard index checksum mismatch in {path}")
-        index = np.frombuffer(ib[:-4], "<u8").reshape(shard_size, 2)
-        off, ln = index[local, 0], index[local, 1]
-        empty = off == _EMPTY
-        if empty.any():
-            out[pos[empty]] = np.nan
-        full = ~empty
-        if ((ln[full] != nbytes) | (off[full] + ln[full] > size - isz)).any():
-            raise ValueError(f"shard {path} has a chunk of unexpected length or beyond its end")
-        k = np.flatnonzero(full)
-        if len(k) == 0:
+    store: str  # the store's path, for error messages
+    chunks: str  # the array's chunk directory (``<store>/<array>/c``)
+    shard_size: int
+    shape: tuple[int, ...]  # the whole array's shape
+    dtype: str  # numpy dtype string, little-endian
+    fill: Any
+
+    def read(self, rows, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``rows`` (int array, any order, repeats allowed; negative counts from the end) in that order,
+        into ``out`` (C-contiguous, of the array's dtype) when given."""
+        n = self.shape[0]
+        idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(idx) and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"stamp store {self.store}: rows outside 0…{n - 1}")
+        shape = (len(idx),) + self.shape[1:]
+        dt = np.dtype(self.dtype)
+        _check_out(out, shape, dt)
+        out = np.empty(shape, dt) if out is None else out
+        if not len(idx):
+            return out
+        s = self.shard_size
+        shard = idx // s
+        if len(idx) == 1 or bool((np.diff(shard) == 0).all()):
+            groups = [np.arange(len(idx))]
+        else:
+            order = np.argsort(shard, kind="stable")
+            groups = np.split(order, np.flatnonzero(np.diff(shard[order])) + 1)
+        tail = "/0" * (len(self.shape) - 1)
+        for grp in groups:
+            k = int(shard[grp[0]])
+            with _decoding(self.store, s, idx[grp]):
+                self._read_shard(f"{self.chunks}/{k}{tail}", idx[grp] - k * s, out, grp)
+        return out
+
+    def _read_shard(self, path: str, local: np.ndarray, out: np.ndarray, pos: np.ndarray) -> None:
+        import os
+
+        import google_crc32c
+
+        nbytes = out[0].nbytes
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            out[pos] = self.fill
             return
-        k = k[np.argsort(off[k], kind="stable")]  # ascending file offsets: sequential for the disk
-        brk = (np.diff(pos[k]) != 1) | (np.diff(off[k].astype(np.int64)) != nbytes)
-        edges = np.concatenate([[0], np.flatnonzero(brk) + 1, [len(k)]]).tolist()
-        flat = out.reshape(len(out), -1)
-        pk, ok = pos[k].tolist(), off[k].tolist()
-        for a, b in zip(edges[:-1], edges[1:]):
-            if os.preadv(fd, [flat[pk[a] : pk[a] + b - a].data.cast("B")], ok[a]) != (b - a) * nbytes:
-                raise ValueError(f"shard {path} ended early")
-    finally:
-        os.close(fd)
+        try:
+            size = os.fstat(fd).st_size
+            isz = 16 * self.shard_size + 4
+            if size < isz:
+                raise ValueError(f"shard file {path} is {size} bytes, shorter than its index")
+            ib = os.pread(fd, isz, size - isz)
+            if int.from_bytes(ib[-4:], "little") != google_crc32c.value(ib[:-4]):
+                raise ValueError(f"shard index checksum mismatch in {path}")
+            index = np.frombuffer(ib[:-4], "<u8").reshape(self.shard_size, 2)
+            off, ln = index[local, 0], index[local, 1]
+            empty = off == _EMPTY
+            if empty.any():
+                out[pos[empty]] = self.fill
+            full = ~empty
+            if ((ln[full] != nbytes) | (off[full] + ln[full] > size - isz)).any():
+                raise ValueError(f"shard {path} has a chunk of unexpected length or beyond its end")
+            k = np.flatnonzero(full)
+            if len(k) == 0:
+                return
+            k = k[np.argsort(off[k], kind="stable")]  # ascending file offsets: sequential for the disk
+            brk = (np.diff(pos[k]) != 1) | (np.diff(off[k].astype(np.int64)) != nbytes)
+            edges = np.concatenate([[0], np.flatnonzero(brk) + 1, [len(k)]]).tolist()
+            flat = out.reshape(len(out), -1)
+            pk, ok = pos[k].tolist(), off[k].tolist()
+            for a, b in zip(edges[:-1], edges[1:]):
+                if os.preadv(fd, [flat[pk[a] : pk[a] + b - a].data.cast("B")], ok[a]) != (b - a) * nbytes:
+                    raise ValueError(f"shard {path} ended early")
+        finally:
+            os.close(fd)
+
+
+def _check_out(out: np.ndarray | None, shape: tuple, dtype: np.dtype) -> None:
+    if out is not None and (out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous):
+        raise ValueError(f"read: out must be C-contiguous {dtype} of shape {shape}")
+
+
+@contextmanager
+def _decoding(path: str, shard_size: int, rows: Any) -> Iterator[None]:
+    """Turn a zarr/codec failure while reading ``rows`` into one InputError naming the store and shard."""
+    try:
+        yield
+    except (ValueError, OSError, RuntimeError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"stamp store {path}: {_describe(rows, shard_size)} cannot be read, a shard is "
+            f"corrupt ({' '.join(str(exc).split())[:160]}); delete the store to fetch it again"
+        ) from None
 
 
 def _describe(rows: Any, shard_size: int) -> str:

@@ -166,7 +166,7 @@ class StampData:
         step = max(bs, self.buffer_shards * self.store.shard_size)
         windows = [np.arange(a, min(a + step, len(order))) for a in range(0, len(order), step)]
         rows = self.t.rows[self.idx[order]]
-        for pos, img in iter_batches(self.store, rows, windows, bs):
+        for pos, img in iter_batches(self.store, rows, windows, bs, reuse=True):  # img: valid until next
             j = self.idx[order[pos]]
             x = torch.from_numpy(self.norm.prepare(img, None if self.aug else self.crop)).to(dev)
             if self.aug:
