@@ -387,8 +387,13 @@ class SelectionFunction:
         if mag:
             cols.update({mag: "mag", f"{mag}_lo": "mag", f"{mag}_hi": "mag"})
         cols.update({c: u for c, u in COLUMNS.items() if c not in cols})
-        if "c_var" in self.table:
-            cols = {**{c: u for c, u in cols.items() if c != "insufficient"}, "c_var": "", "insufficient": ""}
+        extra = [c for c in ("c_var", "c_lo68_hosts", "c_hi68_hosts") if c in self.table]
+        if extra:
+            cols = {
+                **{c: u for c, u in cols.items() if c != "insufficient"},
+                **{c: "" for c in extra},
+                "insufficient": "",
+            }
         cols.update({c: "" for c in INDEX_COLUMNS if c in self.table})
         return cols
 

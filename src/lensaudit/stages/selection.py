@@ -69,7 +69,9 @@ def run(cfg: SelectionConfig, ctx: StageContext) -> Manifest:
     icfg, op_point = ctx.config.inject, ctx.config.evaluate.operating_point
     grid, axes = grid_of(icfg)
     meta = provenance(icfg, cfg, model.sha256, op, op_point, verdict)
-    tables = conditional.build_tables(grid, inj, icfg, cfg, meta)
+    tables = conditional.with_host_intervals(
+        conditional.build_tables(grid, inj, icfg, cfg, meta), cfg, ctx.seed
+    )
     tables.chosen(cfg).write(ctx.output("table_fits"), ctx.output("table"))
     tables.alternative(cfg).write_parquet(ctx.output("table_alt"))
     write_parquet_atomic(tables.marginal, ctx.output("marginal"))

@@ -71,7 +71,9 @@ def cells_sufficient(inp: Any) -> Gate:
 @register(
     "ci68_width",
     "selection",
-    "median width of the 68% credible interval over the sufficient cells of the main 3-D grid",
+    "median width of the 68% interval over the sufficient cells of the main 3-D grid: the host bootstrap's "
+    "(c_lo68_hosts/c_hi68_hosts: the injections share hosts) where the table has it, else the Beta "
+    "posterior's",
     reads=TABLE,
     threshold=Threshold(
         "≤ {selection.max_ci68_width} passes, ≤ 2× warns, beyond fails",
@@ -83,14 +85,21 @@ def cells_sufficient(inp: Any) -> Gate:
 def ci68_width(inp: Any) -> Gate:
     ok = _sufficient(inp)
     lim = inp.config.selection.max_ci68_width
-    width = float(np.median(ok.c_hi68 - ok.c_lo68)) if len(ok) else float("nan")
+    beta = float(np.median(ok.c_hi68 - ok.c_lo68)) if len(ok) else float("nan")
+    hosts = (ok.c_hi68_hosts - ok.c_lo68_hosts).dropna() if "c_lo68_hosts" in ok else pd.Series([], float)
+    width = float(np.median(hosts)) if len(hosts) else beta
     return Gate(
         name="ci68_width",
         value=width,
         warn=lim,
         fail=2 * lim,
         message=f"median 68% width over {len(ok)} sufficient cells (median n = "
-        f"{int(np.median(ok.n)) if len(ok) else 0})",
+        f"{int(np.median(ok.n)) if len(ok) else 0}), "
+        + (
+            f"host bootstrap ({len(hosts)} cells; Beta posterior {beta:.3f})"
+            if len(hosts)
+            else "Beta posterior"
+        ),
     )
 
 
