@@ -1,7 +1,8 @@
 """The ensemble and mine stages on the tiny audit world: the ensemble audited like the single finder next to
 its members, one mining round (retraining one epoch) whose mined negatives are train-split negatives, and the
 selection function of each member and ensemble from a small injection set (the audit world's own stamps laid
-out as the inject stage writes them: 8 grid cells, main-prior rows and a paired variant that must not count)."""
+out as the inject stage writes them: 8 grid cells, main-prior rows, and a paired variant that must not
+count)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ import pandas as pd
 import pytest
 
 from lensaudit.config import load_config
-from lensaudit.run import Manifest
+from lensaudit.report.independent import extra_tables
+from lensaudit.run import Manifest, RunContext, run_stage
 from lensaudit.selection.grid import grid_of
+from lensaudit.stages import get_stage
 from lensaudit.stamps.store import StampStore
 from lensaudit.train.infer import load_frozen, sigmoid
 from lensaudit.utils import atomic_write_json
-from lensaudit.report.independent import extra_tables
-from lensaudit.run import RunContext, run_stage
-from lensaudit.stages import get_stage
 
 SMALL = [
     "evaluate.n_bootstrap=20",
@@ -95,6 +95,9 @@ def test_ensemble_is_audited_like_a_member(ran):
     sc = pd.read_parquet(run / "ensemble" / "scores.parquet")
     assert set(sc.split) == {"val", "test"}
     assert "logit[ensemble:meta]" in sc
+    status = {g.name: g.status for g in m.gates}
+    assert set(status) == {"members_scored_same_rows", "meta_fitted_on_val", "auc_drop_vs_finder"}
+    assert status["members_scored_same_rows"] == status["meta_fitted_on_val"] == "pass"
 
 
 def test_mine_rounds_mine_train_negatives_and_are_reported(ran):
@@ -102,6 +105,10 @@ def test_mine_rounds_mine_train_negatives_and_are_reported(ran):
     assert m.status == "complete" and m.counts["mined"] == 5
     mined = pd.read_parquet(run / "mine" / "mined.parquet")
     assert (mined.split == "train").all() and (mined.label == 0).all() and (mined.weight > 1).all()
+    status = {g.name: g.status for g in m.gates}
+    assert (
+        status["mined_from_train_only"] == status["mined_count"] == "pass" and "tier_a_recall_drop" in status
+    )
     mm = json.loads((run / "mine" / "metrics.json").read_text())
     assert [r["round"] for r in mm["rounds"]] == [0, 1]
     assert mm["rounds"][0]["model_sha256"] != mm["rounds"][1]["model_sha256"]
@@ -124,12 +131,12 @@ def test_selection_function_of_each_member_and_ensemble(ran):
     assert sel["available"] and sel["realism_verdict"] == "GO"
     for m in models:
         thr = em["full"][m]["operating_threshold"]
-        assert sel["thresholds"][m] == thr and (t[t.model == m].threshold == thr).all()
+        assert sel["models"][m]["threshold"] == thr and (t[t.model == m].threshold == thr).all()
     # the member's detections recomputed from its checkpoint, independently of the stage
     inj = pd.read_parquet(run / "inject" / "injections.parquet")
     model = load_frozen(run / "train", "cpu")
     logit = model.score_rows(StampStore.open(run / "inject" / "stamps.zarr"), np.arange(len(inj)))
-    det = sigmoid(logit) >= sel["thresholds"]["member:resnet18"]
+    det = sigmoid(logit) >= sel["models"]["member:resnet18"]["threshold"]
     k = pd.Series(det[inj.variant == "main"]).groupby(inj.cell[inj.variant == "main"].to_numpy()).sum()
     assert t[t.model == "member:resnet18"].k.tolist() == k.tolist()
     assert ((t.c_lo68 <= t.c_mean) & (t.c_mean <= t.c_hi68)).all()
@@ -137,3 +144,8 @@ def test_selection_function_of_each_member_and_ensemble(ran):
     same = sel["pairs"]["member:resnet18 | ensemble:mean_logit"]
     assert same["n_cells"] == 8 and same["max_abs_dc"] == 0.0 and same["n_beyond_1sigma"] == 0
     assert set(sel["pairs"]) == {f"{a} | {b}" for i, a in enumerate(models) for b in models[i + 1 :]}
+    # the report's block
+    from lensaudit.report.html import _selection_members
+
+    models_t, pairs_t = _selection_members(em)
+    assert [r[0] for r in models_t.rows] == models and len(pairs_t.rows) == 3

@@ -85,6 +85,19 @@ def member_tables(
     return pd.concat(parts, ignore_index=True)
 
 
+def model_summary(table: pd.DataFrame) -> dict[str, Any]:
+    """Per model: its operating threshold, sufficient cells, and the mean C over them."""
+    out = {}
+    for name, g in table.groupby("model", sort=False):
+        ok = g[~g.insufficient]
+        out[str(name)] = {
+            "threshold": float(g.threshold.iloc[0]),
+            "cells_sufficient": len(ok),
+            "mean_c_sufficient": float(ok.c_mean.mean()) if len(ok) else None,
+        }
+    return out
+
+
 def compare(table: pd.DataFrame) -> dict[str, Any]:
     """Per pair of models (``"a | b"``): cells sufficient in both, median and max |ΔC| over them, and how
     many differ by more than their combined 1σ (√(var_a + var_b)).

@@ -127,8 +127,7 @@ def _selection_members(
     return {
         "available": True,
         "realism_verdict": verdict,
-        "thresholds": thr,
-        "cells_sufficient": {k: int((~g.insufficient).sum()) for k, g in t.groupby("model", sort=False)},
+        "models": members.model_summary(t),
         "pairs": members.compare(t),
     }
 

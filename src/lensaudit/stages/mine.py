@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from lensaudit import validation
 from lensaudit.audit.evaluation import evaluate
 from lensaudit.audit.scoring import score_table
 from lensaudit.catalog.sampling import mining_round, read_confirmations
@@ -46,7 +47,7 @@ def run(cfg: MineConfig, ctx: StageContext) -> Manifest:
     write_parquet_atomic(sample[sample.n2_category == "mined"], ctx.output("mined"))
     atomic_write_json(ctx.output("metrics"), {"mining": reports, "rounds": rounds})
     counts = {"rounds": cfg.rounds, "mined": int((sample.n2_category == "mined").sum())}
-    return Manifest(counts=counts)
+    return Manifest(counts=counts, gates=validation.evaluate(NAME, validation.stage_inputs(ctx)))
 
 
 def _audit(
