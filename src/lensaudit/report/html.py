@@ -944,7 +944,8 @@ def _selection_members(em: Mapping[str, Any]) -> list[Table]:
         return []
     models = Table(
         "Selection function by member: the 3-D C(θE, PSF, depth) of the main-prior injections scored by each "
-        "member and ensemble at its own operating threshold (ensemble/selection_members.parquet).",
+        "member and ensemble at its own operating threshold (ensemble/selection_members.parquet; realism "
+        f"verdict of the injections: {sel.get('realism_verdict')}).",
         ["model", "threshold", "sufficient cells", "mean C over them"],
         [
             [k, v["threshold"], v["cells_sufficient"], v["mean_c_sufficient"]]

@@ -2,7 +2,10 @@
 others trained here on the same data with the same seeds and training config), their val/test scores, and
 their combination by mean logit and by a logistic meta-learner fitted on val. Each member and each ensemble is
 audited by the same :func:`lensaudit.audit.evaluation.evaluate` as the single finder; ``metrics.json`` holds
-the members' metrics next to the ensembles'. Runs in the pipeline when ``ensemble.enabled`` (demo-full)."""
+the members' metrics next to the ensembles'. With the inject stage's injections, the selection function of
+every member and ensemble, each at its own operating threshold (``selection_members.parquet``, pairwise
+|ΔC| in ``metrics.json``: :mod:`lensaudit.selection.members`). Gates:
+:mod:`lensaudit.validation.gates.ensemble`. Runs in the pipeline when ``ensemble.enabled`` (demo-full)."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@ round-(k−1) finder scores the TRAIN split only, its ``mine.top_k`` highest-sco
 user's confirmed non-lenses, ``mine.confirmed_csv``) join N2 as ``mined`` with weight ``mine.weight``, the
 negatives the user marked as lenses leave the training set, and round k retrains (same config and seeds).
 Every round's finder is audited on val/test like the single finder; ``metrics.json`` holds FPR per N2
-category and Tier-A recall per round with intervals. Runs in the pipeline when ``mine.rounds`` > 0
-(demo-full)."""
+category and Tier-A recall per round with intervals. Gates: :mod:`lensaudit.validation.gates.mine`. Runs in
+the pipeline when ``mine.rounds`` > 0 (demo-full)."""
 
 from __future__ import annotations
 
