@@ -72,7 +72,19 @@ def run(cfg: EnsembleConfig, ctx: StageContext) -> Manifest:
         for k, t in {**tables, **crops}.items()
     }
     sel = _selection_members(ctx, {a: m[1] for a, m in models.items()}, meta, ev)
-    metrics = {
+    atomic_write_json(ctx.output("metrics"), _metrics(cfg, ctx, meta, ev, sel))
+    write_parquet_atomic(_scores_table(tables), ctx.output("scores"))
+    counts = {"members": len(cfg.members), "scored": len(tables["ensemble:mean_logit"])}
+    gates = validation.evaluate(NAME, validation.stage_inputs(ctx))
+    return Manifest(counts=counts, gates=gates, extra={k: m["auc_test"]["value"] for k, m in ev.items()})
+
+
+def _metrics(
+    cfg: EnsembleConfig, ctx: StageContext, meta: MetaLearner | None, ev: dict[str, dict], sel: dict
+) -> dict[str, Any]:
+    """``metrics.json``: the members, the meta-learner, each model's summary and full audit, and the
+    selection function by member."""
+    return {
         "members": list(cfg.members),
         "operating_point": ctx.config.evaluate.operating_point,
         "train_arch": ctx.config.train.arch,
@@ -82,11 +94,6 @@ def run(cfg: EnsembleConfig, ctx: StageContext) -> Manifest:
         "selection_members": sel,
         "full": ev,
     }
-    atomic_write_json(ctx.output("metrics"), metrics)
-    write_parquet_atomic(_scores_table(tables), ctx.output("scores"))
-    counts = {"members": len(cfg.members), "scored": len(tables["ensemble:mean_logit"])}
-    gates = validation.evaluate(NAME, validation.stage_inputs(ctx))
-    return Manifest(counts=counts, gates=gates, extra={k: m["auc_test"]["value"] for k, m in ev.items()})
 
 
 def _member(
