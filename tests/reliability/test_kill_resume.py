@@ -1,4 +1,6 @@
-"""Kill and resume every stage with work (issue 22): catalog, sample, cutouts, train, inject and selection.
+"""Kill and resume every stage with work (issue 22): catalog, sample, cutouts, train, inject and selection,
+and the issue-20 stages ensemble (an EfficientNet-B0 member trained, every member and ensemble scoring the
+injections) and mine (one round retrained).
 
 One uninterrupted reference run (positives → selection, through the CLI in a subprocess) on a small synthetic
 sky is shared by every case. A case copies the reference run directory, deletes the stage under test, reruns
@@ -49,7 +51,7 @@ SKY = {
     "workers": 1,
     "defect_frac": 0.5,
 }
-PIPELINE = "positives,catalog,sample,cutouts,train,evaluate,inject,selection"
+PIPELINE = "positives,catalog,sample,cutouts,train,evaluate,inject,selection,ensemble,mine"
 #: the stages killed and resumed → their resume log, relative to the stage directory ("" = none: rerun whole)
 KILLED = {
     "catalog": "_parts",
@@ -58,6 +60,8 @@ KILLED = {
     "train": "history.jsonl",
     "inject": "_batches",
     "selection": "",
+    "ensemble": "members/efficientnet_b0/history.jsonl",
+    "mine": "rounds/round1/history.jsonl",
 }
 #: manifest fields that time the run (filled by lensaudit.run.runner.run_stage)
 TIMING = {"started", "finished", "wall_s"}
@@ -96,6 +100,10 @@ def _sets(sky: Path) -> list[str]:
         "inject.psf_match_tol_arcsec=0.15",
         "selection.force=true",
         "selection.n_min=2",
+        "ensemble.enabled=true",
+        "ensemble.members=[resnet18, efficientnet_b0]",
+        "mine.rounds=1",
+        "mine.top_k=5",
     ]
 
 
@@ -126,18 +134,18 @@ def reference(tmp_path_factory) -> tuple[Path, Path]:
 
 # -- killing ---------------------------------------------------------------------------------------------
 def _units(run: Path, stage: str) -> int:
-    """Finished units of the stage's resume log (ShardLog records; epochs for train)."""
+    """Finished units of the stage's resume log (ShardLog records; epochs of a training history)."""
     from lensaudit.run import ShardLog
 
     log = run / stage / KILLED[stage]
-    if stage == "train":
+    if log.suffix == ".jsonl":
         return len(log.read_text().splitlines()) if log.is_file() else 0
     return len(ShardLog(log).keys())
 
 
 def _records(run: Path, stage: str) -> dict[str, int]:
     """The resume log's completion markers → their modification times (ns)."""
-    if not KILLED[stage] or stage == "train":
+    if not KILLED[stage] or KILLED[stage].endswith(".jsonl"):
         return {}
     return {p.name: p.stat().st_mtime_ns for p in (run / stage / KILLED[stage]).glob("*.done.json")}
 

@@ -959,6 +959,33 @@ def _audit_checks(ev: Mapping[str, Any], em: Mapping[str, Any], mm: Mapping[str,
     return (audit_checks(ev) if ev else []) + extra_tables(em, mm)
 
 
+# -- issue 20: the selection function of each ensemble member (ensemble/metrics.json) ----------------------
+def _selection_members(em: Mapping[str, Any]) -> list[Table]:
+    """The per-model summary and the pairwise differences of the members' and ensembles' selection
+    functions (``ensemble/selection_members.parquet``); none without the ensemble stage or injections."""
+    sel = em.get("selection_members") or {}
+    if not sel.get("available"):
+        return []
+    models = Table(
+        "Selection function by member: the 3-D C(θE, PSF, depth) of the main-prior injections scored by each "
+        "member and ensemble at its own operating threshold (ensemble/selection_members.parquet; realism "
+        f"verdict of the injections: {sel.get('realism_verdict')}).",
+        ["model", "threshold", "sufficient cells", "mean C over them"],
+        [
+            [k, v["threshold"], v["cells_sufficient"], v["mean_c_sufficient"]]
+            for k, v in sel["models"].items()
+        ],
+    )
+    pairs = Table(
+        "How far the models' selection functions differ, over the cells sufficient in both: |ΔC| and the "
+        "cells whose |ΔC| exceeds the combined 1σ of the two Beta posteriors.",
+        ["pair", "cells", "median |ΔC|", "max |ΔC|", "cells beyond 1σ"],
+        [[k, v["n_cells"], v["median_abs_dc"], v["max_abs_dc"], v["n_beyond_1sigma"]]
+         for k, v in sel["pairs"].items()],
+    )  # fmt: skip
+    return [models, pairs]
+
+
 def build(
     path: Resolver,
     manifests: Mapping[str, Manifest],
@@ -1010,6 +1037,7 @@ def build(
             realism=_realism(inj, mans),
             selection=_selection(path, mans),
             systematics=_systematics(_json(path("selection", "systematics"))),
+            selection_members=_selection_members(_json(path("ensemble", "metrics"))),
             closure=_closure(closure),
             population_closure=_closure(_json(path("population", "closure")), "the second population"),
             closure_reason=closure.get("reason"),

@@ -98,7 +98,12 @@ ARTIFACTS: dict[str, dict[str, str]] = {
         "variants": "variants.png",
         "closure_plot": "closure.png",
     },
-    "ensemble": {"members": "members", "metrics": "metrics.json", "scores": "scores.parquet"},
+    "ensemble": {
+        "members": "members",
+        "metrics": "metrics.json",
+        "scores": "scores.parquet",
+        "selection_members": "selection_members.parquet",
+    },
     "mine": {"rounds": "rounds", "mined": "mined.parquet", "metrics": "metrics.json"},
     "population": {
         "sky": "sky",

@@ -3,13 +3,14 @@ round-(k−1) finder scores the TRAIN split only, its ``mine.top_k`` highest-sco
 user's confirmed non-lenses, ``mine.confirmed_csv``) join N2 as ``mined`` with weight ``mine.weight``, the
 negatives the user marked as lenses leave the training set, and round k retrains (same config and seeds).
 Every round's finder is audited on val/test like the single finder; ``metrics.json`` holds FPR per N2
-category and Tier-A recall per round with intervals. Runs in the pipeline when ``mine.rounds`` > 0
-(demo-full)."""
+category and Tier-A recall per round with intervals. Gates: :mod:`lensaudit.validation.gates.mine`. Runs in
+the pipeline when ``mine.rounds`` > 0 (demo-full)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
+from lensaudit import validation
 from lensaudit.audit.evaluation import evaluate
 from lensaudit.audit.scoring import score_table
 from lensaudit.catalog.sampling import mining_round, read_confirmations
@@ -46,7 +47,7 @@ def run(cfg: MineConfig, ctx: StageContext) -> Manifest:
     write_parquet_atomic(sample[sample.n2_category == "mined"], ctx.output("mined"))
     atomic_write_json(ctx.output("metrics"), {"mining": reports, "rounds": rounds})
     counts = {"rounds": cfg.rounds, "mined": int((sample.n2_category == "mined").sum())}
-    return Manifest(counts=counts)
+    return Manifest(counts=counts, gates=validation.evaluate(NAME, validation.stage_inputs(ctx)))
 
 
 def _audit(

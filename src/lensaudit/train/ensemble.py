@@ -87,17 +87,25 @@ def combine(
     """
     base, z = member_matrix(scored)
     meta = None
-    if method == "mean_logit":
-        logit = mean_logit(z)
-    elif method == "meta":
+    if method == "meta":
         val = (base.split == "val").to_numpy()
         meta = MetaLearner.fit(z[:, val], base.label.to_numpy()[val])
-        logit = meta.logit(z)
-    else:
+    elif method != "mean_logit":
         raise ValueError(f"unknown ensemble method {method!r}: 'mean_logit' or 'meta'")
-    # in the members' precision, so that the score of a one-member ensemble is the member's, bit for bit
-    logit = logit.astype(np.result_type(*[t.logit.dtype for t in scored.values()]))
+    logit = ensemble_logit(z, meta, np.result_type(*[t.logit.dtype for t in scored.values()]))
     return base.assign(logit=logit, score=sigmoid(logit)), meta
+
+
+def ensemble_logit(z: np.ndarray, meta: MetaLearner | None, dtype: np.dtype | type) -> np.ndarray:
+    """The ensemble's logit of (M, N) member logits: their mean, or ``meta``'s combination when given; in
+    ``dtype`` (the members' precision, so that the score of a one-member mean-logit ensemble is the member's,
+    bit for bit). The one combination rule of the val/test tables and of the injections.
+
+    >>> ensemble_logit(np.array([[1.0, -2.0], [3.0, 0.0]], np.float32), None, np.float32).tolist()
+    [2.0, -1.0]
+    """
+    logit = mean_logit(z) if meta is None else meta.logit(z)
+    return np.asarray(logit).astype(dtype)
 
 
 def member_files(out_dir) -> tuple:

@@ -3,9 +3,11 @@
 from lensaudit.validation.gates import (  # noqa: F401
     catalog,
     cutouts,
+    ensemble,
     evaluate,
     failures,
     inject,
+    mine,
     population,
     positives,
     report,
