@@ -86,7 +86,8 @@ def ci68_width(inp: Any) -> Gate:
     ok = _sufficient(inp)
     lim = inp.config.selection.max_ci68_width
     beta = float(np.median(ok.c_hi68 - ok.c_lo68)) if len(ok) else float("nan")
-    hosts = (ok.c_hi68_hosts - ok.c_lo68_hosts).dropna() if "c_lo68_hosts" in ok else pd.Series([], dtype=float)
+    has = "c_lo68_hosts" in ok
+    hosts = (ok.c_hi68_hosts - ok.c_lo68_hosts).dropna() if has else pd.Series([], dtype=float)
     width = float(np.median(hosts)) if len(hosts) else beta
     return Gate(
         name="ci68_width",
