@@ -230,3 +230,20 @@ def test_stage_run_functions_only_orchestrate():
 
     lengths = {n: len(inspect.getsourcelines(m.run)[0]) for n, m in STAGES.items()}
     assert max(lengths.values()) <= 30, lengths
+
+
+def test_a_resumed_stage_drops_the_temporaries_a_kill_left(tmp_path):
+    """A kill inside an atomic write leaves ``.<name>.XXXX.tmp``; resuming deletes it (and nothing else)."""
+    import pandas as pd
+
+    from lensaudit.run.runner import drop_stale_temporaries
+    from lensaudit.utils import write_parquet_atomic
+
+    d = tmp_path / "catalog"
+    (d / "pool").mkdir(parents=True)
+    write_parquet_atomic(pd.DataFrame({"a": [1]}), d / "pool" / "part.parquet")
+    stale = [d / ".pool.parquet.k3j2.tmp", d / "pool" / ".part.parquet.x9.tmp"]
+    for f in stale:
+        f.write_bytes(b"half")
+    assert sorted(drop_stale_temporaries(d)) == sorted(stale)
+    assert [p.name for p in sorted(d.rglob("*")) if p.is_file()] == ["part.parquet"]

@@ -100,6 +100,7 @@ def run_stage(
         resumable = inprog.is_file() and json.loads(inprog.read_text()).get("fingerprint") == fp and not force
         if resumable:
             log.info("%s: resuming an interrupted run from its finished shards", name)
+            drop_stale_temporaries(sdir)
         else:
             _clear_dir(sdir)
     sdir.mkdir(parents=True, exist_ok=True)
@@ -153,6 +154,16 @@ def _outputs(mod: ModuleType, ctx: RunContext) -> list[str]:
         if ctx.path(mod.NAME, n).exists():
             out.append(relpath(mod.NAME, n))
     return out
+
+
+def drop_stale_temporaries(d: Path) -> list[Path]:
+    """Delete the half-written temporaries (``.<name>.*.tmp``, :func:`lensaudit.utils.write_parquet_atomic`
+    and friends) that a killed stage left under ``d``; they are never an output, and a resumed stage must
+    finish with the same files as an uninterrupted one. Returns what was deleted."""
+    gone = [f for f in d.rglob(".*.tmp") if f.is_file()]
+    for f in gone:
+        f.unlink()
+    return gone
 
 
 def _clear_dir(d: Path) -> None:
