@@ -44,16 +44,13 @@ def main(run: Path) -> dict:
     meta = MetaLearner(np.asarray(m["coef"], float), float(m["intercept"])) if m else None
     inj = pd.read_parquet(ctx.path("inject", "injections"))
     store = StampStore.open(ctx.path("inject", "stamps"))
-    logits = members.injection_logits(models, store, len(inj), meta)
-    thr = {k: float(ens["full"][k]["operating_threshold"]) for k in logits}
-    t = members.member_tables(
-        inj, store, logits, thr, cfg.inject, cfg.selection, cfg.evaluate.operating_point
-    )
+    thr = {k: float(m["operating_threshold"]) for k, m in ens["full"].items()}
+    args = (thr, cfg.inject, cfg.selection, cfg.evaluate.operating_point)
+    t, summary = members.selection(models, meta, inj, store, *args)
     res = {
         "run": str(run),
-        "thresholds": thr,
-        "models": members.model_summary(t),
-        "pairs": members.compare(t),
+        "thresholds": {k: thr[k] for k in summary["models"]},
+        **summary,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     OUT.write_text(json.dumps(res, indent=2, default=float) + "\n")

@@ -233,7 +233,7 @@ def test_stage_run_functions_only_orchestrate():
 
 
 def test_a_resumed_stage_drops_the_temporaries_a_kill_left(tmp_path):
-    """A kill inside an atomic write leaves ``.<name>.XXXX.tmp``; resuming deletes it (and nothing else)."""
+    """A kill inside an atomic write leaves ``.<name>.<random>.tmp``; resuming deletes it (nothing else)."""
     import pandas as pd
 
     from lensaudit.run.runner import drop_stale_temporaries

@@ -139,28 +139,32 @@ def replicates(tables: Tables, cfg: SelectionConfig, seed: int) -> dict[str, np.
     }
 
 
+def host_intervals(t: pd.DataFrame, reps: np.ndarray | None) -> pd.DataFrame:
+    """Table ``t`` with the host bootstrap's 68% interval per row (``c_lo68_hosts``, ``c_hi68_hosts``: the
+    replicate fractions' 16th and 84th percentiles, NaN where a row is insufficient); unchanged without
+    replicates ``reps`` (:func:`replicates`)."""
+    if reps is None:
+        return t
+    lo, hi = np.full(len(t), np.nan), np.full(len(t), np.nan)
+    ok = np.isfinite(reps).all(axis=0) & ~t.insufficient.to_numpy(bool)
+    if ok.any():
+        lo[ok], hi[ok] = np.percentile(reps[:, ok], [16, 84], axis=0)
+    return t.assign(c_lo68_hosts=lo, c_hi68_hosts=hi)
+
+
 def with_host_intervals(tables: Tables, cfg: SelectionConfig, seed: int) -> Tables:
-    """The tables with the host bootstrap's 68% interval per row (``c_lo68_hosts``, ``c_hi68_hosts``: the
-    replicate fractions' 16th and 84th percentiles, NaN where a row is insufficient): the interval of a cell
-    whose injections share hosts, beside its Beta posterior's. Unchanged without replicates."""
+    """The tables with :func:`host_intervals`: the interval of a cell whose injections share hosts, beside its
+    Beta posterior's."""
     reps = replicates(tables, cfg, seed)
-
-    def add(t: pd.DataFrame, r: np.ndarray | None) -> pd.DataFrame:
-        if r is None:
-            return t
-        lo, hi = np.full(len(t), np.nan), np.full(len(t), np.nan)
-        ok = np.isfinite(r).all(axis=0) & ~t.insufficient.to_numpy(bool)
-        if ok.any():
-            lo[ok], hi[ok] = np.percentile(r[:, ok], [16, 84], axis=0)
-        return t.assign(c_lo68_hosts=lo, c_hi68_hosts=hi)
-
-    by_axis = {a: SelectionFunction(add(sf.table, reps[a]), sf.meta) for a, sf in tables.by_axis.items()}
-    return Tables(add(tables.marginal, reps["marginal"]), by_axis, tables.hosts, tables.injections)
+    by_axis = {
+        a: SelectionFunction(host_intervals(sf.table, reps[a]), sf.meta) for a, sf in tables.by_axis.items()
+    }
+    return Tables(host_intervals(tables.marginal, reps["marginal"]), by_axis, tables.hosts, tables.injections)
 
 
 def bootstrap_summary(tables: Tables, reps: np.ndarray | None, cfg: SelectionConfig) -> dict[str, Any]:
     """How much the host bootstrap widens the 3-D marginal's 68% intervals (median over its sufficient
-    cells): the Beta posterior's width against the replicates' 16–84% range."""
+    cells): the Beta posterior's width against :func:`host_intervals`'."""
     t = tables.marginal
     ok = ~t.insufficient.to_numpy(bool)
     out: dict[str, Any] = {
@@ -171,8 +175,8 @@ def bootstrap_summary(tables: Tables, reps: np.ndarray | None, cfg: SelectionCon
         "median_ci68_width_hosts": None,
     }
     if reps is not None and ok.any():
-        lo, hi = np.nanpercentile(reps[:, ok], [16, 84], axis=0)
-        out["median_ci68_width_hosts"] = float(np.median(hi - lo))
+        h = host_intervals(t, reps)
+        out["median_ci68_width_hosts"] = float(np.median((h.c_hi68_hosts - h.c_lo68_hosts).to_numpy()[ok]))
         inj = tables.injections
         out["n_hosts"] = int(inj[inj.variant == "main"].host_galaxy_id.nunique()) if inj is not None else 0
     return out

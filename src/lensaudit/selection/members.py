@@ -85,6 +85,26 @@ def member_tables(
     return pd.concat(parts, ignore_index=True)
 
 
+def selection(
+    models: dict[str, FrozenModel],
+    meta: MetaLearner | None,
+    inj: pd.DataFrame,
+    store: StampStore,
+    thresholds: dict[str, float],
+    icfg: InjectConfig,
+    scfg: SelectionConfig,
+    operating_point: str,
+    on_batch: Callable[[int], Any] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The selection function of every member and ensemble (:func:`injection_logits`, then
+    :func:`member_tables` at each model's operating threshold from ``thresholds``, keyed like the logits) and
+    its summary (``models``: :func:`model_summary`, ``pairs``: :func:`compare`)."""
+    logits = injection_logits(models, store, len(inj), meta, on_batch)
+    thr = {k: float(thresholds[k]) for k in logits}
+    t = member_tables(inj, store, logits, thr, icfg, scfg, operating_point)
+    return t, {"models": model_summary(t), "pairs": compare(t)}
+
+
 def model_summary(table: pd.DataFrame) -> dict[str, Any]:
     """Per model: its operating threshold, sufficient cells, and the mean C over them."""
     out = {}

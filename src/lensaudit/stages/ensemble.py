@@ -126,20 +126,14 @@ def _selection_members(
     if not inj_path.is_file() or not stamps.exists():
         return {"available": False, "reason": "no injections (the inject stage has not run)"}
     inj, store = pd.read_parquet(inj_path), StampStore.open(stamps)
-    names = [f"member:{a}" for a in models] + ["ensemble:mean_logit"] + (["ensemble:meta"] if meta else [])
+    thr = {k: float(m["operating_threshold"]) for k, m in ev.items()}
+    c = ctx.config
     with ctx.progress(len(inj) * len(models), "ensemble: scoring injections") as bar:
-        logits = members.injection_logits(models, store, len(inj), meta, bar.advance)
-    thr = {k: float(ev[k]["operating_threshold"]) for k in names}
-    op = ctx.config.evaluate.operating_point
-    t = members.member_tables(inj, store, logits, thr, ctx.config.inject, ctx.config.selection, op)
+        args = (thr, c.inject, c.selection, c.evaluate.operating_point, bar.advance)
+        t, summary = members.selection(models, meta, inj, store, *args)
     write_parquet_atomic(t, ctx.output("selection_members"))
     verdict = (ctx.recorded("inject") or Manifest(stage="inject")).extra.get("verdict", "unknown")
-    return {
-        "available": True,
-        "realism_verdict": verdict,
-        "models": members.model_summary(t),
-        "pairs": members.compare(t),
-    }
+    return {"available": True, "realism_verdict": verdict, **summary}
 
 
 def _independent(ctx: StageContext) -> Independent:
