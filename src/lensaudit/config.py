@@ -573,8 +573,27 @@ class InjectConfig(Section):
         gt=1.0,
         le=10.0,
         description=(
-            "Moffat β of the injected PSF (the FWHM per band is each host's own, from its catalogue row)."
+            "Moffat β of the injected PSF with inject.psf_shape 'fixed', and the fallback of 'stars' when no "
+            "brick is measured (the FWHM per band is each host's own, from its catalogue row)."
         ),
+    )
+    psf_shape: Literal["stars", "fixed"] = Field(
+        "stars",
+        description=(
+            "PSF wings of the injections: 'stars' = each host's brick's Moffat β, fitted to its isolated "
+            "catalogued stars (selection/psfshape.py; bricks without enough good fits take the measured "
+            "bricks' median); 'fixed' = inject.psf_beta for every injection."
+        ),
+    )
+    psf_star_mag_r: tuple[float, float] = Field(
+        (17.5, 20.0), description="r-magnitude window of the stars whose fits give a brick's PSF β."
+    )
+    psf_star_isolation_arcsec: float = Field(
+        8.0, gt=0.0, description="A PSF star has no other catalogued source within this radius."
+    )
+    psf_stars_per_brick: int = Field(8, ge=1, description="Brightest stars fitted per host brick.")
+    psf_star_min: int = Field(
+        3, ge=1, description="Good star fits a brick needs for its own β (else the measured bricks' median)."
     )
     psf_beta_bracket: tuple[float, ...] = Field(
         (2.5, 4.5),

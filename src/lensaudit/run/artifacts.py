@@ -78,6 +78,7 @@ ARTIFACTS: dict[str, dict[str, str]] = {
         "mined_negatives": "mined_negatives.parquet",
     },
     "inject": {
+        "psf_stars": "psf_stars.parquet",
         "injections": "injections.parquet",
         "stamps": "stamps.zarr",
         "realism": "realism.json",

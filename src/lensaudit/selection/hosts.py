@@ -154,4 +154,5 @@ def host_columns(h: pd.DataFrame) -> dict[str, Any]:
         "host_depth_r": h.psfdepth_mag_r.to_numpy(),
         "host_type": h["type"].to_numpy() if "type" in h else "",
         "host_nobs_z": h["nobs_z"].to_numpy() if "nobs_z" in h else -1,
+        **({"psf_beta": h.psf_beta.to_numpy(float)} if "psf_beta" in h else {}),
     }

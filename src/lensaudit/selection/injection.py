@@ -50,6 +50,7 @@ from lensaudit.run.shards import ShardLog
 from lensaudit.selection.degrade import degrade
 from lensaudit.selection.grid import grid_of
 from lensaudit.selection.hosts import assign_hosts, host_columns, host_pool, weighted_pick
+from lensaudit.selection.psfshape import brick_of
 from lensaudit.selection.realism import measured_arc, torch_threads
 from lensaudit.stamps.store import StampStore
 from lensaudit.utils import hash_unit_interval, stable_seed
@@ -145,15 +146,30 @@ def prior(cfg: InjectConfig) -> dict:
     }
 
 
+def with_host_beta(hosts: pd.DataFrame, betas: pd.DataFrame | None, default: float) -> pd.DataFrame:
+    """``hosts`` with ``psf_beta``: their brick's Moffat β from ``betas`` (:func:`~lensaudit.selection.
+    psfshape.brick_betas`; None or a brick it lacks: ``default``)."""
+    if betas is None or hosts.empty:
+        return hosts.assign(psf_beta=float(default))
+    b = brick_of(hosts.galaxy_id).map(betas.set_index("brickname").psf_beta)
+    return hosts.assign(psf_beta=b.fillna(default).to_numpy(float))
+
+
 def plan(
-    cfg: InjectConfig, sample: pd.DataFrame, stamps: pd.DataFrame, seed: int
+    cfg: InjectConfig,
+    sample: pd.DataFrame,
+    stamps: pd.DataFrame,
+    seed: int,
+    betas: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(grid cells, one plan row per injection — hosts chosen per variant and cell —, host-pool info).
 
-    ``sample`` is ``sample.parquet``, ``stamps`` the cutouts index ``stamps.parquet``; the plan is empty when
-    no host matches any cell."""
+    ``sample`` is ``sample.parquet``, ``stamps`` the cutouts index ``stamps.parquet``; ``betas`` the host
+    bricks' Moffat β (None: ``inject.psf_beta`` for all); the plan is empty when no host matches any cell.
+    Grid and stress rows render at their host's β; the paired β variants at the bracket's."""
     grid, _ = grid_of(cfg)
     hosts, host_info = host_pool(sample, stamps, cfg.host_match, cfg.host_splits)
+    hosts = with_host_beta(hosts, betas, cfg.psf_beta)
     if not cfg.host_weighting:
         hosts = hosts.assign(host_weight=1.0)
         host_info.pop("hosts_effective", None)
@@ -164,6 +180,7 @@ def plan(
         pool = hosts
         if v == "allhosts":
             pool, all_info = host_pool(sample, stamps, "all", cfg.host_splits)
+            pool = with_host_beta(pool, betas, cfg.psf_beta)
             host_info["hosts_all"] = all_info["hosts"]
         a = assign_hosts(
             grid,
@@ -175,7 +192,7 @@ def plan(
             seed,
             v,
         )
-        parts.append(a.assign(draw=v, psf_beta=cfg.psf_beta, suppress_inner=False) if len(a) else a)
+        parts.append(a.assign(draw=v, suppress_inner=False) if len(a) else a)
     main = parts[0]
     for v in paired_variants(cfg) if len(main) else []:
         rep = main[main["index"] < per_cell(v, cfg)].assign(variant=v)
@@ -215,7 +232,7 @@ def stress_plan(cfg: InjectConfig, hosts: pd.DataFrame, seed: int) -> pd.DataFra
             **host_columns(h),
             "degraded": False,
             "draw": "stress",
-            "psf_beta": cfg.psf_beta,
+            "psf_beta": h.psf_beta.to_numpy(float),
             "suppress_inner": False,
         }
     )

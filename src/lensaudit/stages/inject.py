@@ -15,15 +15,16 @@ from lensaudit.config import InjectConfig
 from lensaudit.gates import Gate
 from lensaudit.report.figures.selection import realism_panel
 from lensaudit.run import Manifest, StageContext
-from lensaudit.selection import injection, realism
+from lensaudit.selection import injection, psfshape, realism
+from lensaudit.selection.hosts import host_pool
 from lensaudit.stamps.store import StampStore
 from lensaudit.utils import atomic_write_json, write_parquet_atomic
 from lensaudit.validation.gates import inject as gates_of
 
 NAME = "inject"
-SECTIONS = ("inject",)
-READS = ("sample.sample", "cutouts.index", "cutouts.stamps", "train.best", "train.model_card")
-WRITES = ("injections", "stamps", "realism", "realism_panel", "batches")
+SECTIONS = ("inject", "cutouts", "data")
+READS = ("sample.sample", "cutouts.index", "cutouts.stamps", "train.best", "train.model_card", "?sky.sweeps")
+WRITES = ("psf_stars", "injections", "stamps", "realism", "realism_panel", "batches")
 
 
 def run(cfg: InjectConfig, ctx: StageContext) -> Manifest:
@@ -32,7 +33,9 @@ def run(cfg: InjectConfig, ctx: StageContext) -> Manifest:
         pd.read_parquet(ctx.artifact("sample", "sample")),
         pd.read_parquet(ctx.artifact("cutouts", "index")),
     )
-    grid, pl, host_info = injection.plan(cfg, sample, index, ctx.seed)
+    betas, psf_info = _host_psf(cfg, ctx, sample, index)
+    grid, pl, host_info = injection.plan(cfg, sample, index, ctx.seed, betas)
+    host_info["psf"] = psf_info
     inp = validation.stage_inputs(ctx)
     if pl.empty:
         write_parquet_atomic(pd.DataFrame({"row": np.zeros(0, np.int64)}), ctx.output("injections"))
@@ -54,6 +57,23 @@ def run(cfg: InjectConfig, ctx: StageContext) -> Manifest:
     atomic_write_json(ctx.output("realism"), _summary(gates, comp, host_info))
     counts = injection.counts(grid, inj, host_info)
     return Manifest(counts=counts, gates=gates, extra={"verdict": gates_of.verdict(gates)})
+
+
+def _host_psf(
+    cfg: InjectConfig, ctx: StageContext, sample: pd.DataFrame, index: pd.DataFrame
+) -> tuple[pd.DataFrame | None, dict[str, Any]]:
+    """The host bricks' Moffat β from their stars (``psf_stars.parquet``), or None with ``psf_shape``
+    'fixed' (every injection at ``inject.psf_beta``)."""
+    if cfg.psf_shape == "fixed":
+        return None, {"psf_shape": "fixed", "beta": cfg.psf_beta}
+    cand, _ = host_pool(sample, index, "all", cfg.host_splits)
+    bricks = sorted(set(psfshape.brick_of(cand.galaxy_id))) if len(cand) else []
+    with ctx.progress(None, f"inject: fitting the PSF stars of {len(bricks)} host bricks") as bar:
+        stars = psfshape.measure_stars(ctx.config.full(), bricks, bar.advance) if bricks else None
+    stars = stars if stars is not None else pd.DataFrame(columns=list(psfshape.STAR_COLUMNS))
+    write_parquet_atomic(stars, ctx.output("psf_stars"))
+    betas = psfshape.brick_betas(stars, bricks, cfg)
+    return betas, psfshape.summary(stars, betas)
 
 
 def _summary(gates: list[Gate], comp: realism.Comparison | None, host_info: dict) -> dict[str, Any]:

@@ -251,10 +251,15 @@ def host_bracket_max_shift(inp: Any) -> list[Gate]:
     ]
 
 
+def _main_beta(icfg: Any) -> str:
+    return "of each host's brick" if icfg.psf_shape == "stars" else f"{icfg.psf_beta:g}"
+
+
 @register(
     "psf_beta_bracket_max_shift",
     "selection",
-    "largest |ΔC| over the sufficient cells between the main injections (Moffat β = inject.psf_beta) and the "
+    "largest |ΔC| over the sufficient cells between the main injections (Moffat β: the host brick's own, "
+    "fitted to its stars, with inject.psf_shape 'stars'; else inject.psf_beta) and the "
     "same injections re-rendered at each β of inject.psf_beta_bracket (paired: same host, lens and source; "
     "robustness.parquet psf_beta_shift); only when the bracket is configured",
     reads=("selection.marginal", "selection.robustness"),
@@ -262,7 +267,7 @@ def host_bracket_max_shift(inp: Any) -> list[Gate]:
         "warn > 0.1, fail > 0.5 (or unmeasured: no cell with ≥ selection.n_min/2 pairs at every β)",
         "ours",
         "real DR10 PSF wings vary from brick to brick (β ≈ 2.5–4.5); a completeness that moves by more than "
-        "0.1 with the wings needs the per-brick PSF model, not one Moffat β",
+        "0.1 with the wings needs the per-brick PSF model (inject.psf_shape 'stars'), not one Moffat β",
     ),
     blocking=False,
 )
@@ -291,7 +296,7 @@ def psf_beta_bracket_max_shift(inp: Any) -> list[Gate]:
             value=value,
             warn=0.1,
             fail=0.5,
-            message=f"max |ΔC| per sufficient cell, Moffat β {inp.config.inject.psf_beta:g} → "
+            message=f"max |ΔC| per sufficient cell, Moffat β {_main_beta(inp.config.inject)} → "
             f"{', '.join(f'{b:g}' for b in betas)} ({int(finite.sum())} cells, paired){where}",
         )
     ]
