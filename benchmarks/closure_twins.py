@@ -145,6 +145,88 @@ def twins(run: Path, lenses: pd.DataFrame, k: int, seed: int = 0) -> np.ndarray:
     return out
 
 
+def host_hypotheses(run: Path, lenses: pd.DataFrame, op: float) -> dict:
+    """The closure (src_mag table, Beta σ) of both skies with the main injections re-weighted per host:
+    ``size``: the host weights gain a shape_r tercile of the positives (hosts matched in size too);
+    ``g_r>=1.0`` / ``g_r>=1.2``: hosts bluer than that dropped; ``beta_kernel``: each second-sky brick's
+    lenses judged by a table whose injections are weighted by a Gaussian (σ 0.15) in host β around the
+    brick's true β (the star fits recover it to a median 0.013, benchmarks/psf_stars.py); pulls
+    binomial-only."""
+    from closure_diagnosis import weighted_table
+    from lensaudit.selection.closure import closure_of, sky_lenses
+    from lensaudit.stamps.labelled import labelled_stamps
+
+    cfg = load_config(run / "config.yaml", [])
+    ctx = RunContext.from_run_dir(run)
+    sample = pd.read_parquet(ctx.path("sample", "sample"))
+    index = pd.read_parquet(ctx.path("cutouts", "index"))
+    hosts, _ = host_pool(sample, index, cfg.inject.host_match, cfg.inject.host_splits)
+    pos = labelled_stamps(sample, index)
+    pos = pos[pos.label == 1]
+
+    def key(df: pd.DataFrame) -> pd.Series:
+        parts = [df.type.astype(str).reset_index(drop=True)]
+        for c, qs in (
+            ("mag_r", [0, 0.25, 0.5, 0.75, 1]),
+            ("g_r", [0, 1 / 3, 2 / 3, 1]),
+            ("shape_r", [0, 1 / 3, 2 / 3, 1]),
+        ):
+            e = np.quantile(pos[c].to_numpy(float), qs)
+            parts.append(pd.Series(np.clip(np.searchsorted(e, df[c].to_numpy(float)) - 1, 0, len(e) - 2)))
+        return parts[0].str.cat([p.astype(str) for p in parts[1:]], sep="|")
+
+    kp, kh = key(pos).value_counts(normalize=True), key(hosts).value_counts(normalize=True)
+    w_size = (kp.reindex(kh.index).fillna(0.0) / kh).reindex(key(hosts)).to_numpy(float)
+    ratio = pd.Series(w_size / hosts.host_weight.to_numpy(float), index=hosts.galaxy_id).replace(
+        np.inf, np.nan
+    )
+    inj = pd.read_parquet(ctx.path("selection", "injection_scores"))
+    main = inj[inj.variant == "main"]
+    gr = main.host_galaxy_id.map(sample.set_index("galaxy_id").g_r).to_numpy(float)
+    weights = {
+        "none": None,
+        "size": main.host_galaxy_id.map(ratio).fillna(0.0).to_numpy(float),
+        "g_r>=1.0": (gr >= 1.0).astype(float),
+        "g_r>=1.2": (gr >= 1.2).astype(float),
+    }
+    demo = sky_lenses(ctx.path("sky", "truth"), ctx.path("evaluate", "scores"))
+
+    def summary(c: dict) -> dict:
+        return {
+            "expected": c["total"]["expected"],
+            "observed": c["total"]["observed"],
+            "pull": c["total"]["pull"],
+            "fraction_within_1sigma": c["fraction_within_1sigma"],
+            "theta_pulls": [b["pull"] for b in c["theta_bins"]],
+        }
+
+    out: dict = {}
+    for name, w in weights.items():
+        sf = weighted_table(run, w)
+        out[name] = {
+            "demo_sky": summary(closure_of(sf, demo, op, "src_mag_r")),
+            "second_population": summary(closure_of(sf, lenses, op, "src_mag_r")),
+        }
+    cond = pd.read_parquet(run / "population" / "sky" / "conditions.parquet")
+    beta = lenses.brickname.map(cond.drop_duplicates("brickname").set_index("brickname").moffat_beta)
+    p = np.full(len(lenses), np.nan)
+    for b in np.unique(beta):
+        sf = weighted_table(run, np.exp(-0.5 * ((main.psf_beta.to_numpy(float) - b) / 0.15) ** 2))
+        m = (beta == b).to_numpy()
+        p[m] = predict(sf, lenses[m], "src_mag_r")[0]
+    det = (lenses.score >= op).to_numpy()
+    te = lenses.theta_e_arcsec.to_numpy()
+    ok = np.isfinite(p)
+    pulls = []
+    for lo, hi in zip(THETA_EDGES[:-1], THETA_EDGES[1:]):
+        s = ok & (te >= lo) & ((te < hi) | (hi == THETA_EDGES[-1]))
+        pulls.append(float((det[s].sum() - p[s].sum()) / np.sqrt((p[s] * (1 - p[s])).sum())))
+    out["beta_kernel"] = {
+        "second_population": {"expected": float(p[ok].sum()), "theta_pulls_binomial": pulls}
+    }
+    return out
+
+
 def frac(k: float, n: float) -> dict:
     b = beta_posterior(k, n, levels=(0.68,))
     ci = [float(b["lo68"]), float(b["hi68"])]
@@ -174,7 +256,9 @@ def main(run: Path, k: int = 4, out: Path = OUT) -> dict:
                 "table": float(p[s].sum() / n) if n else None,
             }
         )
+    hyp = host_hypotheses(run, lenses.drop(columns="o"), op)
     res = {
+        "host_hypotheses": hyp,
         "run": str(run),
         "operating_threshold": op,
         "hosts_per_lens": k,
