@@ -681,7 +681,8 @@ def _systematics(s: Mapping[str, Any]) -> dict[str, Table | None]:
             "Paired systematics: ΔC = C(variant) − C(main) per θE over every PSF/depth cell, each variant "
             "the same injections re-rendered with one change (same host, lens and source), with the "
             f"{tag} interval of the mean paired difference. The PSF β bracket is the Moffat wing shape (main "
-            "β from inject.psf_beta); the inner-image ablation suppresses the counter-image inside 0.5 θE.",
+            "β: each host brick's own, fitted to its stars, with inject.psf_shape 'stars'; else "
+            "inject.psf_beta); the inner-image ablation suppresses the counter-image inside 0.5 θE.",
             ["θE", *names.values()],
             rows,
             ["", *([""] * (len(rows) - 3)), "total", "", ""],
