@@ -26,6 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,15 +52,21 @@ OUT = Path(__file__).parent / "results" / "closure_diagnosis.json"
 EDGES = np.array([18.0, 20.0, 21.0, 22.0, 23.0, 26.0])
 
 
-def sky_style_arcs(run: Path, n: int, seed: int = 0, src: SourceVariant | None = None) -> pd.DataFrame:
-    """``n`` sky-model lenses (sources of variant ``src``; None: the demo sky's) rendered into deflector-like
-    hosts of the run, scored by its finder, with the closure columns (θE, the host's PSF and depth, source
-    and arc magnitudes, ``score``)."""
+def run_hosts(run: Path) -> tuple[Any, RunContext, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(config, context, sample, cutouts index, the injection host pool) of a finished run."""
     cfg = load_config(run / "config.yaml", [])
     ctx = RunContext.from_run_dir(run)
     sample = pd.read_parquet(ctx.path("sample", "sample"))
     index = pd.read_parquet(ctx.path("cutouts", "index"))
     hosts, _ = host_pool(sample, index, cfg.inject.host_match, cfg.inject.host_splits)
+    return cfg, ctx, sample, index, hosts
+
+
+def sky_style_arcs(run: Path, n: int, seed: int = 0, src: SourceVariant | None = None) -> pd.DataFrame:
+    """``n`` sky-model lenses (sources of variant ``src``; None: the demo sky's) rendered into deflector-like
+    hosts of the run, scored by its finder, with the closure columns (θE, the host's PSF and depth, source
+    and arc magnitudes, ``score``)."""
+    cfg, ctx, _, _, hosts = run_hosts(run)
     store = StampStore.open(ctx.path("cutouts", "stamps"))
     model = load_frozen(ctx.path("train", "best").parent, "cpu")
     rng = np.random.default_rng(seed)

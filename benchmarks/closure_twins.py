@@ -30,12 +30,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from closure_diagnosis import run_hosts, weighted_table
 from lensaudit.config import load_config
 from lensaudit.lensing.render import arc_noise_variance, noise_sigma
 from lensaudit.run import RunContext
 from lensaudit.selection.binomial import beta_posterior
 from lensaudit.selection.closure import predict
-from lensaudit.selection.hosts import host_pool, weighted_pick
+from lensaudit.selection.hosts import weighted_pick
 from lensaudit.selection.population import variant_sky
 from lensaudit.selection.psfshape import brick_of
 from lensaudit.selection.table import SelectionFunction
@@ -104,12 +105,9 @@ def matched(run: Path) -> pd.DataFrame:
 
 
 def twins(run: Path, lenses: pd.DataFrame, k: int, seed: int = 0) -> np.ndarray:
-    """(n_lenses, k) scores of each lens's arcs in its k nearest deflector-like hosts (r PSF, depth)."""
-    cfg = load_config(run / "config.yaml", [])
-    ctx = RunContext.from_run_dir(run)
-    sample = pd.read_parquet(ctx.path("sample", "sample"))
-    index = pd.read_parquet(ctx.path("cutouts", "index"))
-    hosts, _ = host_pool(sample, index, cfg.inject.host_match, cfg.inject.host_splits)
+    """(n_lenses, k) scores of each lens's arcs in k deflector-like hosts drawn like the injections'
+    (weighted, inside the cell tolerances of the lens's r PSF and depth; the nearest where none is inside)."""
+    cfg, ctx, _, _, hosts = run_hosts(run)
     stars = pd.read_parquet(ctx.path("inject", "psf_stars"))
     beta = stars[stars.ok].groupby("brickname").beta.median()
     hb = brick_of(hosts.galaxy_id).map(beta).fillna(float(beta.median())).to_numpy()
@@ -152,15 +150,10 @@ def host_hypotheses(run: Path, lenses: pd.DataFrame, op: float) -> dict:
     lenses judged by a table whose injections are weighted by a Gaussian (σ 0.15) in host β around the
     brick's true β (the star fits recover it to a median 0.013, benchmarks/psf_stars.py); pulls
     binomial-only."""
-    from closure_diagnosis import weighted_table
     from lensaudit.selection.closure import closure_of, sky_lenses
     from lensaudit.stamps.labelled import labelled_stamps
 
-    cfg = load_config(run / "config.yaml", [])
-    ctx = RunContext.from_run_dir(run)
-    sample = pd.read_parquet(ctx.path("sample", "sample"))
-    index = pd.read_parquet(ctx.path("cutouts", "index"))
-    hosts, _ = host_pool(sample, index, cfg.inject.host_match, cfg.inject.host_splits)
+    _, ctx, sample, index, hosts = run_hosts(run)
     pos = labelled_stamps(sample, index)
     pos = pos[pos.label == 1]
 
