@@ -104,9 +104,10 @@ def matched(run: Path) -> pd.DataFrame:
     return m.assign(o=[objs[i][1] for i in m.obj])
 
 
-def twins(run: Path, lenses: pd.DataFrame, k: int, seed: int = 0) -> np.ndarray:
+def twins(run: Path, lenses: pd.DataFrame, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(n_lenses, k) scores of each lens's arcs in k deflector-like hosts drawn like the injections'
-    (weighted, inside the cell tolerances of the lens's r PSF and depth; the nearest where none is inside)."""
+    (weighted, inside the cell tolerances of the lens's r PSF and depth; the nearest where none is inside),
+    and the (n_lenses, k) host galaxy_ids."""
     cfg, ctx, _, _, hosts = run_hosts(run)
     stars = pd.read_parquet(ctx.path("inject", "psf_stars"))
     beta = stars[stars.ok].groupby("brickname").beta.median()
@@ -119,6 +120,7 @@ def twins(run: Path, lenses: pd.DataFrame, k: int, seed: int = 0) -> np.ndarray:
     hp, hd = hosts.psfsize_r.to_numpy(float), hosts.psfdepth_mag_r.to_numpy(float)
     tol = (cfg.inject.psf_match_tol_arcsec, cfg.inject.depth_match_tol_mag)
     out = np.zeros((len(lenses), k))
+    ids = np.empty((len(lenses), k), dtype=object)
     for i, r in enumerate(lenses.itertuples()):
         near = (np.abs(hp - r.psf_fwhm_r) <= tol[0]) & (np.abs(hd - r.psfdepth_mag_r) <= tol[1])
         if near.sum() >= 1:  # the injections' own host draw: weighted, inside the cell tolerances
@@ -140,15 +142,17 @@ def twins(run: Path, lenses: pd.DataFrame, k: int, seed: int = 0) -> np.ndarray:
         sig = noise_sigma(img, iv, "invvar")
         noise = rng.standard_normal(arcs.shape) * np.sqrt(arc_noise_variance(arcs, sig))
         out[i] = np.asarray(model.score((img + arcs + noise).astype(np.float32)), float)
-    return out
+        ids[i] = hosts.galaxy_id.to_numpy()[pick]
+    return out, ids
 
 
 def host_hypotheses(run: Path, lenses: pd.DataFrame, op: float) -> dict:
     """The closure (src_mag table, Beta σ) of both skies with the main injections re-weighted per host:
     ``size``: the host weights gain a shape_r tercile of the positives (hosts matched in size too);
-    ``g_r>=1.0`` / ``g_r>=1.2``: hosts bluer than that dropped; ``beta_kernel``: each second-sky brick's
-    lenses judged by a table whose injections are weighted by a Gaussian (σ 0.15) in host β around the
-    brick's true β (the star fits recover it to a median 0.013, benchmarks/psf_stars.py); pulls
+    ``g_r>=1.0`` / ``g_r>=1.2``: hosts bluer than that dropped; ``to_true_deflector_mag_r``: (a diagnostic
+    that reads the truth) hosts re-weighted in r to the second sky's true deflectors; ``beta_kernel``: each
+    second-sky brick's lenses judged by a table whose injections are weighted by a Gaussian (σ 0.15) in host
+    β around the brick's true β (the star fits recover it to a median 0.013, benchmarks/psf_stars.py); pulls
     binomial-only."""
     from lensaudit.selection.closure import closure_of, sky_lenses
     from lensaudit.stamps.labelled import labelled_stamps
@@ -176,8 +180,17 @@ def host_hypotheses(run: Path, lenses: pd.DataFrame, op: float) -> dict:
     inj = pd.read_parquet(ctx.path("selection", "injection_scores"))
     main = inj[inj.variant == "main"]
     gr = main.host_galaxy_id.map(sample.set_index("galaxy_id").g_r).to_numpy(float)
+    # a diagnostic, not a method (it reads the truth): the hosts re-weighted in r magnitude to the second
+    # sky's true deflectors, whose catalogued photometry carries 15% of their arc flux (sky.render._catalogue)
+    hm = main.host_galaxy_id.map(sample.set_index("galaxy_id").mag_r).to_numpy(float)
+    truth = pd.read_parquet(run / "population" / "sky" / "truth.parquet")
+    defl = lenses[["galaxy_id"]].merge(truth[["galaxy_id", "mag_r_true"]], on="galaxy_id").mag_r_true
+    edges = np.array([15.0, 19.5, 20.0, 20.5, 21.0, 21.5, 22.0, 30.0])
+    hh, tt = np.histogram(hm, edges)[0], np.histogram(defl, edges)[0]
+    to_defl = (tt / tt.sum()) / np.maximum(hh / hh.sum(), 1e-9)
     weights = {
         "none": None,
+        "to_true_deflector_mag_r": to_defl[np.clip(np.searchsorted(edges, hm, side="right") - 1, 0, 6)],
         "size": main.host_galaxy_id.map(ratio).fillna(0.0).to_numpy(float),
         "g_r>=1.0": (gr >= 1.0).astype(float),
         "g_r>=1.2": (gr >= 1.2).astype(float),
@@ -220,6 +233,22 @@ def host_hypotheses(run: Path, lenses: pd.DataFrame, op: float) -> dict:
     return out
 
 
+def per_host_table(run: Path, lenses: pd.DataFrame, det: np.ndarray, ids: np.ndarray) -> list[dict]:
+    """Per host of the twins: how often the arcs it carried were detected at θE < 1.1″ and ≥ 2.3″, beside
+    its catalogue properties (TYPE, r, g−r, shape_r, Sérsic n) and its injection weight."""
+    _, _, sample, _, hosts = run_hosts(run)
+    te = np.repeat(lenses.theta_e_arcsec.to_numpy(), ids.shape[1])
+    d = pd.DataFrame({"host": ids.ravel(), "det": det.ravel(), "te": te})
+    props = sample.set_index("galaxy_id")[["type", "mag_r", "g_r", "shape_r", "sersic"]]
+    g = d.groupby("host").agg(
+        n=("det", "size"),
+        det_small=("det", lambda x: float(x[d.loc[x.index, "te"] < 1.1].mean())),
+        det_large=("det", lambda x: float(x[d.loc[x.index, "te"] >= 2.3].mean())),
+    )
+    g = g.join(props).join(hosts.set_index("galaxy_id").host_weight)
+    return g.sort_values("det_large").reset_index().round(3).to_dict("records")
+
+
 def frac(k: float, n: float) -> dict:
     b = beta_posterior(k, n, levels=(0.68,))
     ci = [float(b["lo68"]), float(b["hi68"])]
@@ -232,7 +261,7 @@ def main(run: Path, k: int = 4, out: Path = OUT) -> dict:
     lenses = matched(run)
     sf = SelectionFunction.load(RunContext.from_run_dir(run).path("selection", "table_fits"))
     p, _ = predict(sf, lenses, "src_mag_r")
-    sc = twins(run, lenses, k)
+    sc, ids = twins(run, lenses, k)
     true_det = (lenses.score >= op).to_numpy()
     twin_det = (sc >= op).mean(axis=1)
     rows = []
@@ -250,8 +279,10 @@ def main(run: Path, k: int = 4, out: Path = OUT) -> dict:
             }
         )
     hyp = host_hypotheses(run, lenses.drop(columns="o"), op)
+    per_host = per_host_table(run, lenses, sc >= op, ids)
     res = {
         "host_hypotheses": hyp,
+        "per_host": per_host,
         "run": str(run),
         "operating_threshold": op,
         "hosts_per_lens": k,
