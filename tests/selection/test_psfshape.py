@@ -118,3 +118,20 @@ def test_plan_renders_each_host_at_its_bricks_beta():
     assert (pl.psf_beta[pl.variant == "psf_beta_2.5"] == 2.5).all()
     fixed = with_host_beta(sample, None, 3.5)
     assert (fixed.psf_beta == 3.5).all()
+
+
+def test_the_demo_fits_every_host_brick_and_recovers_the_skys_beta(small_demo):
+    """On a real run: each host brick's β comes from its own stars, matches the β the sky rendered it with,
+    and every main injection renders at its host brick's fitted β."""
+    run, _, _ = small_demo
+    stars = pd.read_parquet(run / "inject" / "psf_stars.parquet")
+    cond = pd.read_parquet(run / "sky" / "conditions.parquet").drop_duplicates("brickname")
+    good = stars[stars.ok]
+    fitted = good.groupby("brickname").beta.median()
+    assert len(fitted) >= 2 and good.groupby("brickname").size().min() >= InjectConfig().psf_star_min
+    true = fitted.index.map(cond.set_index("brickname").moffat_beta)
+    assert np.abs(fitted.to_numpy() - true.to_numpy(float)).max() < 0.2
+    inj = pd.read_parquet(run / "inject" / "injections.parquet")
+    main = inj[inj.variant == "main"]
+    want = psfshape.brick_of(main.host_galaxy_id).map(fitted)
+    assert want.notna().all() and np.allclose(main.psf_beta, want)
