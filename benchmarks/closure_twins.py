@@ -36,9 +36,8 @@ from lensaudit.lensing.render import arc_noise_variance, noise_sigma
 from lensaudit.run import RunContext
 from lensaudit.selection.binomial import beta_posterior
 from lensaudit.selection.closure import predict
-from lensaudit.selection.hosts import weighted_pick
+from lensaudit.selection.hosts import DEFLECTOR_BINS, deflector_weights, weighted_pick
 from lensaudit.selection.population import variant_sky
-from lensaudit.selection.psfshape import brick_of
 from lensaudit.selection.table import SelectionFunction
 from lensaudit.sky.build import real_positives
 from lensaudit.sky.model import Reference, SourceVariant, draw_conditions, draw_objects
@@ -111,7 +110,7 @@ def twins(run: Path, lenses: pd.DataFrame, k: int, seed: int = 0) -> tuple[np.nd
     cfg, ctx, _, _, hosts = run_hosts(run)
     stars = pd.read_parquet(ctx.path("inject", "psf_stars"))
     beta = stars[stars.ok].groupby("brickname").beta.median()
-    hb = brick_of(hosts.galaxy_id).map(beta).fillna(float(beta.median())).to_numpy()
+    hb = hosts.brickname.astype(str).map(beta).fillna(float(beta.median())).to_numpy()
     store = StampStore.open(ctx.path("cutouts", "stamps"))
     model = load_frozen(ctx.path("train", "best").parent, "cpu")
     torch.set_num_threads(2)
@@ -161,19 +160,8 @@ def host_hypotheses(run: Path, lenses: pd.DataFrame, op: float) -> dict:
     pos = labelled_stamps(sample, index)
     pos = pos[pos.label == 1]
 
-    def key(df: pd.DataFrame) -> pd.Series:
-        parts = [df.type.astype(str).reset_index(drop=True)]
-        for c, qs in (
-            ("mag_r", [0, 0.25, 0.5, 0.75, 1]),
-            ("g_r", [0, 1 / 3, 2 / 3, 1]),
-            ("shape_r", [0, 1 / 3, 2 / 3, 1]),
-        ):
-            e = np.quantile(pos[c].to_numpy(float), qs)
-            parts.append(pd.Series(np.clip(np.searchsorted(e, df[c].to_numpy(float)) - 1, 0, len(e) - 2)))
-        return parts[0].str.cat([p.astype(str) for p in parts[1:]], sep="|")
-
-    kp, kh = key(pos).value_counts(normalize=True), key(hosts).value_counts(normalize=True)
-    w_size = (kp.reindex(kh.index).fillna(0.0) / kh).reindex(key(hosts)).to_numpy(float)
+    size_bins = (*DEFLECTOR_BINS, ("shape_r", (0, 1 / 3, 2 / 3, 1)))
+    w_size = deflector_weights(pos, hosts, size_bins)
     ratio = pd.Series(w_size / hosts.host_weight.to_numpy(float), index=hosts.galaxy_id).replace(
         np.inf, np.nan
     )

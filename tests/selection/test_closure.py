@@ -142,9 +142,8 @@ def test_host_intervals_are_written_and_wider_when_hosts_are_shared(world, tmp_p
     z = np.log(inj.score / (1 - inj.score)) + rng.normal(0, 1.5, 12)[host]
     shared = inj.assign(host_galaxy_id=host, detected=z >= 0)
     meta = provenance(icfg, scfg, "0" * 64, 0.5, "score=0.5", "GO")
-    tables = conditional.with_host_intervals(
-        conditional.build_tables(grid, shared, icfg, scfg, meta), scfg, seed=2
-    )
+    built = conditional.build_tables(grid, shared, icfg, scfg, meta)
+    tables = conditional.with_host_intervals(built, conditional.replicates(built, scfg, seed=2))
     m = tables.marginal[~tables.marginal.insufficient]
     assert np.median(m.c_hi68_hosts - m.c_lo68_hosts) > 2 * np.median(m.c_hi68 - m.c_lo68)
     sf = tables.by_axis["src_mag"]

@@ -152,10 +152,9 @@ def host_intervals(t: pd.DataFrame, reps: np.ndarray | None) -> pd.DataFrame:
     return t.assign(c_lo68_hosts=lo, c_hi68_hosts=hi)
 
 
-def with_host_intervals(tables: Tables, cfg: SelectionConfig, seed: int) -> Tables:
-    """The tables with :func:`host_intervals`: the interval of a cell whose injections share hosts, beside its
-    Beta posterior's."""
-    reps = replicates(tables, cfg, seed)
+def with_host_intervals(tables: Tables, reps: dict[str, np.ndarray | None]) -> Tables:
+    """The tables with :func:`host_intervals` from their :func:`replicates` ``reps``: the interval of a cell
+    whose injections share hosts, beside its Beta posterior's."""
     by_axis = {
         a: SelectionFunction(host_intervals(sf.table, reps[a]), sf.meta) for a, sf in tables.by_axis.items()
     }
@@ -189,12 +188,15 @@ def closure_record(
     op: float,
     where: str = "the synthetic sky",
     seed: int = 0,
+    reps: dict[str, np.ndarray | None] | None = None,
 ) -> dict[str, Any]:
     """``closure.json``: the closure of the chosen table (its statistics at the top level), the closure
     ladder and, per rung, the full statistics (``rungs``); ``lenses`` are known-truth lenses of ``where``
-    (:data:`~lensaudit.selection.closure.LENS_COLUMNS`); ``seed`` seeds the host bootstrap."""
+    (:data:`~lensaudit.selection.closure.LENS_COLUMNS`); ``seed`` seeds the host bootstrap, unless its
+    replicates are given (``reps``: :func:`replicates` of ``tables``, as the selection stage already drew
+    them for the tables' intervals)."""
     chosen = cfg.condition_on
-    reps = replicates(tables, cfg, seed)
+    reps = replicates(tables, cfg, seed) if reps is None else reps
     rungs: list[tuple[str, str, dict[str, Any]]] = [
         (
             "marginal",

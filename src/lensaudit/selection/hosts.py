@@ -60,11 +60,22 @@ def host_pool(
     return h, info
 
 
-def deflector_weights(pos: pd.DataFrame, hosts: pd.DataFrame) -> np.ndarray:
+#: the positives' quantiles that bin (within each Tractor TYPE) the density ratio of :func:`deflector_weights`
+DEFLECTOR_BINS: tuple[tuple[str, tuple[float, ...]], ...] = (
+    ("mag_r", (0, 0.25, 0.5, 0.75, 1)),
+    ("g_r", (0, 1 / 3, 2 / 3, 1)),
+)
+
+
+def deflector_weights(
+    pos: pd.DataFrame,
+    hosts: pd.DataFrame,
+    bins: tuple[tuple[str, tuple[float, ...]], ...] = DEFLECTOR_BINS,
+) -> np.ndarray:
     """Per host, the density ratio of the positives to the hosts in (Tractor TYPE, r-magnitude quartile and
-    g−r tercile of the positives): host draws weighted by it follow the known lenses' deflectors inside the
-    window, not the field's number counts (on the demo sky this moved the closure pull from +3.8 to +2.5;
-    docs/selection.md).
+    g−r tercile of the positives; ``bins``: other columns and quantiles): host draws weighted by it follow
+    the known lenses' deflectors inside the window, not the field's number counts (on the demo sky this
+    moved the closure pull from +3.8 to +2.5; docs/selection.md).
 
     >>> pos = pd.DataFrame({"type": ["DEV"] * 4, "mag_r": [19.0, 19.5, 20.0, 20.5], "g_r": [1.5] * 4})
     >>> hosts = pd.DataFrame({"type": ["DEV"] * 4, "mag_r": [19.1, 20.6, 20.7, 20.8], "g_r": [1.5] * 4})
@@ -74,7 +85,7 @@ def deflector_weights(pos: pd.DataFrame, hosts: pd.DataFrame) -> np.ndarray:
 
     def key(df: pd.DataFrame) -> pd.Series:
         parts = [df.type.astype(str).reset_index(drop=True)]
-        for c, qs in (("mag_r", [0, 0.25, 0.5, 0.75, 1]), ("g_r", [0, 1 / 3, 2 / 3, 1])):
+        for c, qs in bins:
             e = np.quantile(pos[c].to_numpy(float), qs)
             parts.append(pd.Series(np.clip(np.searchsorted(e, df[c].to_numpy(float)) - 1, 0, len(e) - 2)))
         return parts[0].str.cat([p.astype(str) for p in parts[1:]], sep="|")
@@ -144,7 +155,8 @@ def weighted_pick(cand: pd.DataFrame, keys: list[str], seed: int) -> pd.DataFram
 
 def host_columns(h: pd.DataFrame) -> dict[str, Any]:
     """The plan's host columns of host rows ``h``: store row, id, per-band PSF FWHM, r depth, and the Tractor
-    TYPE and nobs_z (robustness over host type and exposure count)."""
+    TYPE and nobs_z (robustness over host type and exposure count), and the host's Moffat ``psf_beta`` when
+    ``h`` carries one (:func:`lensaudit.selection.injection.with_host_beta`)."""
     return {
         "host_row": h.row.to_numpy(),
         "host_galaxy_id": h.galaxy_id.to_numpy(),

@@ -50,7 +50,6 @@ from lensaudit.run.shards import ShardLog
 from lensaudit.selection.degrade import degrade
 from lensaudit.selection.grid import grid_of
 from lensaudit.selection.hosts import assign_hosts, host_columns, host_pool, weighted_pick
-from lensaudit.selection.psfshape import brick_of
 from lensaudit.selection.realism import measured_arc, torch_threads
 from lensaudit.stamps.store import StampStore
 from lensaudit.utils import hash_unit_interval, stable_seed
@@ -147,11 +146,11 @@ def prior(cfg: InjectConfig) -> dict:
 
 
 def with_host_beta(hosts: pd.DataFrame, betas: pd.DataFrame | None, default: float) -> pd.DataFrame:
-    """``hosts`` with ``psf_beta``: their brick's Moffat β from ``betas`` (:func:`~lensaudit.selection.
-    psfshape.brick_betas`; None or a brick it lacks: ``default``)."""
+    """``hosts`` with ``psf_beta``: their ``brickname``'s Moffat β from ``betas``
+    (:func:`~lensaudit.selection.psfshape.brick_betas`; None or a brick it lacks: ``default``)."""
     if betas is None or hosts.empty:
         return hosts.assign(psf_beta=float(default))
-    b = brick_of(hosts.galaxy_id).map(betas.set_index("brickname").psf_beta)
+    b = hosts.brickname.astype(str).map(betas.set_index("brickname").psf_beta)
     return hosts.assign(psf_beta=b.fillna(default).to_numpy(float))
 
 
@@ -232,7 +231,6 @@ def stress_plan(cfg: InjectConfig, hosts: pd.DataFrame, seed: int) -> pd.DataFra
             **host_columns(h),
             "degraded": False,
             "draw": "stress",
-            "psf_beta": h.psf_beta.to_numpy(float),
             "suppress_inner": False,
         }
     )

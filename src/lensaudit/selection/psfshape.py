@@ -104,11 +104,6 @@ def fit_moffat(stamp: np.ndarray, invvar: np.ndarray, pixscale: float) -> dict[s
     }
 
 
-def brick_of(galaxy_id: pd.Series) -> pd.Series:
-    """The brick name of ``galaxy_id`` = f"{brickname}_{objid}"."""
-    return galaxy_id.astype(str).str.rsplit("_", n=1).str[0]
-
-
 def select_stars(sweep: pd.DataFrame, bricks: set[str], cfg: InjectConfig) -> pd.DataFrame:
     """Isolated, unmasked point sources of ``bricks`` in ``sweep`` (upper-case DR10 columns) within the star
     magnitude window, the ``inject.psf_stars_per_brick`` brightest per brick.

@@ -67,7 +67,7 @@ def _host_psf(
     if cfg.psf_shape == "fixed":
         return None, {"psf_shape": "fixed", "beta": cfg.psf_beta}
     cand, _ = host_pool(sample, index, "all", cfg.host_splits)
-    bricks = sorted(set(psfshape.brick_of(cand.galaxy_id))) if len(cand) else []
+    bricks = sorted(set(cand.brickname.astype(str))) if len(cand) else []
     with ctx.progress(None, f"inject: fitting the PSF stars of {len(bricks)} host bricks") as bar:
         stars = psfshape.measure_stars(ctx.config.full(), bricks, bar.advance) if bricks else None
     stars = stars if stars is not None else pd.DataFrame(columns=list(psfshape.STAR_COLUMNS))

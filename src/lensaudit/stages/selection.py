@@ -8,6 +8,7 @@ The gates are computed from the written artifacts (:mod:`lensaudit.validation.ga
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from lensaudit import validation
@@ -69,9 +70,9 @@ def run(cfg: SelectionConfig, ctx: StageContext) -> Manifest:
     icfg, op_point = ctx.config.inject, ctx.config.evaluate.operating_point
     grid, axes = grid_of(icfg)
     meta = provenance(icfg, cfg, model.sha256, op, op_point, verdict)
-    tables = conditional.with_host_intervals(
-        conditional.build_tables(grid, inj, icfg, cfg, meta), cfg, ctx.seed
-    )
+    tables = conditional.build_tables(grid, inj, icfg, cfg, meta)
+    reps = conditional.replicates(tables, cfg, ctx.seed)  # the intervals' and the closure's σ
+    tables = conditional.with_host_intervals(tables, reps)
     tables.chosen(cfg).write(ctx.output("table_fits"), ctx.output("table"))
     tables.alternative(cfg).write_parquet(ctx.output("table_alt"))
     write_parquet_atomic(tables.marginal, ctx.output("marginal"))
@@ -79,7 +80,7 @@ def run(cfg: SelectionConfig, ctx: StageContext) -> Manifest:
     robust = robustness(grid, inj, cfg, tables.marginal, sf_src, icfg.src_mag_r_range, paired)
     write_parquet_atomic(robust, ctx.output("robustness"))
     atomic_write_json(ctx.output("systematics"), systematics_record(inj, paired, sf_src, op, cfg))
-    clo = _closure(ctx, tables, cfg, op)
+    clo = _closure(ctx, tables, cfg, op, reps)
     atomic_write_json(ctx.output("closure"), clo)
     paths = {n: ctx.output(n) for n in ("heatmaps", "marginals", "variants", "closure_plot")}
     curves = (variant_curves(inj, axes[0], cfg), mag_curves(inj, axes[0], sf_src.mag_edges, cfg))
@@ -99,10 +100,17 @@ def _scored(ctx: StageContext, model: FrozenModel, op: float) -> pd.DataFrame:
     return inj
 
 
-def _closure(ctx: StageContext, tables: conditional.Tables, cfg: SelectionConfig, op: float) -> dict:
-    """The closure ladder on the synthetic sky's held-out true lenses (unavailable on real data)."""
+def _closure(
+    ctx: StageContext,
+    tables: conditional.Tables,
+    cfg: SelectionConfig,
+    op: float,
+    reps: dict[str, np.ndarray | None],
+) -> dict:
+    """The closure ladder on the synthetic sky's held-out true lenses (unavailable on real data), its σ from
+    the tables' host-bootstrap replicates ``reps``."""
     truth = ctx.artifact("sky", "truth") if ctx.config.data.source == "synthetic" else None
     if truth is None or not truth.is_file():
         return closure.unavailable("no synthetic truth (real data)")
     lenses = closure.sky_lenses(truth, ctx.artifact("evaluate", "scores"))
-    return conditional.closure_record(tables, cfg, lenses, op, seed=ctx.seed)
+    return conditional.closure_record(tables, cfg, lenses, op, seed=ctx.seed, reps=reps)
