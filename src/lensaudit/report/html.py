@@ -721,6 +721,22 @@ def _systematics(s: Mapping[str, Any]) -> dict[str, Table | None]:
     return out
 
 
+def _predictive_sentence(c: Mapping[str, Any]) -> str:
+    """How often a correct table would meet each closure criterion (closure.json ``predictive``)."""
+    pr = c.get("predictive") or {}
+    pp, cr = pr.get("p_pass") or {}, pr.get("criteria") or {}
+    if not pp:
+        return ""
+    pct = lambda k: f"{100 * pp[k]:.0f}%"  # noqa: E731
+    return (
+        f" Had the table been right ({pr.get('draws')} draws of the lenses' detections from "
+        f"{pr.get('truth')}), within 1σ ≥ {cr.get('fraction_within_1sigma')} would hold in "
+        f"{pct('fraction_within_1sigma')} of draws, "
+        f"χ² p ≥ {cr.get('chi2_pvalue')} in {pct('chi2_pvalue')}, |pull| ≤ {cr.get('abs_total_pull')} in "
+        f"{pct('abs_total_pull')}, all three in {pct('all')}."
+    )
+
+
 def _closure_bins(bins: list[dict[str, Any]], unit: str) -> list[list[Any]]:
     return [
         [
@@ -794,7 +810,7 @@ def _closure(c: Mapping[str, Any], where: str = "the synthetic sky") -> list[Tab
         "over "
         f"{c.get('chi2_dof')} θE × magnitude bins with ≥ 5 expected, p = {fmt(c.get('chi2_pvalue'), 3)}; "
         f"bins within 1σ {fmt(c.get('fraction_within_1sigma'), 2)}, within 2σ "
-        f"{fmt(c.get('fraction_within_2sigma'), 2)}."
+        f"{fmt(c.get('fraction_within_2sigma'), 2)}.{_predictive_sentence(c)}"
     )
     out.append(
         Table(

@@ -40,6 +40,11 @@ LENS_COLUMNS = ("theta_e_arcsec", "psf_fwhm_r", "psfdepth_mag_r", "src_mag_r", "
 MAG_OF_AXIS = {"src_mag": "src_mag_r", "arc_mag": "arc_mag_r"}
 #: bins with fewer expected detections stay out of the χ²
 CHI2_MIN_EXPECTED = 5.0
+#: issue 15's closure criteria (the closure gates' pass/warn lines): fraction of θE and magnitude bins within
+#: 1σ, χ² p-value, |total pull|
+CRITERIA = {"fraction_within_1sigma": 0.6, "chi2_pvalue": 0.05, "abs_total_pull": 2.0}
+#: draws of the predictive check (:func:`predictive`)
+PREDICTIVE_DRAWS = 4000
 
 
 def sky_lenses(truth: Path, scores: Path) -> pd.DataFrame:
@@ -157,6 +162,7 @@ def closure_of(
     mag: str | None,
     n_theta_bins: int = 6,
     replicates: np.ndarray | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """The closure statistics of true ``lenses`` (:data:`LENS_COLUMNS`) against ``sf`` at threshold ``op``.
 
@@ -164,7 +170,8 @@ def closure_of(
     ``replicates``: the table's host-bootstrap replicates (:func:`host_replicates`), which then give σ's
     table part; None: the cells' Beta posterior variances.
     Magnitude bins are 1-mag bins of the lenses' magnitude on the table's axis (``src_mag_r`` for the
-    marginal), θE bins ``n_theta_bins`` equal bins over the grid ± half a step."""
+    marginal), θE bins ``n_theta_bins`` equal bins over the grid ± half a step. ``predictive``: how often a
+    correct table would meet each criterion (:func:`predictive`, seeded by ``seed``)."""
     p, w = predict(sf, lenses, mag)
     use = np.isfinite(p)
     lz = lenses[use].reset_index(drop=True)
@@ -193,6 +200,11 @@ def closure_of(
     chi2 = float(sum(c["pull"] ** 2 for c in chi))
     pulls = np.array([b["pull"] for b in theta_bins + mag_bins], float)
     pulls = pulls[np.isfinite(pulls)]
+    tsel = [tb == i for i in range(len(t_edges) - 1) if (tb == i).any()]
+    msel = [mb == j for j in range(len(m_edges) - 1) if (mb == j).any()]
+    bins = [(s, b) for s, b in zip(tsel + msel, theta_bins + mag_bins) if np.isfinite(b["pull"])]
+    chi_cells = [((tb == c["theta_bin"]) & (mb == c["mag_bin"]), c) for c in chi]
+    total = stats_of(np.ones(len(lz), bool))
     return {
         "available": True,
         "axis": mag or "marginal",
@@ -204,13 +216,73 @@ def closure_of(
         "mag_column": mcol,
         "src_mag_bins": src_bins,
         "cells": cells,
-        "total": stats_of(np.ones(len(lz), bool)),
+        "total": total,
+        "predictive": predictive(p, reps, bins, chi_cells, total, seed=seed),
         "table_sigma": "host bootstrap" if replicates is not None else "Beta posterior, diagonal",
         "fraction_within_1sigma": float(np.mean(np.abs(pulls) <= 1)) if len(pulls) else float("nan"),
         "fraction_within_2sigma": float(np.mean(np.abs(pulls) <= 2)) if len(pulls) else float("nan"),
         "chi2": chi2,
         "chi2_dof": len(chi),
         "chi2_pvalue": float(stats.chi2.sf(chi2, len(chi))) if chi else float("nan"),
+    }
+
+
+def predictive(
+    p: np.ndarray,
+    reps: np.ndarray | None,
+    bins: list[tuple[np.ndarray, dict[str, Any]]],
+    cells: list[tuple[np.ndarray, dict[str, Any]]],
+    total: dict[str, Any],
+    n_draws: int = PREDICTIVE_DRAWS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How often a *correct* table would meet each closure criterion (:data:`CRITERIA`) with these lenses and
+    bins: the test's own pass rate, so that a reader can tell a failed criterion from bad luck.
+
+    Each draw takes one of the table's host-bootstrap replicates (``reps``, lenses × replicates: the table's
+    own uncertainty; None: the table as it is, binomial scatter only) as the truth, detects each lens with its
+    probability there, and computes the bins' pulls against the expectations and σ's actually used
+    (``bins``: the θE and magnitude bins with a finite pull; ``cells``: the χ² cells; ``total``).
+
+    >>> rng = np.random.default_rng(1)
+    >>> p = np.full(200, 0.5)
+    >>> sel = [np.arange(200) % 4 == i for i in range(4)]
+    >>> st = lambda s: {"expected": p[s].sum(), "sigma": np.sqrt((p[s] * (1 - p[s])).sum())}
+    >>> out = predictive(p, None, [(s, st(s)) for s in sel], [], st(np.ones(200, bool)))
+    >>> round(out["fraction_within_1sigma_mean"], 2), out["p_pass"]["abs_total_pull"] > 0.9
+    (0.68, True)
+    """
+    rng = np.random.default_rng(seed)
+    if reps is not None and reps.shape[1]:
+        truth = np.clip(np.nan_to_num(reps[:, rng.integers(reps.shape[1], size=n_draws)]), 0.0, 1.0)
+    else:
+        truth = np.repeat(p[:, None], n_draws, axis=1)
+    det = (rng.random(truth.shape) < truth).astype(np.float64)
+
+    def pulls(sets: list[tuple[np.ndarray, dict[str, Any]]]) -> np.ndarray:
+        if not sets:
+            return np.zeros((0, n_draws))
+        m = np.stack([s for s, _ in sets]).astype(np.float64)
+        e = np.array([b["expected"] for _, b in sets])[:, None]
+        sg = np.array([b["sigma"] for _, b in sets])[:, None]
+        return (m @ det - e) / sg
+
+    b, c = pulls(bins), pulls(cells)
+    within = np.mean(np.abs(b) <= 1, axis=0) if len(b) else np.full(n_draws, np.nan)
+    chi_p = stats.chi2.sf((c**2).sum(axis=0), len(c)) if len(c) else np.full(n_draws, np.nan)
+    tot = (det.sum(axis=0) - total["expected"]) / total["sigma"]
+    ok = {
+        "fraction_within_1sigma": within >= CRITERIA["fraction_within_1sigma"],
+        "chi2_pvalue": chi_p >= CRITERIA["chi2_pvalue"],
+        "abs_total_pull": np.abs(tot) <= CRITERIA["abs_total_pull"],
+    }
+    return {
+        "draws": n_draws,
+        "truth": "host-bootstrap replicate tables" if reps is not None else "the table (binomial only)",
+        "criteria": dict(CRITERIA),
+        "fraction_within_1sigma_mean": float(np.mean(within)),
+        "p_pass": {k: float(np.mean(v)) for k, v in ok.items()}
+        | {"all": float(np.mean(ok["fraction_within_1sigma"] & ok["chi2_pvalue"] & ok["abs_total_pull"]))},
     }
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from lensaudit.gates import Gate
+from lensaudit.selection.closure import CRITERIA
 from lensaudit.selection.robustness import max_sufficient
 from lensaudit.validation.registry import Threshold, register
 
@@ -347,6 +348,13 @@ def _closure(inp: Any, stage: str = "selection") -> dict[str, Any] | None:
     return clo if clo.get("available") and clo.get("theta_bins") else None
 
 
+def _by_chance(clo: dict[str, Any], what: str) -> str:
+    """'; a correct table passes in x% of draws' from the closure's predictive check, when it has one."""
+    pr = clo.get("predictive") or {}
+    p = (pr.get("p_pass") or {}).get(what)
+    return f"; a correct table passes this in {100 * p:.0f}% of {pr['draws']} draws" if p is not None else ""
+
+
 def closure_gates(clo: dict[str, Any] | None, prefix: str, where: str) -> list[Gate]:
     """The closure gates of one closure record (``selection``: the demo sky; ``population``: the second
     sky), named ``<prefix>_<what>``; none without known-truth lenses."""
@@ -365,29 +373,30 @@ def closure_gates(clo: dict[str, Any] | None, prefix: str, where: str) -> list[G
         Gate(
             name=f"{prefix}_fraction_within_1sigma",
             value=clo["fraction_within_1sigma"],
-            warn=0.6,
+            warn=CRITERIA["fraction_within_1sigma"],
             fail=0.3,
             higher_is_better=True,
             message=f"{nt} θE and {len(clo['mag_bins'])} magnitude bins ({where}); within 2σ: "
-            f"{clo['fraction_within_2sigma']:.2f}",
+            f"{clo['fraction_within_2sigma']:.2f}{_by_chance(clo, 'fraction_within_1sigma')}",
         ),
         Gate(
             name=f"{prefix}_chi2_pvalue",
             value=clo["chi2_pvalue"],
-            warn=0.05,
+            warn=CRITERIA["chi2_pvalue"],
             fail=0.001,
             higher_is_better=True,
             message=f"χ² = {clo['chi2']:.1f} over {clo['chi2_dof']} θE × magnitude bins with ≥ 5 expected "
-            f"({where})",
+            f"({where}){_by_chance(clo, 'chi2_pvalue')}",
         ),
         Gate(
             name=f"{prefix}_total_pull",
             value=pull,
-            lo=-2.0,
-            hi=2.0,
+            lo=-CRITERIA["abs_total_pull"],
+            hi=CRITERIA["abs_total_pull"],
             soft=pull is not None and bool(abs(pull) <= 3.0),
             message=f"observed {tot['observed']} vs expected {tot['expected']:.1f} ± {tot['sigma']:.1f} "
-            f"(binomial {tot['sigma_binomial']:.1f}, table {tot['sigma_table']:.1f}; {where})",
+            f"(binomial {tot['sigma_binomial']:.1f}, table {tot['sigma_table']:.1f}; {where})"
+            f"{_by_chance(clo, 'abs_total_pull')}",
         ),
     ]
 
