@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from closure_diagnosis import run_hosts, weighted_table
-from lensaudit.config import load_config
+from lensaudit.config import SkyConfig, load_config
 from lensaudit.lensing.render import arc_noise_variance, noise_sigma
 from lensaudit.run import RunContext
 from lensaudit.selection.binomial import beta_posterior
@@ -50,12 +50,11 @@ OUT = Path(__file__).parent / "results" / "closure_twins.json"
 THETA_EDGES = np.array([0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
 
 
-def second_sky_lenses(run: Path) -> list:
-    """The second sky's lens objects, regenerated exactly as ``sky.build.build_brick`` drew them."""
-    cfg = load_config(run / "config.yaml", [])
-    sky = variant_sky(cfg.sky, cfg.population)
-    seed = cfg.run.seed + sky.seed_offset
-    cond = pd.read_parquet(run / "population" / "sky" / "conditions.parquet")
+def sky_lens_objects(sky: SkyConfig, run_seed: int, cond: pd.DataFrame) -> list:
+    """(brickname, lens object) of every lens of the sky ``sky`` over the bricks of ``cond`` (its
+    conditions.parquet), regenerated exactly as ``sky.build.build_brick`` drew them (seed: the run's seed plus
+    ``sky.seed_offset``)."""
+    seed = run_seed + sky.seed_offset
     ref, pos = Reference.load(), real_positives()
     lenses = []
     for name in sorted(cond.brickname.unique()):
@@ -80,13 +79,17 @@ def second_sky_lenses(run: Path) -> list:
     return lenses
 
 
-def matched(run: Path) -> pd.DataFrame:
-    """The scored second-population lenses with their regenerated objects (matched to the truth by position,
-    then checked on θE and source magnitude)."""
-    pl = pd.read_parquet(run / "population" / "lenses.parquet")
-    tr = pd.read_parquet(run / "population" / "sky" / "truth.parquet")
-    tr = tr[tr.kind == "lens"]
-    objs = second_sky_lenses(run)
+def second_sky_lenses(run: Path) -> list:
+    """The second sky's lens objects (:func:`sky_lens_objects`)."""
+    cfg = load_config(run / "config.yaml", [])
+    cond = pd.read_parquet(run / "population" / "sky" / "conditions.parquet")
+    return sky_lens_objects(variant_sky(cfg.sky, cfg.population), cfg.run.seed, cond)
+
+
+def attach_objects(scored: pd.DataFrame, truth: pd.DataFrame, objs: list) -> pd.DataFrame:
+    """The scored lenses (``galaxy_id``, ``theta_e_arcsec``, ``src_mag_r``, …) with their regenerated objects
+    (``o``) and bricks, matched to the truth by position, then checked on θE and source magnitude."""
+    tr = truth[truth.kind == "lens"]
     ra = np.array([o.ra for _, o in objs])
     dec = np.array([o.dec for _, o in objs])
     idx = []
@@ -94,13 +97,21 @@ def matched(run: Path) -> pd.DataFrame:
         d = np.hypot((ra - r.ra) * np.cos(np.deg2rad(r.dec)), dec - r.dec) * 3600
         idx.append(int(np.argmin(d)) if d.min() < 0.01 else -1)
     tr = tr.assign(obj=idx)
-    m = pl.merge(tr[["galaxy_id", "obj"]], on="galaxy_id")
+    keep = [c for c in ("galaxy_id", "obj", "brickname") if c not in scored.columns or c == "galaxy_id"]
+    m = scored.merge(tr[keep], on="galaxy_id")
     m = m[m.obj >= 0].reset_index(drop=True)
     te = np.array([objs[i][1].params["theta_e"] for i in m.obj])
     sm = np.array([objs[i][1].params["src_mag_r"] for i in m.obj])
     if not (np.allclose(te, m.theta_e_arcsec, atol=1e-6) and np.allclose(sm, m.src_mag_r, atol=1e-6)):
-        raise SystemExit("regenerated lenses do not match the second sky's truth (θE or source magnitude)")
+        raise SystemExit("regenerated lenses do not match the sky's truth (θE or source magnitude)")
     return m.assign(o=[objs[i][1] for i in m.obj])
+
+
+def matched(run: Path) -> pd.DataFrame:
+    """The scored second-population lenses with their regenerated objects (:func:`attach_objects`)."""
+    pl = pd.read_parquet(run / "population" / "lenses.parquet")
+    tr = pd.read_parquet(run / "population" / "sky" / "truth.parquet")
+    return attach_objects(pl, tr, second_sky_lenses(run))
 
 
 def twins(run: Path, lenses: pd.DataFrame, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

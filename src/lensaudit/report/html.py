@@ -727,7 +727,7 @@ def _predictive_sentence(c: Mapping[str, Any]) -> str:
     pp, cr = pr.get("p_pass") or {}, pr.get("criteria") or {}
     if not pp:
         return ""
-    pct = lambda k: f"{100 * pp[k]:.0f}%"  # noqa: E731
+    pct = lambda k: "n/a" if pp.get(k) is None else f"{100 * pp[k]:.0f}%"  # noqa: E731
     return (
         f" Had the table been right ({pr.get('draws')} draws of the lenses' detections from "
         f"{pr.get('truth')}), within 1σ ≥ {cr.get('fraction_within_1sigma')} would hold in "
