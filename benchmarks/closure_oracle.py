@@ -35,13 +35,15 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from closure_twins import attach_objects, sky_lens_objects
+from closure_diagnosis import run_hosts
+from closure_twins import THETA_EDGES, attach_objects, sky_lens_objects
 from lensaudit.config import load_config
 from lensaudit.run import RunContext
 from lensaudit.selection.closure import predictive, sky_lenses
 from lensaudit.selection.population import variant_sky
 from lensaudit.sky.model import Reference, draw_conditions
 from lensaudit.sky.render import ARC_STAMP, moffat_kernel, render_lensed_source
+from lensaudit.stamps.store import StampStore
 from lensaudit.survey.bricks import brick_center
 from lensaudit.survey.coadds import CoaddReader, _wcs
 from lensaudit.train.infer import load_frozen
@@ -157,6 +159,55 @@ def judged(lenses: pd.DataFrame, det: np.ndarray, p: np.ndarray, k: int, clo: di
     }
 
 
+def light(stamps: np.ndarray) -> pd.DataFrame:
+    """Per stamp, in r: the magnitude within 15 px of the centre and the concentration (flux within 2 px over
+    flux within 15 px), after the median of the pixels beyond 40 px."""
+    yy, xx = np.mgrid[: stamps.shape[-2], : stamps.shape[-1]]
+    r = np.hypot(yy - stamps.shape[-2] // 2, xx - stamps.shape[-1] // 2)
+    x = stamps[:, 1].astype(np.float64)
+    x = x - np.nanmedian(np.where(r > 40, x, np.nan).reshape(len(x), -1), axis=1)[:, None, None]
+    core = np.nansum(np.where(r <= 2, x, 0.0), axis=(1, 2))
+    tot = np.nansum(np.where(r <= 15, x, 0.0), axis=(1, 2))
+    return pd.DataFrame({"mag15": 22.5 - 2.5 * np.log10(np.clip(tot, 1e-3, None)), "conc": core / tot})
+
+
+def deflectors_vs_hosts(run: Path, D: np.ndarray, psf_r: np.ndarray, psf_max: float = 1.4) -> dict:
+    """The true deflectors' r light (arcs subtracted) against our deflector-like hosts' (weighted as the
+    injections draw them), both at r PSF FWHM ≤ ``psf_max`` (``psf_r``: the deflectors'): medians overall and
+    in bins of r within 15 px."""
+    D = D[psf_r <= psf_max]
+    _, ctx, _, _, hosts = run_hosts(run)
+    hosts = hosts[hosts.psfsize_r <= psf_max]
+    img, _, _ = StampStore.open(ctx.path("cutouts", "stamps")).read(hosts.row.to_numpy())
+    fd, fh = light(D), light(img)
+    w = hosts.host_weight.to_numpy(float)
+
+    def wmed(v: np.ndarray, wt: np.ndarray) -> float | None:
+        o = np.argsort(v)
+        return float(np.interp(0.5, np.cumsum(wt[o]) / wt.sum(), v[o])) if len(v) and wt.sum() > 0 else None
+
+    rows = []
+    for lo, hi in ((19.5, 20.5), (20.5, 21.2), (21.2, 22.0)):
+        sd, sh = fd.mag15.between(lo, hi).to_numpy(), fh.mag15.between(lo, hi).to_numpy()
+        rows.append(
+            {
+                "mag15": [lo, hi],
+                "deflectors": int(sd.sum()),
+                "hosts": int(sh.sum()),
+                "conc_deflectors": float(fd.conc[sd].median()) if sd.any() else None,
+                "conc_hosts": wmed(fh.conc.to_numpy()[sh], w[sh]),
+            }
+        )
+    return {
+        "host_psf_r_max": psf_max,
+        "n_deflectors": int(len(fd)),
+        "n_hosts": int(len(fh)),
+        "median_mag15": {"deflectors": float(fd.mag15.median()), "hosts": wmed(fh.mag15.to_numpy(), w)},
+        "median_conc": {"deflectors": float(fd.conc.median()), "hosts": wmed(fh.conc.to_numpy(), w)},
+        "by_mag15": rows,
+    }
+
+
 def bin_index(v: np.ndarray, recorded: list[dict]) -> np.ndarray:
     """Each value's bin among a closure record's (contiguous) bins, clipped at both ends as
     ``selection.closure`` bins."""
@@ -207,9 +258,18 @@ def run_sky(run: Path, which: str, k: int) -> dict:
                 "table": float(b["expected"] / b["n"]) if b["n"] else None,
             }
         )
+    te = lenses.theta_e_arcsec.to_numpy(float)
+    twin_bins = []  # closure_twins.py's bins, for comparison with its "our_hosts"
+    for lo, hi in zip(THETA_EDGES[:-1], THETA_EDGES[1:]):
+        sel = (te >= lo) & ((te < hi) | (hi == THETA_EDGES[-1]))
+        twin_bins.append(
+            {"theta_e": [float(lo), float(hi)], "n": int(sel.sum()), "other_deflectors": float(p[sel].mean())}
+        )
     return {
         "n_lenses": int(len(lenses)),
         "threshold": op,
+        "by_theta_e_twin_bins": twin_bins,
+        "deflectors_vs_hosts": deflectors_vs_hosts(run, D, lenses.psf_fwhm_r.to_numpy(float)),
         "check": {
             "rendered_vs_recorded_max_abs_score": float(np.max(np.abs(s["true"] - lenses.score.to_numpy()))),
             "own_vs_true_detection_agreement": float(np.mean((s["own"] >= op) == (s["true"] >= op))),

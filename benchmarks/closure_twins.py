@@ -159,6 +159,8 @@ def twins(run: Path, lenses: pd.DataFrame, k: int, seed: int = 0) -> tuple[np.nd
 def host_hypotheses(run: Path, lenses: pd.DataFrame, op: float) -> dict:
     """The closure (src_mag table, Beta σ) of both skies with the main injections re-weighted per host:
     ``size``: the host weights gain a shape_r tercile of the positives (hosts matched in size too);
+    ``to_true_deflector_shape_r`` / ``…_mag_r_x_shape_r``: (diagnostics that read the truth) hosts re-weighted
+    to the second sky's true deflectors in size, and in r and size jointly;
     ``g_r>=1.0`` / ``g_r>=1.2``: hosts bluer than that dropped; ``to_true_deflector_mag_r``: (a diagnostic
     that reads the truth) hosts re-weighted in r to the second sky's true deflectors; ``beta_kernel``: each
     second-sky brick's lenses judged by a table whose injections are weighted by a Gaussian (σ 0.15) in host
@@ -183,13 +185,20 @@ def host_hypotheses(run: Path, lenses: pd.DataFrame, op: float) -> dict:
     # sky's true deflectors, whose catalogued photometry carries 15% of their arc flux (sky.render._catalogue)
     hm = main.host_galaxy_id.map(sample.set_index("galaxy_id").mag_r).to_numpy(float)
     truth = pd.read_parquet(run / "population" / "sky" / "truth.parquet")
-    defl = lenses[["galaxy_id"]].merge(truth[["galaxy_id", "mag_r_true"]], on="galaxy_id").mag_r_true
-    edges = np.array([15.0, 19.5, 20.0, 20.5, 21.0, 21.5, 22.0, 30.0])
-    hh, tt = np.histogram(hm, edges)[0], np.histogram(defl, edges)[0]
-    to_defl = (tt / tt.sum()) / np.maximum(hh / hh.sum(), 1e-9)
+    defl = lenses[["galaxy_id"]].merge(truth[["galaxy_id", "mag_r_true", "shape_r_true"]], on="galaxy_id")
+    hs = main.host_galaxy_id.map(sample.set_index("galaxy_id").shape_r).to_numpy(float)
+    m_edges = np.array([15.0, 19.5, 20.0, 20.5, 21.0, 21.5, 22.0, 30.0])
+    s_edges = np.array([0.0, 0.4, 0.6, 0.8, 1.0, 1.3, 1.7, 10.0])
     weights = {
         "none": None,
-        "to_true_deflector_mag_r": to_defl[np.clip(np.searchsorted(edges, hm, side="right") - 1, 0, 6)],
+        "to_true_deflector_mag_r": to_deflectors([hm], [defl.mag_r_true], [m_edges]),
+        # the same diagnostic in size, and in r and size jointly (coarser bins)
+        "to_true_deflector_shape_r": to_deflectors([hs], [defl.shape_r_true], [s_edges]),
+        "to_true_deflector_mag_r_x_shape_r": to_deflectors(
+            [hm, hs],
+            [defl.mag_r_true, defl.shape_r_true],
+            [np.array([15.0, 20.0, 20.75, 21.5, 30.0]), np.array([0.0, 0.5, 0.8, 1.2, 10.0])],
+        ),
         "size": main.host_galaxy_id.map(ratio).fillna(0.0).to_numpy(float),
         "g_r>=1.0": (gr >= 1.0).astype(float),
         "g_r>=1.2": (gr >= 1.2).astype(float),
@@ -230,6 +239,19 @@ def host_hypotheses(run: Path, lenses: pd.DataFrame, op: float) -> dict:
         "second_population": {"expected": float(p[ok].sum()), "theta_pulls_binomial": pulls}
     }
     return out
+
+
+def to_deflectors(host_cols: list, defl_cols: list, edges: list) -> np.ndarray:
+    """Per injection, the density ratio of the true deflectors to the injections' hosts in the histogram of
+    ``edges`` over the given columns (0 where no host falls in a bin)."""
+    h = np.histogramdd(np.column_stack(host_cols), bins=edges)[0]
+    t = np.histogramdd(np.column_stack([np.asarray(c, float) for c in defl_cols]), bins=edges)[0]
+    r = np.where(h > 0, (t / t.sum()) / np.maximum(h / h.sum(), 1e-12), 0.0)
+    idx = tuple(
+        np.clip(np.searchsorted(e, np.asarray(c, float), side="right") - 1, 0, len(e) - 2)
+        for c, e in zip(host_cols, edges)
+    )
+    return r[idx]
 
 
 def per_host_table(run: Path, lenses: pd.DataFrame, det: np.ndarray, ids: np.ndarray) -> list[dict]:
