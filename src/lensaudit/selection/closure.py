@@ -244,7 +244,6 @@ def predictive(
     probability there, and computes the bins' pulls against the expectations and σ's actually used
     (``bins``: the θE and magnitude bins with a finite pull; ``cells``: the χ² cells; ``total``).
 
-    >>> rng = np.random.default_rng(1)
     >>> p = np.full(200, 0.5)
     >>> sel = [np.arange(200) % 4 == i for i in range(4)]
     >>> st = lambda s: {"expected": p[s].sum(), "sigma": np.sqrt((p[s] * (1 - p[s])).sum())}
@@ -257,12 +256,12 @@ def predictive(
         truth = np.clip(np.nan_to_num(reps[:, rng.integers(reps.shape[1], size=n_draws)]), 0.0, 1.0)
     else:
         truth = np.repeat(p[:, None], n_draws, axis=1)
-    det = (rng.random(truth.shape) < truth).astype(np.float64)
+    det = (rng.random(truth.shape) < truth).astype(np.float32)
 
     def pulls(sets: list[tuple[np.ndarray, dict[str, Any]]]) -> np.ndarray:
         if not sets:
             return np.zeros((0, n_draws))
-        m = np.stack([s for s, _ in sets]).astype(np.float64)
+        m = np.stack([s for s, _ in sets]).astype(np.float32)
         e = np.array([b["expected"] for _, b in sets])[:, None]
         sg = np.array([b["sigma"] for _, b in sets])[:, None]
         return (m @ det - e) / sg
