@@ -269,13 +269,17 @@ def predictive(
     b, c = pulls(bins), pulls(cells)
     within = np.mean(np.abs(b) <= 1, axis=0) if len(b) else np.full(n_draws, np.nan)
     chi_p = stats.chi2.sf((c**2).sum(axis=0), len(c))
-    tot = (det.sum(axis=0) - total["expected"]) / total["sigma"]
+    sig = total["sigma"]
     ok = {
         "fraction_within_1sigma": within >= CRITERIA["fraction_within_1sigma"] if len(b) else None,
         "chi2_pvalue": chi_p >= CRITERIA["chi2_pvalue"] if len(c) else None,
-        "abs_total_pull": np.abs(tot) <= CRITERIA["abs_total_pull"],
+        # no σ (every lens certain): the total pull is undefined, as in the closure itself
+        "abs_total_pull": np.abs(det.sum(axis=0) - total["expected"]) <= CRITERIA["abs_total_pull"] * sig
+        if sig > 0
+        else None,
     }
     judged = [v for v in ok.values() if v is not None]
+    all_ok = np.logical_and.reduce(judged) if judged else None
     return {
         "draws": n_draws,
         "truth": "host-bootstrap replicate tables" if reps is not None else "the table (binomial only)",
@@ -283,7 +287,7 @@ def predictive(
         "fraction_within_1sigma_mean": float(np.mean(within)),
         # a criterion without bins to judge is None, and "all" is over the others
         "p_pass": {k: None if v is None else float(np.mean(v)) for k, v in ok.items()}
-        | {"all": float(np.mean(np.logical_and.reduce(judged)))},
+        | {"all": None if all_ok is None else float(np.mean(all_ok))},
     }
 
 
