@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ from lensaudit.selection.closure import predictive, sky_lenses
 from lensaudit.selection.population import variant_sky
 from lensaudit.sky.model import Reference, draw_conditions
 from lensaudit.sky.render import ARC_STAMP, moffat_kernel, render_lensed_source
+from lensaudit.stamps.quality import radius_map
 from lensaudit.stamps.store import StampStore
 from lensaudit.survey.bricks import brick_center
 from lensaudit.survey.coadds import CoaddReader, _wcs
@@ -162,8 +164,7 @@ def judged(lenses: pd.DataFrame, det: np.ndarray, p: np.ndarray, k: int, clo: di
 def light(stamps: np.ndarray) -> pd.DataFrame:
     """Per stamp, in r: the magnitude within 15 px of the centre and the concentration (flux within 2 px over
     flux within 15 px), after the median of the pixels beyond 40 px."""
-    yy, xx = np.mgrid[: stamps.shape[-2], : stamps.shape[-1]]
-    r = np.hypot(yy - stamps.shape[-2] // 2, xx - stamps.shape[-1] // 2)
+    r = radius_map(stamps.shape[-1])
     x = stamps[:, 1].astype(np.float64)
     x = x - np.nanmedian(np.where(r > 40, x, np.nan).reshape(len(x), -1), axis=1)[:, None, None]
     core = np.nansum(np.where(r <= 2, x, 0.0), axis=(1, 2))
@@ -171,16 +172,22 @@ def light(stamps: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"mag15": 22.5 - 2.5 * np.log10(np.clip(tot, 1e-3, None)), "conc": core / tot})
 
 
+@cache
+def host_light(run: Path, psf_max: float) -> tuple[pd.DataFrame, np.ndarray]:
+    """:func:`light` of the run's deflector-like hosts with r PSF FWHM ≤ ``psf_max``, and their injection
+    weights (read once for both skies)."""
+    _, ctx, _, _, hosts = run_hosts(run)
+    hosts = hosts[hosts.psfsize_r <= psf_max]
+    img, _, _ = StampStore.open(ctx.path("cutouts", "stamps")).read(hosts.row.to_numpy())
+    return light(img), hosts.host_weight.to_numpy(float)
+
+
 def deflectors_vs_hosts(run: Path, D: np.ndarray, psf_r: np.ndarray, psf_max: float = 1.4) -> dict:
     """The true deflectors' r light (arcs subtracted) against our deflector-like hosts' (weighted as the
     injections draw them), both at r PSF FWHM ≤ ``psf_max`` (``psf_r``: the deflectors'): medians overall and
     in bins of r within 15 px."""
-    D = D[psf_r <= psf_max]
-    _, ctx, _, _, hosts = run_hosts(run)
-    hosts = hosts[hosts.psfsize_r <= psf_max]
-    img, _, _ = StampStore.open(ctx.path("cutouts", "stamps")).read(hosts.row.to_numpy())
-    fd, fh = light(D), light(img)
-    w = hosts.host_weight.to_numpy(float)
+    fd = light(D[psf_r <= psf_max])
+    fh, w = host_light(run, psf_max)
 
     def wmed(v: np.ndarray, wt: np.ndarray) -> float | None:
         o = np.argsort(v)

@@ -186,10 +186,10 @@ def closure_of(
     mv = lz[mcol].to_numpy(float)
     m_edges = _unit_edges(mv)  # 1-mag bins of the lenses' magnitudes (the table's own bins are finer)
     stats_of = lambda sel: _bin_stats(p, w, det, c_var, sel, reps)  # noqa: E731
-    tb, theta_bins = _bins(lz.theta_e_arcsec.to_numpy(float), t_edges, stats_of)
-    mb, mag_bins = _bins(mv, m_edges, stats_of)
+    tb, theta_bins, tsel = _bins(lz.theta_e_arcsec.to_numpy(float), t_edges, stats_of)
+    mb, mag_bins, msel = _bins(mv, m_edges, stats_of)
     src = lz.src_mag_r.to_numpy(float)
-    _, src_bins = _bins(src, _unit_edges(src), stats_of)
+    _, src_bins, _ = _bins(src, _unit_edges(src), stats_of)
     cells = []
     for i in range(len(t_edges) - 1):
         for j in range(len(m_edges) - 1):
@@ -200,8 +200,6 @@ def closure_of(
     chi2 = float(sum(c["pull"] ** 2 for c in chi))
     pulls = np.array([b["pull"] for b in theta_bins + mag_bins], float)
     pulls = pulls[np.isfinite(pulls)]
-    tsel = [tb == i for i in range(len(t_edges) - 1) if (tb == i).any()]
-    msel = [mb == j for j in range(len(m_edges) - 1) if (mb == j).any()]
     bins = [(s, b) for s, b in zip(tsel + msel, theta_bins + mag_bins) if np.isfinite(b["pull"])]
     chi_cells = [((tb == c["theta_bin"]) & (mb == c["mag_bin"]), c) for c in chi]
     total = stats_of(np.ones(len(lz), bool))
@@ -291,16 +289,16 @@ def predictive(
     }
 
 
-def _bins(values: np.ndarray, edges: np.ndarray, stats_of: Any) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def _bins(
+    values: np.ndarray, edges: np.ndarray, stats_of: Any
+) -> tuple[np.ndarray, list[dict[str, Any]], list[np.ndarray]]:
     """(the bin index of each value, clipped to the edges; the statistics of every non-empty bin with its
-    ``lo`` and ``hi`` edges)."""
+    ``lo`` and ``hi`` edges; those bins' masks over the values)."""
     idx = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
-    out = [
-        {"lo": float(edges[i]), "hi": float(edges[i + 1]), **stats_of(idx == i)}
-        for i in range(len(edges) - 1)
-        if (idx == i).any()
-    ]
-    return idx, out
+    masks = [idx == i for i in range(len(edges) - 1)]
+    keep = [i for i in range(len(edges) - 1) if masks[i].any()]
+    out = [{"lo": float(edges[i]), "hi": float(edges[i + 1]), **stats_of(masks[i])} for i in keep]
+    return idx, out, [masks[i] for i in keep]
 
 
 def _unit_edges(m: np.ndarray) -> np.ndarray:
