@@ -767,13 +767,15 @@ class SelectionConfig(Section):
         description="4-D cells (θE, PSF, depth, magnitude bin) with fewer injections are insufficient.",
     )
     closure_host_bootstrap: int = Field(
-        200,
+        2000,
         ge=0,
         le=10000,
         description=(
             "Host-bootstrap resamples for the table's part of the closure σ (0: the cells' Beta posterior "
             "variances instead). The injections share a few dozen hosts, so the Beta posterior, which "
-            "treats them as independent, understates the table's uncertainty (docs/selection.md)."
+            "treats them as independent, understates the table's uncertainty (docs/selection.md). "
+            "The σ of n resamples is uncertain by ~1/√(2n): at 200 (5%) the demo's count of bins within "
+            "1σ changed with the bootstrap seed, at 2000 (1.6%) it does not."
         ),
     )
     max_ci68_width: float = Field(

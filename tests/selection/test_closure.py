@@ -177,3 +177,41 @@ def test_the_closure_gates_quote_the_predictive_pass_rate(world):
     msgs = {g.name: g.message for g in closure_gates(clo, "closure", "test")}
     rate = 100 * clo["predictive"]["p_pass"]["fraction_within_1sigma"]
     assert f"a correct table passes this in {rate:.0f}% of" in msgs["closure_fraction_within_1sigma"]
+
+
+def test_the_brackets_rungs_are_rebuilt_from_the_written_artifacts(world, tmp_path):
+    """Rungs (c) and (d): the host and morphology brackets' tables, built by the selection stage, and rebuilt
+    from its written artifacts (as the population stage does) give the same ladder; a bracket whose sources
+    are harder to find predicts fewer detections."""
+    icfg, scfg, grid, inj, lenses = world
+    rng = np.random.default_rng(21)
+    sub = inj.groupby("cell").head(500)
+    harder = _score(sub.theta_e.to_numpy(), sub.psf_fwhm.to_numpy(), sub.src_mag_r.to_numpy() + 0.5, rng)
+    scored = pd.concat(
+        [
+            inj.assign(source_model="sersic"),
+            sub.assign(variant="morphology", source_model="clumpy", score=harder),
+            sub.assign(variant="allhosts", source_model="sersic"),
+        ],
+        ignore_index=True,
+    ).assign(detected=lambda d: d.score >= 0.5)
+    meta = provenance(icfg, scfg, "0" * 64, 0.5, "score=0.5", "GO")
+    built = conditional.build_tables(grid, scored, icfg, scfg, meta)
+    assert sorted(built.brackets) == ["allhosts", "morphology"]
+    paths = [tmp_path / n for n in ("t.fits", "alt.parquet", "marginal.parquet", "scores.parquet")]
+    built.chosen(scfg).write(paths[0])
+    built.alternative(scfg).write_parquet(paths[1])
+    built.marginal.to_parquet(paths[2])
+    scored.to_parquet(paths[3])
+    read = conditional.Tables.read(*paths)
+    assert read.brackets == {}
+    rebuilt = conditional.with_brackets(read, grid, icfg, scfg)
+    ladders = [conditional.closure_record(t, scfg, lenses, 0.5, seed=4)["ladder"] for t in (built, rebuilt)]
+    assert [r["rung"] for r in ladders[0]] == ["marginal", "src_mag", "arc_mag", "all_hosts", "morphology"]
+    for a, b in zip(*ladders):
+        assert a["rung"] == b["rung"] and a["expected"] == pytest.approx(b["expected"])
+    rung = {r["rung"]: r for r in ladders[0]}
+    assert "multi-clump sources instead of Sérsic" in rung["morphology"]["what"]
+    assert (
+        rung["morphology"]["expected"] < rung["src_mag"]["expected"] - 3 * rung["src_mag"]["sigma_binomial"]
+    )

@@ -135,7 +135,7 @@ def _bin_stats(
     reps: np.ndarray | None = None,
 ) -> dict[str, Any]:
     exp = float(p[sel].sum())
-    var_bin = float((p[sel] * (1 - p[sel])).sum())
+    var_bin = max(0.0, float((p[sel] * (1 - p[sel])).sum()))  # ≥ 0: interpolated p can be 1 + 1e-16
     col = np.asarray(w[np.flatnonzero(sel)].sum(axis=0)).ravel()
     var_beta = float((col**2 * np.nan_to_num(c_var)).sum())
     var_hosts = float(np.var(reps[sel].sum(axis=0), ddof=1)) if reps is not None else float("nan")

@@ -9,7 +9,10 @@ injections themselves (``selection_marginal.parquet``) is what the pipeline prod
 
 The closure ladder (:func:`closure_record`) judges the synthetic sky's true lenses against: (a) the 3-D
 marginal under the injection prior, (b) the 4-D table at each lens's true source magnitude, (b′) at its true
-arc magnitude, and (c) the 4-D table of the host bracket (all N1 hosts instead of deflector-like ones).
+arc magnitude, (c) the 4-D table of the host bracket (all N1 hosts instead of deflector-like ones) and (d)
+that of the morphology bracket (the other source model: multi-clump instead of Sérsic sources, or the
+reverse). The brackets' tables are rebuilt from ``injection_scores.parquet`` wherever they are needed
+(:func:`with_brackets`), so the second population's ladder has every rung too.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from lensaudit.config import InjectConfig, SelectionConfig
 from lensaudit.selection.closure import MAG_OF_AXIS, closure_of, host_replicates, ladder
@@ -30,6 +34,15 @@ from lensaudit.utils import stable_seed
 #: the injection columns the closure's host bootstrap needs
 BOOT_COLUMNS = ("variant", "cell", "host_galaxy_id", "detected", "src_mag_r", "arc_mag_r")
 
+
+def boot_columns(available: Any) -> list[str]:
+    """:data:`BOOT_COLUMNS`, and ``source_model`` (the rungs' descriptions) where ``available`` has it."""
+    return [*BOOT_COLUMNS, *(["source_model"] if "source_model" in set(available) else [])]
+
+
+#: the closure ladder's rung of each bracket's table
+RUNG_OF_BRACKET = {"allhosts": "all_hosts", "morphology": "morphology"}
+
 #: what each 4th axis means (FITS AXIS4DSC)
 AXIS_DESCRIPTION = {"src_mag": "unlensed source r mag", "arc_mag": "lensed arc r mag"}
 OTHER_AXIS = {"src_mag": "arc_mag", "arc_mag": "src_mag"}
@@ -38,25 +51,28 @@ OTHER_AXIS = {"src_mag": "arc_mag", "arc_mag": "src_mag"}
 @dataclass
 class Tables:
     """The selection stage's tables: the 3-D marginal of the main injections, the 4-D table on each axis
-    (``by_axis``), with the host bracket the 4-D table of the all-N1-hosts injections (``hosts``), and the
-    scored injections they were built from (``injections``: :data:`BOOT_COLUMNS`; None: no host bootstrap)."""
+    (``by_axis``), the brackets' 4-D tables on the chosen axis (``brackets``, by variant: ``allhosts``, the
+    all-N1-hosts injections; ``morphology``, the other source model's), and the scored injections they were
+    built from (``injections``: :data:`BOOT_COLUMNS`; None: no host bootstrap)."""
 
     marginal: pd.DataFrame
     by_axis: dict[str, SelectionFunction]
-    hosts: SelectionFunction | None
+    brackets: dict[str, SelectionFunction]
     injections: pd.DataFrame | None = None
 
     @classmethod
     def read(cls, table: Path, alt: Path, marginal: Path, injections: Path | None = None) -> Tables:
         """The tables as the selection stage wrote them (the chosen and the alternative 4-D table, the 3-D
-        marginal) and, for the host bootstrap, its ``injection_scores.parquet``; the host bracket's table is
-        not written."""
+        marginal) and, for the host bootstrap, its ``injection_scores.parquet``; the brackets' tables are not
+        written (:func:`with_brackets` rebuilds them)."""
         by_axis = {}
         for p in (table, alt):
             sf = SelectionFunction.load(p)
             by_axis[str(sf.mag_axis)] = sf
-        inj = pd.read_parquet(injections, columns=list(BOOT_COLUMNS)) if injections is not None else None
-        return cls(pd.read_parquet(marginal), by_axis, None, inj)
+        inj = None
+        if injections is not None:
+            inj = pd.read_parquet(injections, columns=boot_columns(pq.read_schema(injections).names))
+        return cls(pd.read_parquet(marginal), by_axis, {}, inj)
 
     def chosen(self, cfg: SelectionConfig) -> SelectionFunction:
         return self.by_axis[cfg.condition_on]
@@ -109,15 +125,40 @@ def build_tables(
         edges = mag_edges(icfg, cfg, axis, main)
         t = completeness_table4(grid, main, axis, edges, cfg, cfg.n_min_mag_bin)
         by_axis[axis] = SelectionFunction(t, {**meta, **_axis_meta(icfg, axis, edges)})
-    hosts = None
-    sub = inj[inj.variant == "allhosts"]
-    if len(sub):
-        axis = cfg.condition_on
-        edges = mag_edges(icfg, cfg, axis, main, float(sub.groupby("cell").size().median()))
-        t = completeness_table4(grid, sub, axis, edges, cfg, cfg.n_min_mag_bin)
-        hosts = SelectionFunction(t, {**meta, **_axis_meta(icfg, axis, edges), "HOSTS": "all N1"})
-    boot = inj[list(BOOT_COLUMNS)] if set(BOOT_COLUMNS) <= set(inj.columns) else None
-    return Tables(completeness_table(grid, main, cfg), by_axis, hosts, boot)
+    boot = inj[boot_columns(inj.columns)] if set(BOOT_COLUMNS) <= set(inj.columns) else None
+    brackets = bracket_tables(grid, inj, icfg, cfg, meta)
+    return Tables(completeness_table(grid, main, cfg), by_axis, brackets, boot)
+
+
+#: the brackets with a 4-D table and a closure rung, and what sets them apart from the main injections
+BRACKET_META = {"allhosts": {"HOSTS": "all N1"}, "morphology": {"SOURCES": "other model"}}
+
+
+def bracket_tables(
+    grid: pd.DataFrame, inj: pd.DataFrame, icfg: InjectConfig, cfg: SelectionConfig, meta: dict[str, Any]
+) -> dict[str, SelectionFunction]:
+    """Per bracket of :data:`BRACKET_META` that was injected, its 4-D table on the chosen axis, in magnitude
+    bins widened so that its cells hold as many injections as the main table's (:func:`mag_edges`).
+    ``inj``: scored injections with ``variant``, ``cell``, ``detected``, ``src_mag_r`` and ``arc_mag_r``."""
+    inj = inj.assign(src_mag=inj.src_mag_r, arc_mag=inj.arc_mag_r)
+    main, axis, out = inj[inj.variant == "main"], cfg.condition_on, {}
+    for v, extra in BRACKET_META.items():
+        sub = inj[inj.variant == v]
+        if len(sub):
+            edges = mag_edges(icfg, cfg, axis, main, float(sub.groupby("cell").size().median()))
+            t = completeness_table4(grid, sub, axis, edges, cfg, cfg.n_min_mag_bin)
+            out[v] = SelectionFunction(t, {**meta, **_axis_meta(icfg, axis, edges), **extra})
+    return out
+
+
+def with_brackets(tables: Tables, grid: pd.DataFrame, icfg: InjectConfig, cfg: SelectionConfig) -> Tables:
+    """``tables`` (as :meth:`Tables.read` gives them) with their brackets' 4-D tables rebuilt from their
+    scored injections (none without them), for the closure ladder's rungs (c) and (d)."""
+    if tables.injections is None:
+        return tables
+    sf = tables.chosen(cfg)
+    brackets = bracket_tables(grid, tables.injections, icfg, cfg, sf.meta)
+    return Tables(tables.marginal, tables.by_axis, brackets, tables.injections)
 
 
 def replicates(tables: Tables, cfg: SelectionConfig, seed: int) -> dict[str, np.ndarray | None]:
@@ -127,8 +168,8 @@ def replicates(tables: Tables, cfg: SelectionConfig, seed: int) -> dict[str, np.
         "marginal": (tables.marginal, None, "main"),
         **{a: (sf.table, a, "main") for a, sf in tables.by_axis.items()},
     }
-    if tables.hosts is not None:
-        rungs["all_hosts"] = (tables.hosts.table, cfg.condition_on, "allhosts")
+    for v, sf in tables.brackets.items():
+        rungs[RUNG_OF_BRACKET[v]] = (sf.table, cfg.condition_on, v)
     inj, n = tables.injections, cfg.closure_host_bootstrap
     if inj is None or n == 0:
         return {k: None for k in rungs}
@@ -158,7 +199,9 @@ def with_host_intervals(tables: Tables, reps: dict[str, np.ndarray | None]) -> T
     by_axis = {
         a: SelectionFunction(host_intervals(sf.table, reps[a]), sf.meta) for a, sf in tables.by_axis.items()
     }
-    return Tables(host_intervals(tables.marginal, reps["marginal"]), by_axis, tables.hosts, tables.injections)
+    return Tables(
+        host_intervals(tables.marginal, reps["marginal"]), by_axis, tables.brackets, tables.injections
+    )
 
 
 def bootstrap_summary(tables: Tables, reps: np.ndarray | None, cfg: SelectionConfig) -> dict[str, Any]:
@@ -179,6 +222,18 @@ def bootstrap_summary(tables: Tables, reps: np.ndarray | None, cfg: SelectionCon
         inj = tables.injections
         out["n_hosts"] = int(inj[inj.variant == "main"].host_galaxy_id.nunique()) if inj is not None else 0
     return out
+
+
+def model_of(tables: Tables, variant: str) -> str:
+    """The source model of ``variant``'s injections ("Sérsic" or "multi-clump"), from the tables' scored
+    injections (``source_model``); "the other model's"/"the configured model's" without them."""
+    inj = tables.injections
+    if inj is None or "source_model" not in inj:
+        return "the other model's" if variant != "main" else "the configured model's"
+    m = inj.loc[inj.variant == variant, "source_model"]
+    return (
+        {"sersic": "Sérsic", "clumpy": "multi-clump"}.get(str(m.iloc[0]), str(m.iloc[0])) if len(m) else "?"
+    )
 
 
 def closure_record(
@@ -218,16 +273,16 @@ def closure_record(
             ),
         ),
     ]
-    if tables.hosts is not None:
-        rungs.append(
-            (
-                "all_hosts",
-                f"(c) as ({'b' if chosen == 'src_mag' else 'b′'}) from injections into all N1 hosts, "
-                "not only deflector-like ones (coarser magnitude bins: the host bracket has fewer "
-                "injections)",
-                closure_of(tables.hosts, lenses, op, MAG_OF_AXIS[chosen], replicates=reps["all_hosts"]),
-            )
-        )
+    rung_of = "b" if chosen == "src_mag" else "b′"
+    what = {
+        "allhosts": f"(c) as ({rung_of}) from injections into all N1 hosts, not only deflector-like ones "
+        "(coarser magnitude bins: the bracket has fewer injections)",
+        "morphology": f"(d) as ({rung_of}) from the morphology bracket: {model_of(tables, 'morphology')} "
+        f"sources instead of {model_of(tables, 'main')} ones (coarser magnitude bins)",
+    }
+    for v, sf in tables.brackets.items():
+        k = RUNG_OF_BRACKET[v]
+        rungs.append((k, what[v], closure_of(sf, lenses, op, MAG_OF_AXIS[chosen], replicates=reps[k])))
     main = next(c for k, _, c in rungs if k == chosen)
     return {
         **main,

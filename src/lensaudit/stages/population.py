@@ -12,7 +12,8 @@ from lensaudit.config import PopulationConfig
 from lensaudit.errors import ConfigError
 from lensaudit.report.figures.selection import closure_plot
 from lensaudit.run import Manifest, StageContext
-from lensaudit.selection.conditional import Tables, closure_record
+from lensaudit.selection.conditional import Tables, closure_record, with_brackets
+from lensaudit.selection.grid import grid_of
 from lensaudit.selection.population import (
     catalogue_positions,
     catalogued_lenses,
@@ -28,8 +29,9 @@ from lensaudit.train.infer import FrozenModel, load_frozen
 from lensaudit.utils import atomic_write_json, write_parquet_atomic
 
 NAME = "population"
-#: the second sky copies ``sky``; its stamps follow ``cutouts``; the finder runs on ``train.device``
-SECTIONS = ("population", "sky", "cutouts", "data.source", "train.device", "selection")
+#: the second sky copies ``sky``; its stamps follow ``cutouts``; the finder runs on ``train.device``; the
+#: brackets' tables are rebuilt on the ``inject`` grid
+SECTIONS = ("population", "sky", "cutouts", "data.source", "train.device", "selection", "inject")
 READS = (
     "train.best",
     "train.model_card",
@@ -62,6 +64,7 @@ def run(cfg: PopulationConfig, ctx: StageContext) -> Manifest:
     tables = Tables.read(
         *(ctx.artifact("selection", n) for n in ("table", "table_alt", "marginal", "injection_scores"))
     )
+    tables = with_brackets(tables, grid_of(ctx.config.inject)[0], ctx.config.inject, ctx.config.selection)
     clo = closure_record(tables, ctx.config.selection, scored, op, where="the second sky", seed=ctx.seed)
     atomic_write_json(ctx.output("closure"), clo)
     closure_plot(clo, ctx.output("closure_plot"), "the second sky")
