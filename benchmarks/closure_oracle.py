@@ -12,7 +12,11 @@ with A_i the arcs of lens i rendered centred at a brick's PSF and the run's froz
 - ``deflector_only``: D_i alone (how often a bare deflector is called a lens);
 - ``oracle``: p_i, the fraction of ``K`` other lenses' deflectors D_j (drawn at random, seeded) in which A_i
   (at brick j's PSF) is detected: lens i's completeness over the sky's true deflector population, i.e. what
-  a table built from perfect hosts would predict for it, with nothing else changed.
+  a table built from perfect hosts would predict for it, with nothing else changed;
+- ``matched``: the same with the D_j drawn among the lenses within the injections' host-matching tolerances
+  of lens i's r PSF and depth (``inject.psf_match_tol_arcsec``, ``depth_match_tol_mag``): the oracle
+  conditioned on the observing conditions, as the table is (``closure_matched``). The unmatched oracle mixes
+  the sky's conditions, which on the demo sky span r PSF 1.06–1.84″ and depth 23.9–25.2.
 
 The true detections are then judged against p exactly as ``selection.closure`` judges them against the table
 (the same θE and magnitude bins, read from the run's closure.json; σ² = Σ p(1 − p) + Σ p(1 − p)/K, the second
@@ -108,24 +112,38 @@ def arcs_at(o, cond, size: int) -> np.ndarray:
     return out
 
 
-def oracle(lenses: pd.DataFrame, T, D, conds, model, k: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Scores: the rendered lens (``true``), the bare deflector, the lens's arcs in its own deflector, and in
-    ``k`` other lenses' deflectors (n, k)."""
+def oracle(
+    lenses: pd.DataFrame, T, D, conds, model, k: int, tol: tuple[float, float], seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Scores: the rendered lens (``true``), the bare deflector, the lens's arcs in its own deflector, in
+    ``k`` other lenses' deflectors drawn from the whole sky (``swap``, (n, k)), and in ``k`` drawn among the
+    lenses whose r PSF and depth lie within ``tol`` of its own (``matched``, (n, k): the injections' own
+    host-matching tolerances, with replacement where fewer than ``k`` qualify, the ``k`` nearest where none
+    does)."""
 
     def score(x: np.ndarray) -> np.ndarray:
         return np.asarray(model.score(np.asarray(x, np.float32)), float)
 
-    rng = np.random.default_rng(seed)
+    rng, rng_m = np.random.default_rng(seed), np.random.default_rng(seed + 1)  # ``swap`` as before matching
     n, size = len(lenses), T.shape[-1]
     bricks = lenses.brickname.to_numpy()
-    own, swap = np.zeros(n), np.zeros((n, k))
+    psf, depth = lenses.psf_fwhm_r.to_numpy(float), lenses.psfdepth_mag_r.to_numpy(float)
+    own, swap, matched = np.zeros(n), np.zeros((n, k)), np.zeros((n, k))
     for i in tqdm(range(n), desc="oracle", unit="lens"):
         o = lenses.o.iloc[i]
-        js = rng.choice(np.delete(np.arange(n), i), k, replace=False)
-        arcs = {b: arcs_at(o, conds[b], size) for b in set(bricks[js]) | {bricks[i]}}
+        others = np.delete(np.arange(n), i)
+        js = rng.choice(others, k, replace=False)
+        dist = np.hypot((psf[others] - psf[i]) / tol[0], (depth[others] - depth[i]) / tol[1])
+        near = others[(np.abs(psf[others] - psf[i]) <= tol[0]) & (np.abs(depth[others] - depth[i]) <= tol[1])]
+        if len(near):
+            jm = rng_m.choice(near, k, replace=len(near) < k)
+        else:
+            jm = others[np.argsort(dist, kind="stable")[:k]]
+        arcs = {b: arcs_at(o, conds[b], size) for b in set(bricks[js]) | set(bricks[jm]) | {bricks[i]}}
         own[i] = score((D[i] + arcs[bricks[i]])[None])[0]
         swap[i] = score(np.stack([D[j] + arcs[bricks[j]] for j in js]))
-    return {"true": score(T), "deflector_only": score(D), "own": own, "swap": swap}
+        matched[i] = score(np.stack([D[j] + arcs[bricks[j]] for j in jm]))
+    return {"true": score(T), "deflector_only": score(D), "own": own, "swap": swap, "matched": matched}
 
 
 def judged(lenses: pd.DataFrame, det: np.ndarray, p: np.ndarray, k: int, clo: dict) -> dict:
@@ -246,10 +264,12 @@ def run_sky(run: Path, which: str, k: int) -> dict:
     lenses = attach_objects(scored, truth, objs)
     T, D, conds = deflector_stamps(lenses, objs, sky_dir, sky, cfg.run.seed, cfg.cutouts.size_pix)
     model = load_frozen(ctx.path("train", "best").parent, "cpu")
-    s = oracle(lenses, T, D, conds, model, k)
+    tol = (cfg.inject.psf_match_tol_arcsec, cfg.inject.depth_match_tol_mag)
+    s = oracle(lenses, T, D, conds, model, k, tol)
     op = float(clo["threshold"])
     det = (lenses.score.to_numpy() >= op).astype(float)
     p = (s["swap"] >= op).mean(axis=1)
+    pm = (s["matched"] >= op).mean(axis=1)
     ti = bin_index(lenses.theta_e_arcsec.to_numpy(float), clo["theta_bins"])
     by_theta = []
     for j, b in enumerate(clo["theta_bins"]):
@@ -262,6 +282,7 @@ def run_sky(run: Path, which: str, k: int) -> dict:
                 "true": float(det[sel].mean()) if sel.any() else None,
                 "own_deflector": float((s["own"][sel] >= op).mean()) if sel.any() else None,
                 "other_deflectors": float(p[sel].mean()) if sel.any() else None,
+                "matched_deflectors": float(pm[sel].mean()) if sel.any() else None,
                 "table": float(b["expected"] / b["n"]) if b["n"] else None,
             }
         )
@@ -285,6 +306,8 @@ def run_sky(run: Path, which: str, k: int) -> dict:
         "deflector_only_detected": float(np.mean(s["deflector_only"] >= op)),
         "by_theta_e": by_theta,
         "closure": judged(lenses, det, p, k, clo),
+        "closure_matched": judged(lenses, det, pm, k, clo),
+        "matching_tolerances": {"psf_r_arcsec": tol[0], "depth_r_mag": tol[1]},
     }
 
 
@@ -310,16 +333,21 @@ if __name__ == "__main__":
         r = res[sky]
         c = r["closure"]
         print(f"{sky}: {r['n_lenses']} lenses; check {r['check']}")
-        print(f"{'θE':>11} {'n':>4} {'true':>6} {'own':>6} {'others':>7} {'table':>6}")
+        print(f"{'θE':>11} {'n':>4} {'true':>6} {'own':>6} {'others':>7} {'matched':>7} {'table':>6}")
         for b in r["by_theta_e"]:
             if b["n"]:
                 print(
                     f"{b['lo']:.2f}–{b['hi']:.2f} {b['n']:4d} {b['true']:6.2f} {b['own_deflector']:6.2f} "
-                    f"{b['other_deflectors']:7.2f} {b['table']:6.2f}"
+                    f"{b['other_deflectors']:7.2f} {b['matched_deflectors']:7.2f} {b['table']:6.2f}"
                 )
         rate = 100 * c["predictive"]["p_pass"]["fraction_within_1sigma"]
         print(
             f"  within 1σ: oracle {c['fraction_within_1sigma']:.2f}, table "
             f"{c['table_fraction_within_1sigma']:.2f}; total pull oracle {c['total']['pull']:+.2f}, table "
             f"{c['table_total']['pull']:+.2f}; a correct oracle passes within-1σ in {rate:.0f}% of draws"
+        )
+        cm = r["closure_matched"]
+        print(
+            f"  matched in PSF and depth: within 1σ {cm['fraction_within_1sigma']:.2f}, total pull "
+            f"{cm['total']['pull']:+.2f}, θE pulls {[round(b['pull'], 2) for b in cm['theta_bins']]}"
         )
