@@ -347,7 +347,8 @@ if __name__ == "__main__":
             f"{c['table_total']['pull']:+.2f}; a correct oracle passes within-1σ in {rate:.0f}% of draws"
         )
         cm = r["closure_matched"]
+        th = [round(b["oracle"]["pull"], 2) for b in cm["bins"] if b["bin"] == "theta_e" and b["oracle"]["n"]]
         print(
             f"  matched in PSF and depth: within 1σ {cm['fraction_within_1sigma']:.2f}, total pull "
-            f"{cm['total']['pull']:+.2f}, θE pulls {[round(b['pull'], 2) for b in cm['theta_bins']]}"
+            f"{cm['total']['pull']:+.2f}, θE pulls {th}"
         )
