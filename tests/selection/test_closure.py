@@ -88,6 +88,7 @@ def test_a_shifted_operating_threshold_fails_the_closure(world):
     assert c_at(0.5) - c_at(op_shifted) >= 0.1
     clo = closure_of(sf, lenses, op_shifted, "src_mag_r")
     assert _status(clo, "total_pull") == "fail"
+    assert clo["predictive"]["p_as_bad"]["abs_total_pull"] < 0.01  # no correct table does this badly
     assert _status(clo, "chi2_pvalue") == "fail"
     # the host bootstrap (the default σ of the table's part) does not hide it either
     rec = conditional.closure_record(_tables(world, 0.5), world[1], lenses, op_shifted, seed=1)
@@ -161,15 +162,21 @@ def test_the_predictive_check_says_how_often_a_correct_table_passes(world):
     ok = np.isfinite(p)
     lz, p = lenses[ok].reset_index(drop=True), p[ok]
     rng = np.random.default_rng(5)
-    passed = []
+    within = []
     for _ in range(150):  # populations drawn from the table itself: the check's null, by brute force
         drawn = lz.assign(score=(rng.random(len(lz)) < p).astype(float))
-        passed.append(closure_of(sf, drawn, 0.5, "src_mag_r")["fraction_within_1sigma"] >= 0.6)
-    pr = closure_of(sf, lz, 0.5, "src_mag_r")["predictive"]
+        within.append(closure_of(sf, drawn, 0.5, "src_mag_r")["fraction_within_1sigma"])
+    passed = np.array(within) >= 0.6
+    clo = closure_of(sf, lz, 0.5, "src_mag_r")
+    pr = clo["predictive"]
     assert pr["truth"] == "the table (binomial only)"  # no replicates: the brute force's own truth
     assert abs(pr["p_pass"]["fraction_within_1sigma"] - np.mean(passed)) <= 0.06  # measured 0.892 vs 0.900
+    # the predictive p-value: how often a population drawn from the table does as badly as the real lenses
+    as_bad = np.mean(np.array(within) <= clo["fraction_within_1sigma"])
+    assert abs(pr["p_as_bad"]["fraction_within_1sigma"] - as_bad) <= 0.08
     assert 0.6 <= pr["fraction_within_1sigma_mean"] <= 0.9
     assert set(pr["p_pass"]) == {"fraction_within_1sigma", "chi2_pvalue", "abs_total_pull", "all"}
+    assert set(pr["p_as_bad"]) == {"fraction_within_1sigma", "chi2_pvalue", "abs_total_pull"}
 
 
 def test_the_closure_gates_quote_the_predictive_pass_rate(world):
@@ -177,6 +184,8 @@ def test_the_closure_gates_quote_the_predictive_pass_rate(world):
     msgs = {g.name: g.message for g in closure_gates(clo, "closure", "test")}
     rate = 100 * clo["predictive"]["p_pass"]["fraction_within_1sigma"]
     assert f"a correct table passes this in {rate:.0f}% of" in msgs["closure_fraction_within_1sigma"]
+    bad = 100 * clo["predictive"]["p_as_bad"]["abs_total_pull"]
+    assert f"does this badly or worse in {bad:.0f}%" in msgs["closure_total_pull"]
 
 
 def test_the_brackets_rungs_are_rebuilt_from_the_written_artifacts(world, tmp_path):

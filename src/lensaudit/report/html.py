@@ -733,7 +733,19 @@ def _predictive_sentence(c: Mapping[str, Any]) -> str:
         f"{pr.get('truth')}), within 1σ ≥ {cr.get('fraction_within_1sigma')} would hold in "
         f"{pct('fraction_within_1sigma')} of draws, "
         f"χ² p ≥ {cr.get('chi2_pvalue')} in {pct('chi2_pvalue')}, |pull| ≤ {cr.get('abs_total_pull')} in "
-        f"{pct('abs_total_pull')}, all three in {pct('all')}."
+        f"{pct('abs_total_pull')}, all three in {pct('all')}.{_as_bad_sentence(pr)}"
+    )
+
+
+def _as_bad_sentence(pr: Mapping[str, Any]) -> str:
+    """How often a correct table does as badly as observed or worse (closure.json ``predictive.p_as_bad``)."""
+    ab = pr.get("p_as_bad") or {}
+    if not ab:
+        return ""
+    pct = lambda k: "n/a" if ab.get(k) is None else f"{100 * ab[k]:.0f}%"  # noqa: E731
+    return (
+        f" It would do as badly as observed, or worse, in {pct('fraction_within_1sigma')} of draws "
+        f"(within 1σ), {pct('chi2_pvalue')} (χ² p) and {pct('abs_total_pull')} (|pull|)."
     )
 
 

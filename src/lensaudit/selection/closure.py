@@ -235,7 +235,9 @@ def predictive(
     seed: int = 0,
 ) -> dict[str, Any]:
     """How often a *correct* table would meet each closure criterion (:data:`CRITERIA`) with these lenses and
-    bins: the test's own pass rate, so that a reader can tell a failed criterion from bad luck.
+    bins: the test's own pass rate, so that a reader can tell a failed criterion from bad luck; and, per
+    criterion, how often such a table does as badly as the observed statistic or worse (``p_as_bad``: a
+    predictive p-value; small values say the miss is unlikely to be chance).
 
     Each draw takes one of the table's host-bootstrap replicates (``reps``, lenses × replicates: the table's
     own uncertainty; None: the table as it is, binomial scatter only) as the truth, detects each lens with its
@@ -278,6 +280,19 @@ def predictive(
     }
     judged = [v for v in ok.values() if v is not None]
     all_ok = np.logical_and.reduce(judged) if judged else None
+    # the observed statistics, and how often a correct table does as badly or worse (a predictive p-value)
+    bp, cp = [x.get("pull") for _, x in bins], [x.get("pull") for _, x in cells]  # None: not observed
+    obs_within = float(np.mean(np.abs(np.array(bp, float)) <= 1)) if bins and None not in bp else None
+    chi_obs = float(np.sum(np.square(np.array(cp, float)))) if cells and None not in cp else None
+    obs_chi_p = None if chi_obs is None else float(stats.chi2.sf(chi_obs, len(cp)))
+    obs_pull = abs(float(total["pull"])) if sig > 0 and np.isfinite(total.get("pull", np.nan)) else None
+    as_bad = {
+        "fraction_within_1sigma": None if obs_within is None else within <= obs_within,
+        "chi2_pvalue": None if obs_chi_p is None else chi_p <= obs_chi_p,
+        "abs_total_pull": None
+        if obs_pull is None
+        else np.abs(det.sum(axis=0) - total["expected"]) >= obs_pull * sig,
+    }
     return {
         "draws": n_draws,
         "truth": "host-bootstrap replicate tables" if reps is not None else "the table (binomial only)",
@@ -286,6 +301,7 @@ def predictive(
         # a criterion without bins to judge is None, and "all" is over the others
         "p_pass": {k: None if v is None else float(np.mean(v)) for k, v in ok.items()}
         | {"all": None if all_ok is None else float(np.mean(all_ok))},
+        "p_as_bad": {k: None if v is None else float(np.mean(v)) for k, v in as_bad.items()},
     }
 
 

@@ -349,10 +349,15 @@ def _closure(inp: Any, stage: str = "selection") -> dict[str, Any] | None:
 
 
 def _by_chance(clo: dict[str, Any], what: str) -> str:
-    """'; a correct table passes in x% of draws' from the closure's predictive check, when it has one."""
+    """'; a correct table passes in x% of draws, and does this badly or worse in y%' from the closure's
+    predictive check, when it has one."""
     pr = clo.get("predictive") or {}
     p = (pr.get("p_pass") or {}).get(what)
-    return f"; a correct table passes this in {100 * p:.0f}% of {pr['draws']} draws" if p is not None else ""
+    if p is None:
+        return ""
+    bad = (pr.get("p_as_bad") or {}).get(what)
+    worse = f", and does this badly or worse in {100 * bad:.0f}%" if bad is not None else ""
+    return f"; a correct table passes this in {100 * p:.0f}% of {pr['draws']} draws{worse}"
 
 
 def closure_gates(clo: dict[str, Any] | None, prefix: str, where: str) -> list[Gate]:
