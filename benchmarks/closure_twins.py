@@ -161,11 +161,13 @@ def host_hypotheses(run: Path, lenses: pd.DataFrame, op: float) -> dict:
     ``size``: the host weights gain a shape_r tercile of the positives (hosts matched in size too);
     ``to_true_deflector_shape_r`` / ``…_mag_r_x_shape_r``: (diagnostics that read the truth) hosts re-weighted
     to the second sky's true deflectors in size, and in r and size jointly;
-    ``g_r>=1.0`` / ``g_r>=1.2``: hosts bluer than that dropped; ``to_true_deflector_mag_r``: (a diagnostic
-    that reads the truth) hosts re-weighted in r to the second sky's true deflectors; ``beta_kernel``: each
-    second-sky brick's lenses judged by a table whose injections are weighted by a Gaussian (σ 0.15) in host
-    β around the brick's true β (the star fits recover it to a median 0.013, benchmarks/psf_stars.py); pulls
-    binomial-only."""
+    ``g_r>=1.0`` / ``g_r>=1.2``: hosts bluer than that dropped; ``sersic_window``: hosts whose Tractor Sérsic
+    index lies outside the positives' 5th–95th percentiles dropped (the sweeps carry SERSIC, so this one is
+    a method a real search could use; the deflector window does not match it);
+    ``to_true_deflector_mag_r``: (a diagnostic that reads the truth) hosts re-weighted in r to the second
+    sky's true deflectors; ``beta_kernel``: each second-sky brick's lenses judged by a table whose injections
+    are weighted by a Gaussian (σ 0.15) in host β around the brick's true β (the star fits recover it to a
+    median 0.013, benchmarks/psf_stars.py); pulls binomial-only."""
     from lensaudit.selection.closure import closure_of, sky_lenses
     from lensaudit.stamps.labelled import labelled_stamps
 
@@ -187,6 +189,8 @@ def host_hypotheses(run: Path, lenses: pd.DataFrame, op: float) -> dict:
     truth = pd.read_parquet(run / "population" / "sky" / "truth.parquet")
     defl = lenses[["galaxy_id"]].merge(truth[["galaxy_id", "mag_r_true", "shape_r_true"]], on="galaxy_id")
     hs = main.host_galaxy_id.map(sample.set_index("galaxy_id").shape_r).to_numpy(float)
+    sn = main.host_galaxy_id.map(sample.set_index("galaxy_id").sersic).to_numpy(float)
+    sn_lo, sn_hi = np.nanpercentile(pos.sersic.to_numpy(float), [5, 95])
     m_edges = np.array([15.0, 19.5, 20.0, 20.5, 21.0, 21.5, 22.0, 30.0])
     s_edges = np.array([0.0, 0.4, 0.6, 0.8, 1.0, 1.3, 1.7, 10.0])
     weights = {
@@ -202,6 +206,7 @@ def host_hypotheses(run: Path, lenses: pd.DataFrame, op: float) -> dict:
         "size": main.host_galaxy_id.map(ratio).fillna(0.0).to_numpy(float),
         "g_r>=1.0": (gr >= 1.0).astype(float),
         "g_r>=1.2": (gr >= 1.2).astype(float),
+        "sersic_window": ((sn >= sn_lo) & (sn <= sn_hi)).astype(float),
     }
     demo = sky_lenses(ctx.path("sky", "truth"), ctx.path("evaluate", "scores"))
 
