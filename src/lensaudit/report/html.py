@@ -722,30 +722,28 @@ def _systematics(s: Mapping[str, Any]) -> dict[str, Table | None]:
 
 
 def _predictive_sentence(c: Mapping[str, Any]) -> str:
-    """How often a correct table would meet each closure criterion (closure.json ``predictive``)."""
+    """How often a correct table would meet each closure criterion, and do as badly as observed or worse
+    (closure.json ``predictive``: ``p_pass``, ``p_as_bad``)."""
     pr = c.get("predictive") or {}
-    pp, cr = pr.get("p_pass") or {}, pr.get("criteria") or {}
+    pp, ab, cr = pr.get("p_pass") or {}, pr.get("p_as_bad") or {}, pr.get("criteria") or {}
     if not pp:
         return ""
-    pct = lambda k: "n/a" if pp.get(k) is None else f"{100 * pp[k]:.0f}%"  # noqa: E731
+
+    def pct(d: Mapping[str, Any], k: str) -> str:
+        return "n/a" if d.get(k) is None else f"{100 * d[k]:.0f}%"
+
+    worse = (
+        f" It would do as badly as observed, or worse, in {pct(ab, 'fraction_within_1sigma')} of draws "
+        f"(within 1σ), {pct(ab, 'chi2_pvalue')} (χ² p) and {pct(ab, 'abs_total_pull')} (|pull|)."
+        if ab
+        else ""
+    )
     return (
         f" Had the table been right ({pr.get('draws')} draws of the lenses' detections from "
         f"{pr.get('truth')}), within 1σ ≥ {cr.get('fraction_within_1sigma')} would hold in "
-        f"{pct('fraction_within_1sigma')} of draws, "
-        f"χ² p ≥ {cr.get('chi2_pvalue')} in {pct('chi2_pvalue')}, |pull| ≤ {cr.get('abs_total_pull')} in "
-        f"{pct('abs_total_pull')}, all three in {pct('all')}.{_as_bad_sentence(pr)}"
-    )
-
-
-def _as_bad_sentence(pr: Mapping[str, Any]) -> str:
-    """How often a correct table does as badly as observed or worse (closure.json ``predictive.p_as_bad``)."""
-    ab = pr.get("p_as_bad") or {}
-    if not ab:
-        return ""
-    pct = lambda k: "n/a" if ab.get(k) is None else f"{100 * ab[k]:.0f}%"  # noqa: E731
-    return (
-        f" It would do as badly as observed, or worse, in {pct('fraction_within_1sigma')} of draws "
-        f"(within 1σ), {pct('chi2_pvalue')} (χ² p) and {pct('abs_total_pull')} (|pull|)."
+        f"{pct(pp, 'fraction_within_1sigma')} of draws, χ² p ≥ {cr.get('chi2_pvalue')} in "
+        f"{pct(pp, 'chi2_pvalue')}, |pull| ≤ {cr.get('abs_total_pull')} in {pct(pp, 'abs_total_pull')}, "
+        f"all three in {pct(pp, 'all')}.{worse}"
     )
 
 
