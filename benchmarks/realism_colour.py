@@ -40,14 +40,13 @@ from closure_oracle import deflector_stamps
 from closure_twins import attach_objects, sky_lens_objects
 from lensaudit.config import load_config
 from lensaudit.run import RunContext
-from lensaudit.selection.realism import ANNULUS_ARCSEC, compare, measured_arc, smooth_host
-from lensaudit.stamps.quality import radius_map
+from lensaudit.selection.realism import annulus_mask, compare, measured_arc, smooth_host
 from lensaudit.stamps.store import StampStore
 
 OUT = Path(__file__).parent / "results" / "realism_colour.json"
 
 
-def wmedian(v: np.ndarray) -> float | None:
+def finite_median(v: np.ndarray) -> float | None:
     v = v[np.isfinite(v)]
     return float(np.median(v)) if len(v) else None
 
@@ -55,16 +54,16 @@ def wmedian(v: np.ndarray) -> float | None:
 def summary(arc: dict[str, np.ndarray], alone: dict[str, np.ndarray]) -> dict:
     """Median colours of the gate's measurement (``arc``) and of the arcs alone, and the median per-object
     host term, each over the objects where both are defined."""
-    out: dict = {"n": int(len(arc["snr"])), "median_snr": wmedian(arc["snr"])}
+    out: dict = {"n": int(len(arc["snr"])), "median_snr": finite_median(arc["snr"])}
     for c in ("g_r", "r_z"):
         both = np.isfinite(arc[c]) & np.isfinite(alone[c])
         out[c] = {
-            "gate": wmedian(arc[c]),
-            "arcs_alone": wmedian(alone[c]),
+            "gate": finite_median(arc[c]),
+            "arcs_alone": finite_median(alone[c]),
             "n_both": int(both.sum()),
-            "gate_where_both": wmedian(arc[c][both]),
-            "arcs_alone_where_both": wmedian(alone[c][both]),
-            "host_term_median": wmedian(arc[c][both] - alone[c][both]),
+            "gate_where_both": finite_median(arc[c][both]),
+            "arcs_alone_where_both": finite_median(alone[c][both]),
+            "host_term_median": finite_median(arc[c][both] - alone[c][both]),
         }
     return out
 
@@ -75,14 +74,11 @@ def ring_share(arcs: np.ndarray) -> dict[str, float | None]:
     0: a compact arc, occupying under half of each ring)."""
     x = np.nan_to_num(arcs)
     h = smooth_host(x)
-    ann = annulus(x.shape[-1])
+    ann = annulus_mask(x.shape[-1])
     with np.errstate(divide="ignore", invalid="ignore"):
-        return {b: wmedian(h[:, k][:, ann].sum(-1) / x[:, k][:, ann].sum(-1)) for k, b in enumerate("grz")}
-
-
-def annulus(size: int) -> np.ndarray:
-    r = radius_map(size) * 0.262
-    return (r >= ANNULUS_ARCSEC[0]) & (r <= ANNULUS_ARCSEC[1])
+        return {
+            b: finite_median(h[:, k][:, ann].sum(-1) / x[:, k][:, ann].sum(-1)) for k, b in enumerate("grz")
+        }
 
 
 def main(run: Path, out: Path = OUT) -> dict:
@@ -109,8 +105,9 @@ def main(run: Path, out: Path = OUT) -> dict:
     ok = np.isfinite(T).all(axis=(1, 2, 3)) & np.isfinite(D).all(axis=(1, 2, 3))
     same = float(np.nanmax(np.abs(T[ok] - real_img[ok]))) if ok.any() else float("nan")
     A = (T - D)[ok]  # the positives' arcs alone (noise-free)
-    real = summary(measured_arc(real_img[ok], clip=False), measured_arc(A, clip=False))
-    real_T = summary(measured_arc(T[ok], clip=False), measured_arc(A, clip=False))
+    arcs_A = measured_arc(A, clip=False)
+    real = summary(measured_arc(real_img[ok], clip=False), arcs_A)
+    real_T = summary(measured_arc(T[ok], clip=False), arcs_A)
 
     # injections: their arcs alone, I − H, H the (undegraded) host stamp
     plan = inj.set_index("row").loc[c.pick]
@@ -125,7 +122,7 @@ def main(run: Path, out: Path = OUT) -> dict:
     rng = np.random.default_rng(0)
     j = rng.integers(0, len(J), len(A))
     swap = {
-        "sky_arcs_in_our_hosts": summary(measured_arc(h_img[j] + A, clip=False), measured_arc(A, clip=False)),
+        "sky_arcs_in_our_hosts": summary(measured_arc(h_img[j] + A, clip=False), arcs_A),
         "our_arcs_in_true_deflectors": summary(
             measured_arc(D[ok] + J[j], clip=False), measured_arc(J[j], clip=False)
         ),

@@ -198,9 +198,8 @@ def closure_of(
                 cells.append({"theta_bin": i, "mag_bin": j, **stats_of(sel)})
     chi = [c for c in cells if c["expected"] >= CHI2_MIN_EXPECTED and np.isfinite(c["pull"])]
     chi2 = float(sum(c["pull"] ** 2 for c in chi))
-    pulls = np.array([b["pull"] for b in theta_bins + mag_bins], float)
-    pulls = pulls[np.isfinite(pulls)]
     bins = [(s, b) for s, b in zip(tsel + msel, theta_bins + mag_bins) if np.isfinite(b["pull"])]
+    pulls = np.array([b["pull"] for _, b in bins], float)
     chi_cells = [((tb == c["theta_bin"]) & (mb == c["mag_bin"]), c) for c in chi]
     total = stats_of(np.ones(len(lz), bool))
     return {
@@ -270,13 +269,12 @@ def predictive(
     within = np.mean(np.abs(b) <= 1, axis=0) if len(b) else np.full(n_draws, np.nan)
     chi_p = stats.chi2.sf((c**2).sum(axis=0), len(c))
     sig = total["sigma"]
+    dev = np.abs(det.sum(axis=0) - total["expected"])  # each draw's |observed − expected| in detections
     ok = {
         "fraction_within_1sigma": within >= CRITERIA["fraction_within_1sigma"] if len(b) else None,
         "chi2_pvalue": chi_p >= CRITERIA["chi2_pvalue"] if len(c) else None,
         # no σ (every lens certain): the total pull is undefined, as in the closure itself
-        "abs_total_pull": np.abs(det.sum(axis=0) - total["expected"]) <= CRITERIA["abs_total_pull"] * sig
-        if sig > 0
-        else None,
+        "abs_total_pull": dev <= CRITERIA["abs_total_pull"] * sig if sig > 0 else None,
     }
     judged = [v for v in ok.values() if v is not None]
     all_ok = np.logical_and.reduce(judged) if judged else None
@@ -289,9 +287,7 @@ def predictive(
     as_bad = {
         "fraction_within_1sigma": None if obs_within is None else within <= obs_within,
         "chi2_pvalue": None if obs_chi_p is None else chi_p <= obs_chi_p,
-        "abs_total_pull": None
-        if obs_pull is None
-        else np.abs(det.sum(axis=0) - total["expected"]) >= obs_pull * sig,
+        "abs_total_pull": None if obs_pull is None else dev >= obs_pull * sig,
     }
     return {
         "draws": n_draws,

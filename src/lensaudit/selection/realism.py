@@ -55,13 +55,18 @@ def smooth_host(img: np.ndarray) -> np.ndarray:
     return out
 
 
+def annulus_mask(size: int, pixscale: float = 0.262) -> np.ndarray:
+    """(size, size) mask of the arc annulus :data:`ANNULUS_ARCSEC` about the stamp centre."""
+    r = radius_map(size) * pixscale
+    return (r >= ANNULUS_ARCSEC[0]) & (r <= ANNULUS_ARCSEC[1])
+
+
 def measured_arc(img: np.ndarray, pixscale: float = 0.262, clip: bool = True) -> dict[str, np.ndarray]:
     """Annulus residual fluxes (N, 3), SNR (N,) and colours after host-model subtraction. ``clip`` sums only
     positive residual pixels (the injections table's ``meas_*`` columns); the colour gates use ``clip=False``
     (an unbiased flux: the sum of every annulus pixel)."""
     res = np.nan_to_num(img - smooth_host(img))
-    r = radius_map(img.shape[-1]) * pixscale
-    ann = (r >= ANNULUS_ARCSEC[0]) & (r <= ANNULUS_ARCSEC[1])
+    ann = annulus_mask(img.shape[-1], pixscale)
     outer = radius_map(img.shape[-1]) >= 30
     flux = res[..., ann].clip(min=0).sum(axis=-1) if clip else res[..., ann].sum(axis=-1)
     xo = img[:, 1][:, outer]
