@@ -114,10 +114,13 @@ def matched(run: Path) -> pd.DataFrame:
     return attach_objects(pl, tr, second_sky_lenses(run))
 
 
-def twins(run: Path, lenses: pd.DataFrame, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def twins(
+    run: Path, lenses: pd.DataFrame, k: int, seed: int = 0, arc_noise: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """(n_lenses, k) scores of each lens's arcs in k deflector-like hosts drawn like the injections'
     (weighted, inside the cell tolerances of the lens's r PSF and depth; the nearest where none is inside),
-    and the (n_lenses, k) host galaxy_ids."""
+    and the (n_lenses, k) host galaxy_ids. ``arc_noise``: add the arcs' Poisson noise as our injections do
+    (False: none, as the synthetic sky renders its lenses; the same hosts either way)."""
     cfg, ctx, _, _, hosts = run_hosts(run)
     stars = pd.read_parquet(ctx.path("inject", "psf_stars"))
     beta = stars[stars.ok].groupby("brickname").beta.median()
@@ -150,7 +153,7 @@ def twins(run: Path, lenses: pd.DataFrame, k: int, seed: int = 0) -> tuple[np.nd
                     r.o, band, kern, 0, 0
                 )
         sig = noise_sigma(img, iv, "invvar")
-        noise = rng.standard_normal(arcs.shape) * np.sqrt(arc_noise_variance(arcs, sig))
+        noise = rng.standard_normal(arcs.shape) * np.sqrt(arc_noise_variance(arcs, sig)) * float(arc_noise)
         out[i] = np.asarray(model.score((img + arcs + noise).astype(np.float32)), float)
         ids[i] = hosts.galaxy_id.to_numpy()[pick]
     return out, ids
