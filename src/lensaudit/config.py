@@ -557,6 +557,14 @@ class InjectConfig(Section):
             "r quartile, g−r tercile), so they follow the known lenses' deflectors (docs/selection.md)."
         ),
     )
+    exclude_candidate_hosts: bool = Field(
+        True,
+        description=(
+            "Leave out of the host pool the negatives that the frozen finder already scores at or above the "
+            "operating threshold (the evaluate stage's scores): injections into them are detected whatever "
+            "the arcs, while a true lens's deflector without its arcs almost never is (docs/selection.md)."
+        ),
+    )
     host_bracket: bool = Field(
         True,
         description=(

@@ -173,6 +173,14 @@ def test_deflector_hosts_follow_the_positives_window():
     lo, hi = info["window"]["mag_r"]
     assert hosts.mag_r.between(lo, hi).all() and 19 <= lo < hi <= 21
     assert hosts.g_r.min() >= info["window"]["g_r"][0] >= 1.2
+    # the finder's own candidates among them leave the pool, in both host populations
+    flagged = [hosts.galaxy_id.iloc[0], everyone.galaxy_id.iloc[-1], "not-a-host"]
+    kept, info_x = host_pool(sample, stamps, "deflector", exclude=flagged)
+    assert info_x["candidates_excluded"] == 1 + int(flagged[1] in set(hosts.galaxy_id))
+    assert info_x["hosts"] == info["hosts"] - info_x["candidates_excluded"]
+    assert not set(flagged) & set(kept.galaxy_id) and kept.host_weight.notna().all()
+    kept_all, _ = host_pool(sample, stamps, "all", exclude=flagged)
+    assert len(kept_all) == 298 and not set(flagged) & set(kept_all.galaxy_id)
 
 
 def test_realism_comparison_reweights_injections_to_the_real_conditions():

@@ -168,6 +168,7 @@ def _run(
     cells: int = len(THETA_E),
     empty: bool = False,
     model: bool = False,
+    candidates: int = 0,
 ) -> Inputs:
     hosts, real, inj, stamps = _world(brighter, redder, noise)
     keep = inj.cell.to_numpy() < cells
@@ -176,6 +177,10 @@ def _run(
     run = Run(root, *GRID, *overrides)
     sample, index = _tables(n_hosts)
     run.table("sample", "sample", sample).table("cutouts", "index", index)
+    # the evaluate stage's scores of the negatives: the first ``candidates`` hosts the finder calls lenses
+    scores = pd.DataFrame({"galaxy_id": [f"h{i}" for i in range(N_HOSTS)], "label": 0, "score": 0.1})
+    scores.loc[: candidates - 1, "score"] = 0.9
+    run.table("evaluate", "scores", scores).json("evaluate", "metrics", {"operating_threshold": 0.5})
     _store(run.path("cutouts", "stamps"), np.concatenate([hosts, real]))
     run.table("inject", "injections", inj.iloc[:0] if empty else inj)
     if not empty:
@@ -222,4 +227,5 @@ CASES = {
     "cells_with_hosts": (matched, lambda root: _run(root, cells=1)),
     "host_pool_size": (matched, lambda root: _run(root, n_hosts=N_USED_HOSTS)),
     "hosts_available": (matched, lambda root: _run(root, empty=True)),
+    "candidate_hosts": (matched, lambda root: _run(root, candidates=1)),
 }

@@ -9,10 +9,16 @@ realism gates compare injections with real lenses on like galaxies; ``all`` keep
 splits
 (the deployment population, where most hosts could never be a strong lens). Inside the window, deflector-like
 hosts are drawn with :func:`deflector_weights`, so that they follow the known lenses' deflectors in TYPE,
-brightness and colour rather than the field's number counts."""
+brightness and colour rather than the field's number counts.
+
+Hosts that the frozen finder already calls lenses (bare score at or above the operating threshold:
+:func:`finder_candidates`) are left out (``inject.exclude_candidate_hosts``): an injection into one is
+"detected" whatever its arcs, so it measures the finder's false-positive rate, not its completeness; and a
+host that is a lens candidate may be a lens, whose own arcs the injected ones would join."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -34,14 +40,27 @@ def deflector_window(
     }
 
 
+def finder_candidates(scores: pd.DataFrame, threshold: float) -> list[str]:
+    """``galaxy_id`` of the scored negatives (``label`` 0) at or above ``threshold``: the finder's own lens
+    candidates among them, sorted.
+
+    >>> s = pd.DataFrame({"galaxy_id": list("abcd"), "label": [0, 0, 1, 0], "score": [0.9, 0.2, 0.95, 0.5]})
+    >>> finder_candidates(s, 0.5)
+    ['a', 'd']
+    """
+    neg = scores[(scores.label == 0) & (scores.score >= threshold)]
+    return sorted(neg.galaxy_id.astype(str).unique().tolist())
+
+
 def host_pool(
     sample: pd.DataFrame,
     stamps: pd.DataFrame,
     match: str = "deflector",
     splits: tuple[str, ...] = ("val", "test"),
+    exclude: Collection[str] = (),
 ) -> tuple[pd.DataFrame, dict]:
     """N1 hosts of ``splits`` (never train) with quality-ok stamps (and, for ``deflector``, inside the
-    positives' window)."""
+    positives' window), less the galaxies of ``exclude`` (:func:`finder_candidates`)."""
     if "train" in splits:
         raise ValueError("injection hosts never come from the training split")
     q = labelled_stamps(sample, stamps)  # sorted by store row
@@ -49,12 +68,18 @@ def host_pool(
     info = {"match": match, "splits": list(splits), "n1_candidates": len(h)}
     pos = q[q.label == 1]
     h = h.assign(host_weight=1.0)
-    if match == "deflector" and len(pos):
+    deflector = match == "deflector" and len(pos) > 0
+    if deflector:
         w = deflector_window(pos)
         keep = h.type.isin(w["types"]) & h.mag_r.between(*w["mag_r"]) & h.g_r.between(*w["g_r"])
         h = h[keep].reset_index(drop=True)
-        h["host_weight"] = deflector_weights(pos, h)
         info.update(window=w)
+    if len(exclude):
+        drop = h.galaxy_id.astype(str).isin(set(exclude)).to_numpy()
+        info["candidates_excluded"] = int(drop.sum())
+        h = h[~drop].reset_index(drop=True)
+    if deflector:
+        h["host_weight"] = deflector_weights(pos, h)
         info["hosts_effective"] = round(effective_n(h.host_weight.to_numpy()), 1)
     info["hosts"] = len(h)
     return h, info

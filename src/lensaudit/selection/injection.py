@@ -33,7 +33,7 @@ magnifications, :func:`lensaudit.lensing.images.image_positions`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -160,14 +160,17 @@ def plan(
     stamps: pd.DataFrame,
     seed: int,
     betas: pd.DataFrame | None = None,
+    exclude: Collection[str] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(grid cells, one plan row per injection — hosts chosen per variant and cell —, host-pool info).
 
     ``sample`` is ``sample.parquet``, ``stamps`` the cutouts index ``stamps.parquet``; ``betas`` the host
-    bricks' Moffat β (None: ``inject.psf_beta`` for all); the plan is empty when no host matches any cell.
+    bricks' Moffat β (None: ``inject.psf_beta`` for all); ``exclude``: galaxies never used as hosts (the
+    finder's own candidates, :func:`~lensaudit.selection.hosts.finder_candidates`); the plan is empty when no
+    host matches any cell.
     Grid and stress rows render at their host's β; the paired β variants at the bracket's."""
     grid, _ = grid_of(cfg)
-    hosts, host_info = host_pool(sample, stamps, cfg.host_match, cfg.host_splits)
+    hosts, host_info = host_pool(sample, stamps, cfg.host_match, cfg.host_splits, exclude)
     hosts = with_host_beta(hosts, betas, cfg.psf_beta)
     if not cfg.host_weighting:
         hosts = hosts.assign(host_weight=1.0)
@@ -178,7 +181,7 @@ def plan(
             continue
         pool = hosts
         if v == "allhosts":
-            pool, all_info = host_pool(sample, stamps, "all", cfg.host_splits)
+            pool, all_info = host_pool(sample, stamps, "all", cfg.host_splits, exclude)
             pool = with_host_beta(pool, betas, cfg.psf_beta)
             host_info["hosts_all"] = all_info["hosts"]
         a = assign_hosts(

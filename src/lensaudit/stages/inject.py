@@ -5,6 +5,7 @@ restart resumes (:mod:`lensaudit.selection.injection`). The gates are computed f
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -16,14 +17,23 @@ from lensaudit.gates import Gate
 from lensaudit.report.figures.selection import realism_panel
 from lensaudit.run import Manifest, StageContext
 from lensaudit.selection import injection, psfshape, realism
-from lensaudit.selection.hosts import host_pool
+from lensaudit.selection.hosts import finder_candidates, host_pool
 from lensaudit.stamps.store import StampStore
 from lensaudit.utils import atomic_write_json, write_parquet_atomic
 from lensaudit.validation.gates import inject as gates_of
 
 NAME = "inject"
-SECTIONS = ("inject", "cutouts", "data")
-READS = ("sample.sample", "cutouts.index", "cutouts.stamps", "train.best", "train.model_card", "?sky.sweeps")
+SECTIONS = ("inject", "cutouts", "data", "evaluate.operating_point")
+READS = (
+    "sample.sample",
+    "cutouts.index",
+    "cutouts.stamps",
+    "train.best",
+    "train.model_card",
+    "evaluate.scores",
+    "evaluate.metrics",
+    "?sky.sweeps",
+)
 WRITES = ("psf_stars", "injections", "stamps", "realism", "realism_panel", "batches")
 
 
@@ -34,7 +44,8 @@ def run(cfg: InjectConfig, ctx: StageContext) -> Manifest:
         pd.read_parquet(ctx.artifact("cutouts", "index")),
     )
     betas, psf_info = _host_psf(cfg, ctx, sample, index)
-    grid, pl, host_info = injection.plan(cfg, sample, index, ctx.seed, betas)
+    exclude = candidate_hosts(cfg, ctx)
+    grid, pl, host_info = injection.plan(cfg, sample, index, ctx.seed, betas, exclude)
     host_info["psf"] = psf_info
     inp = validation.stage_inputs(ctx)
     if pl.empty:
@@ -57,6 +68,16 @@ def run(cfg: InjectConfig, ctx: StageContext) -> Manifest:
     atomic_write_json(ctx.output("realism"), _summary(gates, comp, host_info))
     counts = injection.counts(grid, inj, host_info)
     return Manifest(counts=counts, gates=gates, extra={"verdict": gates_of.verdict(gates)})
+
+
+def candidate_hosts(cfg: InjectConfig, ctx: StageContext) -> list[str]:
+    """The negatives the frozen finder already scores at or above the evaluate stage's operating threshold,
+    which ``inject.exclude_candidate_hosts`` keeps out of the host pool (none when it is off)."""
+    if not cfg.exclude_candidate_hosts:
+        return []
+    op = float(json.loads(ctx.artifact("evaluate", "metrics").read_text())["operating_threshold"])
+    scores = pd.read_parquet(ctx.artifact("evaluate", "scores"), columns=["galaxy_id", "label", "score"])
+    return finder_candidates(scores, op)
 
 
 def _host_psf(
