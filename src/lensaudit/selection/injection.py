@@ -533,4 +533,5 @@ def counts(grid: pd.DataFrame, inj: pd.DataFrame, host_info: dict) -> dict[str, 
         "cells_filled": int(inj[inj.variant == "main"].cell.nunique()),
         "degraded_injections": int(inj.degraded.sum()),
         "host_pool": int(host_info["hosts"]),
+        "candidate_hosts_excluded": int(host_info.get("candidates_excluded", 0)),
     }
