@@ -196,7 +196,9 @@ def plan(
         )
         parts.append(a.assign(draw=v, suppress_inner=False) if len(a) else a)
     main = parts[0]
-    for v in paired_variants(cfg) if len(main) else []:
+    if not len(main):  # no host for any grid cell: no plan at all, and the hosts_available gate says so
+        return grid, pd.DataFrame(), host_info
+    for v in paired_variants(cfg):
         rep = main[main["index"] < per_cell(v, cfg)].assign(variant=v)
         parts.append(
             rep.assign(suppress_inner=True) if v == "no_inner" else rep.assign(psf_beta=float(v[9:]))

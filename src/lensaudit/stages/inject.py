@@ -44,8 +44,7 @@ def run(cfg: InjectConfig, ctx: StageContext) -> Manifest:
         pd.read_parquet(ctx.artifact("cutouts", "index")),
     )
     betas, psf_info = _host_psf(cfg, ctx, sample, index)
-    exclude = candidate_hosts(cfg, ctx)
-    grid, pl, host_info = injection.plan(cfg, sample, index, ctx.seed, betas, exclude)
+    grid, pl, host_info = injection.plan(cfg, sample, index, ctx.seed, betas, candidate_hosts(cfg, ctx))
     host_info["psf"] = psf_info
     inp = validation.stage_inputs(ctx)
     if pl.empty:

@@ -330,7 +330,13 @@ def host_pool_size(inp: Any) -> Gate:
         higher_is_better=True,
         blocking=False,
         message=f"{info['hosts']} of {info['n1_candidates']} N1 negatives of {'+'.join(info['splits'])} "
-        f"({info['match']} hosts" + window,
+        f"({info['match']} hosts"
+        + window
+        + (
+            f"; {info['candidates_excluded']} the finder already calls lenses left out"
+            if info.get("candidates_excluded")
+            else ""
+        ),
     )
 
 
