@@ -45,3 +45,16 @@ def save(name: str, result: dict) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     for k, v in result.items():
         print(f"{k:>34}: {v}")
+
+
+def run_args(argv: list[str]) -> tuple[Path, list]:
+    """``RUN [N [OUT]]`` of a diagnostic benchmark: the run directory and ``main``'s optional arguments (N an
+    int, OUT a path)."""
+    return Path(argv[1]), [*([int(argv[2])] if len(argv) > 2 else []), *[Path(a) for a in argv[3:4]]]
+
+
+def write_result(out: Path, res: dict, t0: float) -> dict:
+    """``res`` with ``wall_s`` since ``t0`` (``time.perf_counter``), written to ``out`` as JSON."""
+    res["wall_s"] = round(time.perf_counter() - t0, 1)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    return res

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from _common import run_args, write_result
 from closure_twins import matched, twins
 from lensaudit.config import load_config
 from lensaudit.run import RunContext
@@ -131,14 +132,12 @@ def arc_noise(run: Path, k: int) -> dict:
 def main(run: Path, k: int = 8, out: Path = OUT) -> dict:
     t0 = time.perf_counter()
     res = {"run": str(run), "source_mixture": source_mixture(run), "arc_noise": arc_noise(run, k)}
-    res["wall_s"] = round(time.perf_counter() - t0, 1)
-    out.write_text(json.dumps(res, indent=1) + "\n")
-    return res
+    return write_result(out, res, t0)
 
 
 if __name__ == "__main__":
-    run = Path(sys.argv[1])
-    res = main(run, *([int(sys.argv[2])] if len(sys.argv) > 2 else []), *[Path(a) for a in sys.argv[3:4]])
+    run, args = run_args(sys.argv)
+    res = main(run, *args)
     print(f"{'table':34} {'sky':18} {'pull':>6} {'χ² p':>6} {'in 1σ':>6}  θE pulls")
     for name, r in res["source_mixture"].items():
         for sky in ("demo_sky", "second_population"):

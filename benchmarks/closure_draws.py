@@ -1,0 +1,144 @@
+"""The closure test repeated on fresh skies: is a within-1σ miss a property of the table or of one draw?
+
+Issue 15's criteria are judged on one draw of lenses per population: the demo sky's held-out lenses and one
+second sky. With 9–10 bins, the fraction of bins within 1σ moves by 0.1 per bin, and the predictive check
+(``closure.json`` → ``predictive``) says a correct table meets 0.6 in only 67–82% of draws. This benchmark
+renders ``N`` more skies of each population with new seeds fixed in advance (``population.seed_offset`` +
+``SEED_STEP`` · k, k = 1 … N; never chosen after seeing a result) and the run's own settings otherwise:
+
+- ``demo-like``: the run's own lens sources (no magnitude offset, no size scale), a fresh draw of the
+  population the finder was trained on, every lens independent of training;
+- ``second``: the population stage's sources (``population.src_mag_offset``, ``src_size_scale``).
+
+Each sky is rendered, cut out, quality-checked and scored exactly as the population stage does
+(:mod:`lensaudit.selection.population`) and judged by the run's chosen table with its host-bootstrap σ
+(:func:`lensaudit.selection.closure.closure_of`, the run's seed). Per draw: the three criteria and the
+predictive pass rates; per population: how many draws meet each criterion.
+
+    python benchmarks/closure_draws.py RUN [N [OUT]]  → OUT (default results/closure_draws.json)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from _common import run_args, write_result
+from lensaudit.config import load_config
+from lensaudit.run import RunContext
+from lensaudit.selection.closure import CRITERIA, closure_of
+from lensaudit.selection.conditional import MAG_OF_AXIS, Tables, replicates
+from lensaudit.selection.population import (
+    catalogue_positions,
+    catalogued_lenses,
+    cut_out,
+    score_lenses,
+    sky_truth,
+    variant_sky,
+)
+from lensaudit.sky.build import build_sky
+from lensaudit.train.infer import load_frozen
+
+OUT = Path(__file__).parent / "results" / "closure_draws.json"
+#: seed offsets of the extra skies: population.seed_offset + SEED_STEP · k
+SEED_STEP = 100
+
+
+def criteria(c: dict) -> dict:
+    """A closure record's three criteria, whether each is met, and the predictive pass rates."""
+    f1, p, pull = c["fraction_within_1sigma"], c["chi2_pvalue"], c["total"]["pull"]
+    return {
+        "n_lenses": c["n_lenses"],
+        "expected": round(c["total"]["expected"], 2),
+        "observed": c["total"]["observed"],
+        "pull": round(pull, 3),
+        "chi2_pvalue": round(p, 4),
+        "fraction_within_1sigma": round(f1, 3),
+        "theta_pulls": [round(b["pull"], 2) for b in c["theta_bins"]],
+        "meets": {
+            "fraction_within_1sigma": bool(f1 >= CRITERIA["fraction_within_1sigma"]),
+            "chi2_pvalue": bool(p >= CRITERIA["chi2_pvalue"]),
+            "abs_total_pull": bool(abs(pull) <= CRITERIA["abs_total_pull"]),
+        },
+        "predictive_pass": c["predictive"]["p_pass"],
+    }
+
+
+def main(run: Path, n: int = 3, out: Path = OUT) -> dict:
+    t0 = time.perf_counter()
+    cfg = load_config(run / "config.yaml", [])
+    ctx = RunContext.from_run_dir(run)
+    scfg = cfg.selection
+    op = json.loads((run / "selection" / "closure.json").read_text())["threshold"]
+    tables = Tables.read(
+        *(ctx.path("selection", k) for k in ("table", "table_alt", "marginal", "injection_scores"))
+    )
+    sf = tables.chosen(scfg)
+    axis = scfg.condition_on
+    reps = replicates(tables, scfg, cfg.run.seed)[axis]  # the chosen table's, exactly as the stages draw them
+    model = load_frozen(best=ctx.path("train", "best"), card=ctx.path("train", "model_card"), device="cpu")
+    work = run / "closure_draws"
+    pops = {
+        "demo-like": {"src_mag_offset": 0.0, "src_size_scale": 1.0},
+        "second": {
+            "src_mag_offset": cfg.population.src_mag_offset,
+            "src_size_scale": cfg.population.src_size_scale,
+        },
+    }
+    # the check: the run's own second sky, judged here, must give the population stage's closure.json
+    own = closure_of(sf, pd.read_parquet(run / "population" / "lenses.parquet"), op, MAG_OF_AXIS[axis],
+                     replicates=reps, seed=cfg.run.seed)  # fmt: skip
+    stage = json.loads((run / "population" / "closure.json").read_text())
+    check = {k: (round(own[k], 6), round(stage[k], 6)) for k in ("fraction_within_1sigma", "chi2_pvalue")}
+    check["pull"] = (round(own["total"]["pull"], 6), round(stage["total"]["pull"], 6))
+    res: dict = {
+        "run": str(run),
+        "draws": n,
+        "seed_step": SEED_STEP,
+        "criteria": CRITERIA,
+        "check_population_stage": check,
+        "populations": {},
+    }
+    for name, src in pops.items():
+        rows = []
+        for k in range(1, n + 1):
+            pop = cfg.population.model_copy(
+                update={"seed_offset": cfg.population.seed_offset + SEED_STEP * k, **src}
+            )
+            sky_cfg, root = variant_sky(cfg.sky, pop), work / f"{name}_{k}"
+            build_sky(root, sky_cfg, cfg.run.seed, sky_cfg.workers)
+            truth = sky_truth(root)
+            lenses = catalogued_lenses(truth, catalogue_positions(root))
+            cuts = cut_out(lenses, cfg, root)
+            scored = score_lenses(lenses, cuts, model, op)
+            c = closure_of(sf, scored, op, MAG_OF_AXIS[axis], replicates=reps, seed=cfg.run.seed)
+            rows.append({"k": k, "seed_offset": pop.seed_offset, **criteria(c)})
+            print(f"{name} draw {k}: {rows[-1]['observed']} obs vs {rows[-1]['expected']} exp, pull "
+                  f"{rows[-1]['pull']:+.2f}, χ² p {rows[-1]['chi2_pvalue']:.3f}, within 1σ "
+                  f"{rows[-1]['fraction_within_1sigma']:.2f}", flush=True)  # fmt: skip
+            shutil.rmtree(root)
+        met = {key: int(sum(r["meets"][key] for r in rows)) for key in CRITERIA}
+        res["populations"][name] = {
+            "draws": rows,
+            "draws_meeting": met,
+            "draws_meeting_all": int(sum(all(r["meets"].values()) for r in rows)),
+            "fraction_within_1sigma_mean": round(
+                float(np.mean([r["fraction_within_1sigma"] for r in rows])), 3
+            ),
+        }
+    return write_result(out, res, t0)
+
+
+if __name__ == "__main__":
+    run, args = run_args(sys.argv)
+    res = main(run, *args)
+    for name, p in res["populations"].items():
+        print(f"{name}: {p['draws_meeting']} of {res['draws']} draws meet each criterion, "
+              f"{p['draws_meeting_all']} meet all three")  # fmt: skip
+    print(f"{res['wall_s']} s")
