@@ -58,3 +58,17 @@ def write_result(out: Path, res: dict, t0: float) -> dict:
     res["wall_s"] = round(time.perf_counter() - t0, 1)
     out.write_text(json.dumps(res, indent=1) + "\n")
     return res
+
+
+def closure_summary(c: dict) -> dict:
+    """The total, the criteria's statistics and the θE pulls of a ``selection.closure.closure_of`` record,
+    rounded for a results file."""
+    t = c["total"]
+    return {
+        "expected": round(t["expected"], 2),
+        "observed": t["observed"],
+        "pull": round(t["pull"], 3),
+        "chi2_pvalue": round(c["chi2_pvalue"], 4),
+        "fraction_within_1sigma": round(c["fraction_within_1sigma"], 3),
+        "theta_pulls": [round(b["pull"], 2) for b in c["theta_bins"]],
+    }

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from _common import run_args, write_result
+from _common import closure_summary, run_args, write_result
 from lensaudit.config import load_config
 from lensaudit.run import RunContext
 from lensaudit.selection.closure import CRITERIA, closure_of
@@ -55,12 +55,7 @@ def criteria(c: dict) -> dict:
     f1, p, pull = c["fraction_within_1sigma"], c["chi2_pvalue"], c["total"]["pull"]
     return {
         "n_lenses": c["n_lenses"],
-        "expected": round(c["total"]["expected"], 2),
-        "observed": c["total"]["observed"],
-        "pull": round(pull, 3),
-        "chi2_pvalue": round(p, 4),
-        "fraction_within_1sigma": round(f1, 3),
-        "theta_pulls": [round(b["pull"], 2) for b in c["theta_bins"]],
+        **closure_summary(c),
         "meets": {
             "fraction_within_1sigma": bool(f1 >= CRITERIA["fraction_within_1sigma"]),
             "chi2_pvalue": bool(p >= CRITERIA["chi2_pvalue"]),

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from _common import run_args, write_result
+from _common import closure_summary, run_args, write_result
 from closure_twins import matched, twins
 from lensaudit.config import load_config
 from lensaudit.run import RunContext
@@ -48,14 +48,8 @@ TABLES = {"main (Sérsic)": ("main",), "morphology bracket (multi-clump)": ("mor
 
 def summary(c: dict) -> dict:
     """The closure criteria and per-bin pulls of a :func:`closure_of` record."""
-    t = c["total"]
     return {
-        "expected": round(t["expected"], 2),
-        "observed": t["observed"],
-        "pull": round(t["pull"], 3),
-        "chi2_pvalue": round(c["chi2_pvalue"], 4),
-        "fraction_within_1sigma": round(c["fraction_within_1sigma"], 3),
-        "theta_pulls": [round(b["pull"], 2) for b in c["theta_bins"]],
+        **closure_summary(c),
         "mag_pulls": [round(b["pull"], 2) for b in c["mag_bins"]],
         "predictive_pass_all": c["predictive"]["p_pass"]["all"],
     }

@@ -5,7 +5,6 @@ restart resumes (:mod:`lensaudit.selection.injection`). The gates are computed f
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,7 @@ from lensaudit.gates import Gate
 from lensaudit.report.figures.selection import realism_panel
 from lensaudit.run import Manifest, StageContext
 from lensaudit.selection import injection, psfshape, realism
-from lensaudit.selection.hosts import finder_candidates, host_pool
+from lensaudit.selection.hosts import host_pool
 from lensaudit.stamps.store import StampStore
 from lensaudit.utils import atomic_write_json, write_parquet_atomic
 from lensaudit.validation.gates import inject as gates_of
@@ -44,9 +43,9 @@ def run(cfg: InjectConfig, ctx: StageContext) -> Manifest:
         pd.read_parquet(ctx.artifact("cutouts", "index")),
     )
     betas, psf_info = _host_psf(cfg, ctx, sample, index)
-    grid, pl, host_info = injection.plan(cfg, sample, index, ctx.seed, betas, candidate_hosts(cfg, ctx))
-    host_info["psf"] = psf_info
     inp = validation.stage_inputs(ctx)
+    grid, pl, host_info = injection.plan(cfg, sample, index, ctx.seed, betas, gates_of.excluded_hosts(inp))
+    host_info["psf"] = psf_info
     if pl.empty:
         write_parquet_atomic(pd.DataFrame({"row": np.zeros(0, np.int64)}), ctx.output("injections"))
         gates = validation.evaluate(NAME, inp)
@@ -67,16 +66,6 @@ def run(cfg: InjectConfig, ctx: StageContext) -> Manifest:
     atomic_write_json(ctx.output("realism"), _summary(gates, comp, host_info))
     counts = injection.counts(grid, inj, host_info)
     return Manifest(counts=counts, gates=gates, extra={"verdict": gates_of.verdict(gates)})
-
-
-def candidate_hosts(cfg: InjectConfig, ctx: StageContext) -> list[str]:
-    """The negatives the frozen finder already scores at or above the evaluate stage's operating threshold,
-    which ``inject.exclude_candidate_hosts`` keeps out of the host pool (none when it is off)."""
-    if not cfg.exclude_candidate_hosts:
-        return []
-    op = float(json.loads(ctx.artifact("evaluate", "metrics").read_text())["operating_threshold"])
-    scores = pd.read_parquet(ctx.artifact("evaluate", "scores"), columns=["galaxy_id", "label", "score"])
-    return finder_candidates(scores, op)
 
 
 def _host_psf(

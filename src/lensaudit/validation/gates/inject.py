@@ -313,7 +313,7 @@ def host_pool_size(inp: Any) -> Gate:
         inp.table("cutouts", "index"),
         cfg.host_match,
         cfg.host_splits,
-        _candidates(inp) if cfg.exclude_candidate_hosts else (),
+        excluded_hosts(inp),
     )
     w = info.get("window")
     window = (
@@ -344,6 +344,12 @@ def _candidates(inp: Any) -> list[str]:
     """The negatives the frozen finder scores at or above the evaluate stage's operating threshold."""
     op = float(inp.json("evaluate", "metrics")["operating_threshold"])
     return finder_candidates(inp.table("evaluate", "scores", ("galaxy_id", "label", "score")), op)
+
+
+def excluded_hosts(inp: Any) -> list[str]:
+    """The galaxies kept out of the host pool: the finder's own candidates with
+    ``inject.exclude_candidate_hosts``, none without it (the inject stage's plan and ``host_pool_size``)."""
+    return _candidates(inp) if _cfg(inp).exclude_candidate_hosts else []
 
 
 @register(
