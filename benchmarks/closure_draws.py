@@ -15,6 +15,9 @@ Each sky is rendered, cut out, quality-checked and scored exactly as the populat
 (:func:`lensaudit.selection.closure.closure_of`, the run's seed). Per draw: the three criteria and the
 predictive pass rates; per population: how many draws meet each criterion.
 
+Each draw's scored lenses are kept as ``RUN/closure_draws/POPULATION_K.parquet`` and read back on a rerun,
+so other tables can be judged on the same draws without rendering them again.
+
     python benchmarks/closure_draws.py RUN [N [OUT]]  → OUT (default results/closure_draws.json)
 """
 
@@ -65,6 +68,22 @@ def criteria(c: dict) -> dict:
     }
 
 
+def scored_draw(root: Path, cfg, pop, model, op: float) -> pd.DataFrame:
+    """One fresh sky of population ``pop``, rendered, cut out and scored as the population stage does; the
+    scored lenses are kept beside it (``ROOT.parquet``) and read back on a rerun, and the sky is removed."""
+    keep = root.with_suffix(".parquet")
+    if keep.exists():
+        return pd.read_parquet(keep)
+    sky_cfg = variant_sky(cfg.sky, pop)
+    build_sky(root, sky_cfg, cfg.run.seed, sky_cfg.workers)
+    lenses = catalogued_lenses(sky_truth(root), catalogue_positions(root))
+    scored = score_lenses(lenses, cut_out(lenses, cfg, root), model, op)
+    scored.to_parquet(keep.with_suffix(".tmp"))
+    keep.with_suffix(".tmp").rename(keep)
+    shutil.rmtree(root)
+    return scored
+
+
 def main(run: Path, n: int = 3, out: Path = OUT) -> dict:
     t0 = time.perf_counter()
     cfg = load_config(run / "config.yaml", [])
@@ -106,18 +125,12 @@ def main(run: Path, n: int = 3, out: Path = OUT) -> dict:
             pop = cfg.population.model_copy(
                 update={"seed_offset": cfg.population.seed_offset + SEED_STEP * k, **src}
             )
-            sky_cfg, root = variant_sky(cfg.sky, pop), work / f"{name}_{k}"
-            build_sky(root, sky_cfg, cfg.run.seed, sky_cfg.workers)
-            truth = sky_truth(root)
-            lenses = catalogued_lenses(truth, catalogue_positions(root))
-            cuts = cut_out(lenses, cfg, root)
-            scored = score_lenses(lenses, cuts, model, op)
+            scored = scored_draw(work / f"{name}_{k}", cfg, pop, model, op)
             c = closure_of(sf, scored, op, MAG_OF_AXIS[axis], replicates=reps, seed=cfg.run.seed)
             rows.append({"k": k, "seed_offset": pop.seed_offset, **criteria(c)})
             print(f"{name} draw {k}: {rows[-1]['observed']} obs vs {rows[-1]['expected']} exp, pull "
                   f"{rows[-1]['pull']:+.2f}, χ² p {rows[-1]['chi2_pvalue']:.3f}, within 1σ "
                   f"{rows[-1]['fraction_within_1sigma']:.2f}", flush=True)  # fmt: skip
-            shutil.rmtree(root)
         met = {key: int(sum(r["meets"][key] for r in rows)) for key in CRITERIA}
         res["populations"][name] = {
             "draws": rows,
