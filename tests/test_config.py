@@ -84,3 +84,15 @@ def test_config_reference_lists_every_section():
     md = config_reference_markdown()
     for section in RunConfig.model_fields:
         assert f"## `{section}`" in md
+
+
+def test_deflector_match_columns_are_checked_when_the_config_loads():
+    c = load_config(None, ["inject.deflector_bins={mag_r: 4, g_r: 3, shape_r: 3}"])
+    assert c.inject.deflector_bins == {"mag_r": 4, "g_r": 3, "shape_r": 3}
+    assert RunConfig().inject.deflector_bins == {"mag_r": 4, "g_r": 3}
+    with pytest.raises(ConfigError, match=r"inject\.deflector_bins"):
+        load_config(None, ["inject.deflector_bins={mag_r: 0}"])
+    with pytest.raises(ConfigError, match=r"inject\.deflector_bins"):
+        load_config(None, ["inject.deflector_bins={flux_w1: 3}"])
+    with pytest.raises(ConfigError, match=r"inject\.deflector_bins"):
+        load_config(None, ["inject.deflector_bins={}"])

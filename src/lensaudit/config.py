@@ -524,6 +524,10 @@ class EvaluateConfig(Section):
     )
 
 
+#: the sweep-derived sample columns that inject.deflector_bins may match hosts on
+DEFLECTOR_COLUMNS = ("mag_r", "mag_z", "g_r", "r_z", "shape_r", "sersic")
+
+
 class InjectConfig(Section):
     """Injection grid, source prior and realism gates."""
 
@@ -553,8 +557,17 @@ class InjectConfig(Section):
     host_weighting: bool = Field(
         True,
         description=(
-            "Draw deflector-like hosts weighted by the density ratio of the positives to the hosts in (TYPE, "
-            "r quartile, g−r tercile), so they follow the known lenses' deflectors (docs/selection.md)."
+            "Draw deflector-like hosts weighted by the density ratio of the positives to the hosts in TYPE "
+            "and the quantile bins of deflector_bins, so they follow the known lenses' deflectors "
+            "(docs/selection.md)."
+        ),
+    )
+    deflector_bins: dict[str, int] = Field(
+        default_factory=lambda: {"mag_r": 4, "g_r": 3},
+        description=(
+            "The deflector match (host_match deflector): per sweep column, the positives' 5–95% window that "
+            "hosts must lie in, and the number of the positives' quantile bins in which host_weighting takes "
+            "the density ratio (with TYPE); columns among mag_r, mag_z, g_r, r_z, shape_r, sersic."
         ),
     )
     exclude_candidate_hosts: bool = Field(
@@ -681,8 +694,8 @@ class InjectConfig(Section):
     host_match: Literal["deflector", "all"] = Field(
         "deflector",
         description=(
-            "Hosts: N1 test negatives like the positives' deflectors (TYPE, r mag and g−r inside the "
-            "positives' 5–95% window), or all N1 test negatives."
+            "Hosts: N1 negatives of host_splits like the positives' deflectors (TYPE, and the columns of "
+            "deflector_bins inside the positives' 5–95% window), or all of them."
         ),
     )
     allow_degradation: bool = Field(
@@ -729,6 +742,16 @@ class InjectConfig(Section):
     def _betas_valid(cls, v: tuple[float, ...]) -> tuple[float, ...]:
         if any(not 1.0 < b <= 10.0 for b in v) or len(set(v)) != len(v):
             raise ValueError(f"psf_beta_bracket values must be distinct Moffat β in (1, 10], got {v}")
+        return v
+
+    @field_validator("deflector_bins")
+    @classmethod
+    def _bins_valid(cls, v: dict[str, int]) -> dict[str, int]:
+        if not v or any(not 1 <= n <= 10 for n in v.values()) or not set(v) <= set(DEFLECTOR_COLUMNS):
+            raise ValueError(
+                f"deflector_bins needs at least one of the columns {', '.join(DEFLECTOR_COLUMNS)}, each with "
+                f"1–10 bins, got {v}"
+            )
         return v
 
     @field_validator("noise_sigma_tol")

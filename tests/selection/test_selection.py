@@ -181,6 +181,14 @@ def test_deflector_hosts_follow_the_positives_window():
     assert not set(flagged) & set(kept.galaxy_id) and kept.host_weight.notna().all()
     kept_all, _ = host_pool(sample, stamps, "all", exclude=flagged)
     assert len(kept_all) == 298 and not set(flagged) & set(kept_all.galaxy_id)
+    # a size column in the match (inject.deflector_bins) adds its window: the hosts larger than every
+    # positive leave, and the weights follow the positives' size terciles too
+    sized = sample.assign(shape_r=np.where(label == 1, rng.uniform(0.5, 1.0, n), rng.uniform(0.2, 3.0, n)))
+    by_size, info_s = host_pool(sized, stamps, "deflector", match_bins={"mag_r": 4, "g_r": 3, "shape_r": 3})
+    lo, hi = info_s["window"]["shape_r"]
+    assert 0.5 <= lo < hi <= 1.0 and by_size.shape_r.between(lo, hi).all()
+    assert 0 < info_s["hosts"] < info["hosts"] and set(by_size.galaxy_id) <= set(hosts.galaxy_id)
+    assert by_size.host_weight.sum() > 0 and "shape_r" not in info["window"]
 
 
 def test_realism_comparison_reweights_injections_to_the_real_conditions():

@@ -27,17 +27,33 @@ import pandas as pd
 from lensaudit.stamps.labelled import labelled_stamps
 from lensaudit.utils import hash_unit_interval
 
+#: the default deflector match: per catalogue column, the number of quantile bins of the positives in which
+#: :func:`deflector_weights` takes the density ratio (``inject.deflector_bins``); each column is also windowed
+DEFLECTOR_MATCH: dict[str, int] = {"mag_r": 4, "g_r": 3}
+
 
 def deflector_window(
-    positives: pd.DataFrame, min_type_frac: float = 0.05, pct: tuple[float, float] = (5, 95)
+    positives: pd.DataFrame,
+    min_type_frac: float = 0.05,
+    pct: tuple[float, float] = (5, 95),
+    columns: Collection[str] = tuple(DEFLECTOR_MATCH),
 ) -> dict:
-    """The positives' deflector population: types and r-magnitude / g−r windows."""
+    """The positives' deflector population: types, and each of ``columns``' window (r magnitude and g−r by
+    default) between the positives' percentiles ``pct``."""
     frac = positives.type.value_counts(normalize=True)
     return {
         "types": sorted(frac[frac >= min_type_frac].index.tolist()),
-        "mag_r": [float(x) for x in np.nanpercentile(positives.mag_r, pct)],
-        "g_r": [float(x) for x in np.nanpercentile(positives.g_r, pct)],
+        **{c: [float(x) for x in np.nanpercentile(positives[c], pct)] for c in columns},
     }
+
+
+def quantile_bins(match: dict[str, int]) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """``{column: n}`` → the (column, quantiles) pairs of :func:`deflector_weights`.
+
+    >>> quantile_bins({"mag_r": 2, "shape_r": 1})
+    (('mag_r', (0.0, 0.5, 1.0)), ('shape_r', (0.0, 1.0)))
+    """
+    return tuple((c, tuple(float(q) for q in np.linspace(0, 1, n + 1))) for c, n in match.items())
 
 
 def finder_candidates(scores: pd.DataFrame, threshold: float) -> list[str]:
@@ -58,9 +74,13 @@ def host_pool(
     match: str = "deflector",
     splits: tuple[str, ...] = ("val", "test"),
     exclude: Collection[str] = (),
+    match_bins: dict[str, int] | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """N1 hosts of ``splits`` (never train) with quality-ok stamps (and, for ``deflector``, inside the
-    positives' window), less the galaxies of ``exclude`` (:func:`finder_candidates`)."""
+    positives' window in TYPE and each column of ``match_bins``, weighted by :func:`deflector_weights` in
+    those columns' quantile bins; default :data:`DEFLECTOR_MATCH`), less the galaxies of ``exclude``
+    (:func:`finder_candidates`)."""
+    match_bins = dict(DEFLECTOR_MATCH if match_bins is None else match_bins)
     if "train" in splits:
         raise ValueError("injection hosts never come from the training split")
     q = labelled_stamps(sample, stamps)  # sorted by store row
@@ -70,8 +90,10 @@ def host_pool(
     h = h.assign(host_weight=1.0)
     deflector = match == "deflector" and len(pos) > 0
     if deflector:
-        w = deflector_window(pos)
-        keep = h.type.isin(w["types"]) & h.mag_r.between(*w["mag_r"]) & h.g_r.between(*w["g_r"])
+        w = deflector_window(pos, columns=match_bins)
+        keep = np.array(h.type.isin(w["types"]), bool)
+        for c in match_bins:
+            keep &= np.array(h[c].between(*w[c]), bool)
         h = h[keep].reset_index(drop=True)
         info.update(window=w)
     if len(exclude):
@@ -79,17 +101,14 @@ def host_pool(
         info["candidates_excluded"] = int(drop.sum())
         h = h[~drop].reset_index(drop=True)
     if deflector:
-        h["host_weight"] = deflector_weights(pos, h)
+        h["host_weight"] = deflector_weights(pos, h, quantile_bins(match_bins))
         info["hosts_effective"] = round(effective_n(h.host_weight.to_numpy()), 1)
     info["hosts"] = len(h)
     return h, info
 
 
-#: the positives' quantiles that bin (within each Tractor TYPE) the density ratio of :func:`deflector_weights`
-DEFLECTOR_BINS: tuple[tuple[str, tuple[float, ...]], ...] = (
-    ("mag_r", (0, 0.25, 0.5, 0.75, 1)),
-    ("g_r", (0, 1 / 3, 2 / 3, 1)),
-)
+#: :data:`DEFLECTOR_MATCH` as (column, quantiles) pairs
+DEFLECTOR_BINS: tuple[tuple[str, tuple[float, ...]], ...] = quantile_bins(DEFLECTOR_MATCH)
 
 
 def deflector_weights(

@@ -170,7 +170,7 @@ def plan(
     host matches any cell.
     Grid and stress rows render at their host's β; the paired β variants at the bracket's."""
     grid, _ = grid_of(cfg)
-    hosts, host_info = host_pool(sample, stamps, cfg.host_match, cfg.host_splits, exclude)
+    hosts, host_info = host_pool(sample, stamps, cfg.host_match, cfg.host_splits, exclude, cfg.deflector_bins)
     hosts = with_host_beta(hosts, betas, cfg.psf_beta)
     if not cfg.host_weighting:
         hosts = hosts.assign(host_weight=1.0)

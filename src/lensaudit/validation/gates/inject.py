@@ -291,6 +291,10 @@ def cells_with_hosts(inp: Any) -> Gate:
     )
 
 
+#: how host_pool_size names a window's column
+WINDOW_NAMES = {"mag_r": "r", "mag_z": "z", "g_r": "g−r", "r_z": "r−z"}
+
+
 @register(
     "host_pool_size",
     "inject",
@@ -314,11 +318,13 @@ def host_pool_size(inp: Any) -> Gate:
         cfg.host_match,
         cfg.host_splits,
         excluded_hosts(inp),
+        cfg.deflector_bins,
     )
     w = info.get("window")
     window = (
-        f": types {w['types']}, r {w['mag_r'][0]:.2f}–{w['mag_r'][1]:.2f}, "
-        f"g−r {w['g_r'][0]:.2f}–{w['g_r'][1]:.2f})"
+        f": types {w['types']}, "
+        + ", ".join(f"{WINDOW_NAMES.get(c, c)} {w[c][0]:.2f}–{w[c][1]:.2f}" for c in cfg.deflector_bins)
+        + ")"
         if w
         else ")"
     )
