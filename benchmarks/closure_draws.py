@@ -139,6 +139,7 @@ def main(run: Path, n: int = 3, out: Path = OUT) -> dict:
         "run": str(run),
         "draws": n,
         "seed_step": SEED_STEP,
+        "deflector_bins": cfg.inject.deflector_bins,
         "criteria": CRITERIA,
         "check_population_stage": check,
         "populations": {},
