@@ -36,7 +36,8 @@ from _common import closure_summary, run_args, write_result
 from lensaudit.config import load_config
 from lensaudit.run import RunContext
 from lensaudit.selection.closure import CRITERIA, closure_of
-from lensaudit.selection.conditional import MAG_OF_AXIS, Tables, closure_record, replicates
+from lensaudit.selection.conditional import MAG_OF_AXIS, Tables, closure_record, replicates, with_brackets
+from lensaudit.selection.grid import grid_of
 from lensaudit.selection.population import (
     catalogue_positions,
     catalogued_lenses,
@@ -85,10 +86,10 @@ def scored_draw(root: Path, cfg, pop, model, op: float) -> pd.DataFrame:
 
 
 def pooled(rec: dict) -> dict:
-    """The closure of all draws' lenses together, the full ladder: with ten times the lenses of one sky, the
-    per-bin pulls are dominated by the table's own σ (shared by all draws), so a bin that stays off here is
-    a property of the table, not of a draw. Per rung: expected, observed, total pull; per θE and magnitude
-    bin of the chosen table: n, expected, observed, pull."""
+    """The closure of all draws' lenses together, with the full ladder. With ten times the lenses of one sky,
+    the per-bin pulls are dominated by the table's own σ (shared by all draws), so a bin that stays off here
+    is a property of the table, not of a draw. Per rung: expected, observed, total pull; per θE and
+    magnitude bin of the chosen table: n, expected, observed, pull."""
     bins = ("lo", "hi", "n", "expected", "observed", "pull")
     return {
         "n_lenses": rec["n_lenses"],
@@ -116,6 +117,7 @@ def main(run: Path, n: int = 3, out: Path = OUT) -> dict:
     tables = Tables.read(
         *(ctx.path("selection", k) for k in ("table", "table_alt", "marginal", "injection_scores"))
     )
+    tables = with_brackets(tables, grid_of(cfg.inject)[0], cfg.inject, scfg)  # the ladder's (c) and (d) too
     sf = tables.chosen(scfg)
     axis = scfg.condition_on
     all_reps = replicates(tables, scfg, cfg.run.seed)  # per rung, exactly as the stages draw them
