@@ -4,7 +4,7 @@ Issue 15's criteria are judged on one draw of lenses per population: the demo sk
 second sky. With 9–10 bins, the fraction of bins within 1σ moves by 0.1 per bin, and the predictive check
 (``closure.json`` → ``predictive``) says a correct table meets 0.6 in only 67–82% of draws. This benchmark
 renders ``N`` more skies of each population with new seeds fixed in advance (``population.seed_offset`` +
-``SEED_STEP`` · k, k = 1 … N; never chosen after seeing a result) and the run's own settings otherwise:
+``SEED_STEP`` · k, k below; never chosen after seeing a result) and the run's own settings otherwise:
 
 - ``demo-like``: the run's own lens sources (no magnitude offset, no size scale), a fresh draw of the
   population the finder was trained on, every lens independent of training;
@@ -18,7 +18,9 @@ predictive pass rates; per population: how many draws meet each criterion.
 Each draw's scored lenses are kept as ``RUN/closure_draws/POPULATION_K.parquet`` and read back on a rerun,
 so other tables can be judged on the same draws without rendering them again.
 
-    python benchmarks/closure_draws.py RUN [N [OUT]]  → OUT (default results/closure_draws.json)
+    python benchmarks/closure_draws.py RUN [N [OUT [FIRST]]]  → OUT (default results/closure_draws.json)
+
+draws k = FIRST … FIRST + N − 1 (FIRST 1 by default), so later draws never repeat earlier ones.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def pooled(rec: dict) -> dict:
     }
 
 
-def main(run: Path, n: int = 3, out: Path = OUT) -> dict:
+def main(run: Path, n: int = 3, out: Path = OUT, first: int = 1) -> dict:
     t0 = time.perf_counter()
     cfg = load_config(run / "config.yaml", [])
     ctx = RunContext.from_run_dir(run)
@@ -140,6 +142,7 @@ def main(run: Path, n: int = 3, out: Path = OUT) -> dict:
     res: dict = {
         "run": str(run),
         "draws": n,
+        "first_draw": first,
         "seed_step": SEED_STEP,
         "deflector_bins": cfg.inject.deflector_bins,
         "criteria": CRITERIA,
@@ -148,7 +151,7 @@ def main(run: Path, n: int = 3, out: Path = OUT) -> dict:
     }
     for name, src in pops.items():
         rows, drawn = [], []
-        for k in range(1, n + 1):
+        for k in range(first, first + n):
             pop = cfg.population.model_copy(
                 update={"seed_offset": cfg.population.seed_offset + SEED_STEP * k, **src}
             )
@@ -176,7 +179,7 @@ def main(run: Path, n: int = 3, out: Path = OUT) -> dict:
 
 if __name__ == "__main__":
     run, args = run_args(sys.argv)
-    res = main(run, *args)
+    res = main(run, *args, *[int(a) for a in sys.argv[4:5]])
     for name, p in res["populations"].items():
         print(f"{name}: {p['draws_meeting']} of {res['draws']} draws meet each criterion, "
               f"{p['draws_meeting_all']} meet all three")  # fmt: skip
