@@ -89,7 +89,9 @@ def test_config_reference_lists_every_section():
 def test_deflector_match_columns_are_checked_when_the_config_loads():
     c = load_config(None, ["inject.deflector_bins={mag_r: 4, g_r: 3, shape_r: 3}"])
     assert c.inject.deflector_bins == {"mag_r": 4, "g_r": 3, "shape_r": 3}
-    assert RunConfig().inject.deflector_bins == {"mag_r": 4, "g_r": 3}
+    from lensaudit.selection.hosts import DEFLECTOR_MATCH
+
+    assert RunConfig().inject.deflector_bins == DEFLECTOR_MATCH == {"mag_r": 4, "g_r": 3, "r_z": 3}
     with pytest.raises(ConfigError, match=r"inject\.deflector_bins"):
         load_config(None, ["inject.deflector_bins={mag_r: 0}"])
     with pytest.raises(ConfigError, match=r"inject\.deflector_bins"):

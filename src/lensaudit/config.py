@@ -563,7 +563,7 @@ class InjectConfig(Section):
         ),
     )
     deflector_bins: dict[str, int] = Field(
-        default_factory=lambda: {"mag_r": 4, "g_r": 3},
+        default_factory=lambda: {"mag_r": 4, "g_r": 3, "r_z": 3},
         description=(
             "The deflector match (host_match deflector): per sweep column, the positives' 5–95% window that "
             "hosts must lie in, and the number of the positives' quantile bins in which host_weighting takes "

@@ -17,6 +17,7 @@ def _hosts(rng: np.random.Generator, n: int) -> pd.DataFrame:
             "type": "DEV",
             "mag_r": rng.uniform(19.0, 22.0, n),  # the field: many faint hosts
             "g_r": rng.uniform(1.0, 1.8, n),
+            "r_z": rng.uniform(0.9, 1.5, n),
             "psfsize_g": 1.3,
             "psfsize_r": 1.3,
             "psfsize_z": 1.3,
@@ -29,7 +30,12 @@ def test_weighted_draws_follow_the_positives_and_unweighted_ones_the_field():
     rng = np.random.default_rng(0)
     hosts = _hosts(rng, 400)
     pos = pd.DataFrame(
-        {"type": "DEV", "mag_r": rng.normal(19.6, 0.3, 300), "g_r": rng.uniform(1.0, 1.8, 300)}
+        {
+            "type": "DEV",
+            "mag_r": rng.normal(19.6, 0.3, 300),
+            "g_r": rng.uniform(1.0, 1.8, 300),
+            "r_z": rng.uniform(0.9, 1.5, 300),
+        }
     )
     hosts["host_weight"] = deflector_weights(pos, hosts)
     assert 1 < effective_n(hosts.host_weight.to_numpy()) < len(hosts)

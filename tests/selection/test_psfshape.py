@@ -85,6 +85,7 @@ def _sample_and_index(n: int = 60) -> tuple[pd.DataFrame, pd.DataFrame]:
             "type": "DEV",
             "mag_r": rng.uniform(19.0, 20.0, n),
             "g_r": rng.uniform(1.2, 1.6, n),
+            "r_z": np.r_[np.linspace(0.9, 1.4, 10), rng.uniform(0.95, 1.35, n - 10)],
             "psfsize_g": 1.3,
             "psfsize_r": 1.3,
             "psfsize_z": 1.3,

@@ -154,12 +154,14 @@ def test_deflector_hosts_follow_the_positives_window():
     mag = np.where(label == 1, rng.uniform(19, 21, n), rng.uniform(17, 23, n))
     g_r = np.where(label == 1, rng.uniform(1.2, 1.6, n), rng.uniform(0.2, 1.8, n))
     typ = np.where(label == 1, rng.choice(["DEV", "SER"], n), rng.choice(["DEV", "SER", "REX"], n))
+    r_z = np.where(label == 1, rng.uniform(0.9, 1.4, n), rng.uniform(0.3, 1.6, n))
     sample = pd.DataFrame(
         {
             "galaxy_id": [f"g{i}" for i in range(n)],
             "label": label,
             "mag_r": mag,
             "g_r": g_r,
+            "r_z": r_z,
             "type": typ,
             "split": np.where(label == 1, "train", "test"),
             "pool": np.where(label == 1, "positive", "N1"),
@@ -173,6 +175,7 @@ def test_deflector_hosts_follow_the_positives_window():
     lo, hi = info["window"]["mag_r"]
     assert hosts.mag_r.between(lo, hi).all() and 19 <= lo < hi <= 21
     assert hosts.g_r.min() >= info["window"]["g_r"][0] >= 1.2
+    assert hosts.r_z.between(*info["window"]["r_z"]).all() and info["window"]["r_z"][0] >= 0.9  # both colours
     # the finder's own candidates among them leave the pool, in both host populations
     flagged = [hosts.galaxy_id.iloc[0], everyone.galaxy_id.iloc[-1], "not-a-host"]
     kept, info_x = host_pool(sample, stamps, "deflector", exclude=flagged)
@@ -184,10 +187,11 @@ def test_deflector_hosts_follow_the_positives_window():
     # a size column in the match (inject.deflector_bins) adds its window: the hosts larger than every
     # positive leave, and the weights follow the positives' size terciles too
     sized = sample.assign(shape_r=np.where(label == 1, rng.uniform(0.5, 1.0, n), rng.uniform(0.2, 3.0, n)))
-    by_size, info_s = host_pool(sized, stamps, "deflector", match_bins={"mag_r": 4, "g_r": 3, "shape_r": 3})
+    by_mag, info_m = host_pool(sized, stamps, "deflector", match_bins={"mag_r": 4})
+    by_size, info_s = host_pool(sized, stamps, "deflector", match_bins={"mag_r": 4, "shape_r": 3})
     lo, hi = info_s["window"]["shape_r"]
     assert 0.5 <= lo < hi <= 1.0 and by_size.shape_r.between(lo, hi).all()
-    assert 0 < info_s["hosts"] < info["hosts"] and set(by_size.galaxy_id) <= set(hosts.galaxy_id)
+    assert 0 < info_s["hosts"] < info_m["hosts"] and set(by_size.galaxy_id) <= set(by_mag.galaxy_id)
     assert by_size.host_weight.sum() > 0 and "shape_r" not in info["window"]
 
 

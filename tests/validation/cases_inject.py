@@ -116,6 +116,7 @@ def _tables(n_hosts: int = N_HOSTS) -> tuple[pd.DataFrame, pd.DataFrame]:
             "type": "DEV",
             "mag_r": np.r_[np.linspace(19, 21, N_POS), np.linspace(19.5, 20.5, N_HOSTS)],
             "g_r": np.r_[np.linspace(1.0, 1.6, N_POS), np.linspace(1.1, 1.5, N_HOSTS)],
+            "r_z": np.r_[np.linspace(0.9, 1.5, N_POS), np.linspace(1.0, 1.4, N_HOSTS)],
             "psfsize_r": PSF,
             "psfdepth_mag_r": DEPTH,
         }

@@ -3,13 +3,15 @@ matched to each cell's PSF and depth; cells
 without a native host borrow a better-seeing, deeper host and degrade it (``degrade.py``), or are left empty.
 
 Host population (``inject.host_match``): ``deflector`` (default) keeps the N1 negatives that look like
-the known lenses' deflectors — Tractor TYPE among those of ≥ 5% of the positives, r magnitude and g−r colour
-inside the positives' 5th–95th percentiles — so the selection function is that of lens-like hosts, and the
+the known lenses' deflectors — Tractor TYPE among those of ≥ 5% of the positives, r magnitude and the g−r and
+r−z colours inside the positives' 5th–95th percentiles (``inject.deflector_bins``) — so the selection function
+is that of lens-like hosts, and the
 realism gates compare injections with real lenses on like galaxies; ``all`` keeps every N1 negative of those
 splits
 (the deployment population, where most hosts could never be a strong lens). Inside the window, deflector-like
 hosts are drawn with :func:`deflector_weights`, so that they follow the known lenses' deflectors in TYPE,
-brightness and colour rather than the field's number counts.
+brightness and both colours rather than the field's number counts (r−z too: a host's
+detection rate follows its r−z more than any other catalogue column; docs/selection.md).
 
 Hosts that the frozen finder already calls lenses (bare score at or above the operating threshold:
 :func:`finder_candidates`) are left out (``inject.exclude_candidate_hosts``): an injection into one is
@@ -29,7 +31,7 @@ from lensaudit.utils import hash_unit_interval
 
 #: the default deflector match: per catalogue column, the number of quantile bins of the positives in which
 #: :func:`deflector_weights` takes the density ratio (``inject.deflector_bins``); each column is also windowed
-DEFLECTOR_MATCH: dict[str, int] = {"mag_r": 4, "g_r": 3}
+DEFLECTOR_MATCH: dict[str, int] = {"mag_r": 4, "g_r": 3, "r_z": 3}
 
 
 def deflector_window(
@@ -116,13 +118,13 @@ def deflector_weights(
     hosts: pd.DataFrame,
     bins: tuple[tuple[str, tuple[float, ...]], ...] = DEFLECTOR_BINS,
 ) -> np.ndarray:
-    """Per host, the density ratio of the positives to the hosts in (Tractor TYPE, r-magnitude quartile and
-    g−r tercile of the positives; ``bins``: other columns and quantiles): host draws weighted by it follow
+    """Per host, the density ratio of the positives to the hosts in (Tractor TYPE, r-magnitude quartile, g−r
+    and r−z tercile of the positives; ``bins``: other columns and quantiles): host draws weighted by it follow
     the known lenses' deflectors inside the window, not the field's number counts (on the demo sky this
     moved the closure pull from +3.8 to +2.5; docs/selection.md).
 
-    >>> pos = pd.DataFrame({"type": ["DEV"] * 4, "mag_r": [19.0, 19.5, 20.0, 20.5], "g_r": [1.5] * 4})
-    >>> hosts = pd.DataFrame({"type": ["DEV"] * 4, "mag_r": [19.1, 20.6, 20.7, 20.8], "g_r": [1.5] * 4})
+    >>> pos = pd.DataFrame({"type": ["DEV"] * 4, "mag_r": [19.0, 19.5, 20.0, 20.5], "g_r": 1.5, "r_z": 0.9})
+    >>> hosts = pd.DataFrame({"type": ["DEV"] * 4, "mag_r": [19.1, 20.6, 20.7, 20.8], "g_r": 1.5, "r_z": 0.9})
     >>> deflector_weights(pos, hosts).round(2).tolist()
     [1.0, 0.33, 0.33, 0.33]
     """
