@@ -50,6 +50,7 @@ from lensaudit.selection.population import (
 )
 from lensaudit.sky.build import build_sky
 from lensaudit.train.infer import load_frozen
+from lensaudit.utils import write_parquet_atomic
 
 OUT = Path(__file__).parent / "results" / "closure_draws.json"
 #: seed offsets of the extra skies: population.seed_offset + SEED_STEP · k
@@ -81,8 +82,7 @@ def scored_draw(root: Path, cfg, pop, model, op: float) -> pd.DataFrame:
     build_sky(root, sky_cfg, cfg.run.seed, sky_cfg.workers)
     lenses = catalogued_lenses(sky_truth(root), catalogue_positions(root))
     scored = score_lenses(lenses, cut_out(lenses, cfg, root), model, op)
-    scored.to_parquet(keep.with_suffix(".tmp"))
-    keep.with_suffix(".tmp").rename(keep)
+    write_parquet_atomic(scored, keep)
     shutil.rmtree(root)
     return scored
 

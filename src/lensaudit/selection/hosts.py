@@ -40,8 +40,8 @@ def deflector_window(
     pct: tuple[float, float] = (5, 95),
     columns: Collection[str] = tuple(DEFLECTOR_MATCH),
 ) -> dict:
-    """The positives' deflector population: types, and each of ``columns``' window (r magnitude and g−r by
-    default) between the positives' percentiles ``pct``."""
+    """The positives' deflector population: types, and each of ``columns``' window (by default those of
+    :data:`DEFLECTOR_MATCH`: r magnitude, g−r and r−z) between the positives' percentiles ``pct``."""
     frac = positives.type.value_counts(normalize=True)
     return {
         "types": sorted(frac[frac >= min_type_frac].index.tolist()),
