@@ -110,6 +110,16 @@ def pooled(rec: dict) -> dict:
     }
 
 
+def host_record(run: Path) -> dict:
+    """The run's injection hosts as its inject stage recorded them (``realism.json``): the deflector window's
+    columns and ranges, how many hosts, their effective number, the finder candidates left out. Read from
+    the artifact, not the config: a run made before ``inject.deflector_bins`` existed would otherwise be
+    labelled with today's default."""
+    h = json.loads((run / "inject" / "realism.json").read_text())["hosts"]
+    keys = ("match", "window", "hosts", "hosts_effective", "candidates_excluded")
+    return {k: h[k] for k in keys if k in h}
+
+
 def main(run: Path, n: int = 3, out: Path = OUT, first: int = 1) -> dict:
     t0 = time.perf_counter()
     cfg = load_config(run / "config.yaml", [])
@@ -144,7 +154,7 @@ def main(run: Path, n: int = 3, out: Path = OUT, first: int = 1) -> dict:
         "draws": n,
         "first_draw": first,
         "seed_step": SEED_STEP,
-        "deflector_bins": cfg.inject.deflector_bins,
+        "hosts": host_record(run),
         "criteria": CRITERIA,
         "check_population_stage": check,
         "populations": {},
