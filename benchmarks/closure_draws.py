@@ -37,8 +37,15 @@ import pandas as pd
 from _common import closure_summary, run_args, write_result
 from lensaudit.config import load_config
 from lensaudit.run import RunContext
-from lensaudit.selection.closure import CRITERIA, closure_of
-from lensaudit.selection.conditional import MAG_OF_AXIS, Tables, closure_record, replicates, with_brackets
+from lensaudit.selection.closure import CRITERIA, SIZE_COLUMN, closure_of
+from lensaudit.selection.conditional import (
+    MAG_OF_AXIS,
+    Tables,
+    closure_record,
+    replicates,
+    size_rung,
+    with_brackets,
+)
 from lensaudit.selection.grid import grid_of
 from lensaudit.selection.population import (
     catalogue_positions,
@@ -48,7 +55,7 @@ from lensaudit.selection.population import (
     sky_truth,
     variant_sky,
 )
-from lensaudit.sky.build import build_sky
+from lensaudit.sky.build import build_sky, lens_sources
 from lensaudit.train.infer import load_frozen
 from lensaudit.utils import write_parquet_atomic
 
@@ -76,15 +83,32 @@ def scored_draw(root: Path, cfg, pop, model, op: float) -> pd.DataFrame:
     """One fresh sky of population ``pop``, rendered, cut out and scored as the population stage does; the
     scored lenses are kept beside it (``ROOT.parquet``) and read back on a rerun, and the sky is removed."""
     keep = root.with_suffix(".parquet")
-    if keep.exists():
-        return pd.read_parquet(keep)
     sky_cfg = variant_sky(cfg.sky, pop)
+    if keep.exists():
+        return with_sizes(pd.read_parquet(keep), sky_cfg, cfg.run.seed)
     build_sky(root, sky_cfg, cfg.run.seed, sky_cfg.workers)
     lenses = catalogued_lenses(sky_truth(root), catalogue_positions(root))
     scored = score_lenses(lenses, cut_out(lenses, cfg, root), model, op)
     write_parquet_atomic(scored, keep)
     shutil.rmtree(root)
     return scored
+
+
+def with_sizes(scored: pd.DataFrame, sky_cfg, seed: int) -> pd.DataFrame:
+    """``scored`` with the true source half-light radius: a draw kept before the sky's truth table carried
+    it gets it from the same sky drawn again without rendering (:func:`lensaudit.sky.build.lens_sources`),
+    matched on brick, θE and source magnitude (every lens must match)."""
+    if SIZE_COLUMN in scored:
+        return scored
+    key = ["brickname", "theta_e_arcsec", "src_mag_r"]
+    src = lens_sources(sky_cfg, seed)
+    rounded = lambda d: d.assign(**{c: d[c].round(6) for c in key[1:]})  # noqa: E731
+    out = rounded(scored).merge(rounded(src), on=key, how="left", validate="one_to_one")
+    if out[SIZE_COLUMN].isna().any():
+        raise RuntimeError(
+            f"{int(out[SIZE_COLUMN].isna().sum())} kept lenses match no lens of the redrawn sky"
+        )
+    return scored.assign(**{SIZE_COLUMN: out[SIZE_COLUMN].to_numpy()})
 
 
 def pooled(rec: dict) -> dict:
@@ -132,6 +156,7 @@ def main(run: Path, n: int = 3, out: Path = OUT, first: int = 1) -> dict:
     tables = with_brackets(tables, grid_of(cfg.inject)[0], cfg.inject, scfg)  # the ladder's (c) and (d) too
     sf = tables.chosen(scfg)
     axis = scfg.condition_on
+    size_range = cfg.inject.src_reff_arcsec_range
     all_reps = replicates(tables, scfg, cfg.run.seed)  # per rung, exactly as the stages draw them
     reps = all_reps[axis]
     model = load_frozen(best=ctx.path("train", "best"), card=ctx.path("train", "model_card"), device="cpu")
@@ -169,10 +194,17 @@ def main(run: Path, n: int = 3, out: Path = OUT, first: int = 1) -> dict:
             drawn.append(scored)
             c = closure_of(sf, scored, op, MAG_OF_AXIS[axis], replicates=reps, seed=cfg.run.seed)
             rows.append({"k": k, "seed_offset": pop.seed_offset, **criteria(c)})
+            sized = size_rung(tables, scfg, scored, size_range, cfg.run.seed)
+            if sized is not None:
+                cs = closure_of(
+                    sized[0], scored, op, MAG_OF_AXIS[axis], replicates=sized[1], seed=cfg.run.seed
+                )
+                rows[-1]["src_size"] = criteria(cs)
             print(f"{name} draw {k}: {rows[-1]['observed']} obs vs {rows[-1]['expected']} exp, pull "
                   f"{rows[-1]['pull']:+.2f}, χ² p {rows[-1]['chi2_pvalue']:.3f}, within 1σ "
                   f"{rows[-1]['fraction_within_1sigma']:.2f}", flush=True)  # fmt: skip
         met = {key: int(sum(r["meets"][key] for r in rows)) for key in CRITERIA}
+        sized_rows = [r["src_size"] for r in rows if "src_size" in r]
         res["populations"][name] = {
             "draws": rows,
             "draws_meeting": met,
@@ -181,7 +213,30 @@ def main(run: Path, n: int = 3, out: Path = OUT, first: int = 1) -> dict:
                 float(np.mean([r["fraction_within_1sigma"] for r in rows])), 3
             ),
             "pooled": pooled(
-                closure_record(tables, scfg, pd.concat(drawn), op, seed=cfg.run.seed, reps=all_reps)
+                closure_record(
+                    tables,
+                    scfg,
+                    pd.concat(drawn),
+                    op,
+                    seed=cfg.run.seed,
+                    reps=all_reps,
+                    size_range=size_range,
+                )
+            ),
+            **(
+                {
+                    "src_size": {
+                        "draws_meeting": {
+                            key: int(sum(r["meets"][key] for r in sized_rows)) for key in CRITERIA
+                        },
+                        "draws_meeting_all": int(sum(all(r["meets"].values()) for r in sized_rows)),
+                        "fraction_within_1sigma_mean": round(
+                            float(np.mean([r["fraction_within_1sigma"] for r in sized_rows])), 3
+                        ),
+                    }
+                }
+                if len(sized_rows) == len(rows)
+                else {}
             ),
         }
     return write_result(out, res, t0)

@@ -48,6 +48,14 @@ TINY_SKY = {
 
 
 @pytest.fixture(scope="session")
+def tiny_sky_config():
+    """The :class:`~lensaudit.config.SkyConfig` that :func:`tiny_sky` is built with (seed 7)."""
+    from lensaudit.config import SkyConfig
+
+    return SkyConfig(**TINY_SKY)
+
+
+@pytest.fixture(scope="session")
 def tiny_sky(tmp_path_factory) -> Path:
     """A real (tiny) synthetic sky on disk: 2 bricks × 800 px, exact DR10 formats. Built once per session."""
     from lensaudit.config import SkyConfig

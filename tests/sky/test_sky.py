@@ -7,7 +7,7 @@ import pandas as pd
 from astropy.io import fits
 
 from lensaudit.config import SkyConfig
-from lensaudit.sky.build import build_sky
+from lensaudit.sky.build import build_sky, lens_sources
 from lensaudit.survey.bricks import brick_center, brickid_from_radec, brickname_from_radec
 from lensaudit.survey.sweeps import SWEEP_COLUMNS, numpy_dtype, read_sweep
 
@@ -80,6 +80,20 @@ def test_lenses_csv_is_lenscat_format_and_in_truth(tiny_sky):
     lens_truth = truth[truth.in_lenses_csv]
     assert len(lens_truth) == len(lenses) and lens_truth.theta_e_arcsec.between(0.6, 3.0).all()
     assert (truth.kind == "ring").any() and (truth.kind == "star").any()
+
+
+def test_truth_carries_each_lens_source_size_and_lens_sources_redraws_it(tiny_sky, tiny_sky_config):
+    truth = pd.read_parquet(tiny_sky / "truth.parquet")
+    lens = truth[truth.kind == "lens"]
+    # the composite source's half-light radius: components of 0.06–0.3″ spread by 0.12″ offsets
+    assert lens.src_rhalf_arcsec.between(0.04, 0.6).all()
+    assert truth.loc[truth.kind != "lens", "src_rhalf_arcsec"].isna().all()
+    # drawn again without rendering, the same lenses with the same sizes
+    redrawn = lens_sources(tiny_sky_config, seed=7)
+    key = ["brickname", "theta_e_arcsec", "src_mag_r", "src_rhalf_arcsec"]
+    pd.testing.assert_frame_equal(
+        redrawn.sort_values(key).reset_index(drop=True), lens[key].sort_values(key).reset_index(drop=True)
+    )
 
 
 def test_same_seed_same_bytes(tmp_path):

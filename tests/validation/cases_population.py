@@ -38,6 +38,7 @@ def _lenses(n: int) -> pd.DataFrame:
     cols.update(
         galaxy_id=[f"1500p020_{i}" for i in range(n)],
         brickname="1500p020",
+        src_rhalf_arcsec=rng.uniform(0.1, 0.4, n),
         score=score,
         detected=score >= 0.5,
     )

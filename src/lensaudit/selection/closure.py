@@ -36,6 +36,8 @@ from lensaudit.selection.table import SelectionFunction
 
 #: the true-lens columns a closure needs (truth names of the synthetic sky)
 LENS_COLUMNS = ("theta_e_arcsec", "psf_fwhm_r", "psfdepth_mag_r", "src_mag_r", "arc_mag_r", "score")
+#: the true lenses' source half-light radius (arcsec), for the source-size re-weighting (:mod:`.sizes`)
+SIZE_COLUMN = "src_rhalf_arcsec"
 #: the lens magnitude column for each kind of 4th axis
 MAG_OF_AXIS = {"src_mag": "src_mag_r", "arc_mag": "arc_mag_r"}
 #: bins with fewer expected detections stay out of the χ²
@@ -53,7 +55,8 @@ def sky_lenses(truth: Path, scores: Path) -> pd.DataFrame:
     tr = pd.read_parquet(truth)
     sc = pd.read_parquet(scores)
     t = tr[tr.kind == "lens"].assign(arc_mag_r=lambda d: arc_mag(d.arc_flux_r))
-    cols = [c for c in POPULATION_COLUMNS if c not in ("brickname", "score", "detected")]
+    # a sky built before the truth table carried the source size has no size column: no size rung then
+    cols = [c for c in POPULATION_COLUMNS if c not in ("brickname", "score", "detected") and c in t]
     return sc[sc.label == 1][["galaxy_id", "score"]].merge(t[cols], on="galaxy_id")
 
 
@@ -88,37 +91,49 @@ def unbiased(table: pd.DataFrame) -> np.ndarray:
     return np.where(bad, np.nan, k / np.where(n > 0, n, 1.0))
 
 
-def host_replicates(
-    table: pd.DataFrame, inj: pd.DataFrame, axis: str | None, n_boot: int, seed: int
-) -> np.ndarray:
-    """(``n_boot``, table rows) replicate detected fractions: the injections' hosts (``host_galaxy_id``)
-    resampled with replacement, each injection weighted by its host's multiplicity, every row re-tabulated.
-    A row the resample leaves empty keeps its own k/n; a row :func:`unbiased` voids stays NaN.
+def table_rows(table: pd.DataFrame, inj: pd.DataFrame, axis: str | None) -> np.ndarray:
+    """Per injection of ``inj``, the row of ``table`` it was tabulated in (−1: outside the table).
 
     ``table``: a 4-D table (``cell``, ``i_mag`` and the edges ``<axis>_lo``/``_hi``) with ``axis`` its 4th
-    axis, or a 3-D table (``cell``) with ``axis`` None; ``inj``: the injections it was built from
-    (``cell``, ``host_galaxy_id``, ``detected`` and the ``axis`` column)."""
-    base = unbiased(table)
+    axis, or a 3-D table (``cell``) with ``axis`` None; ``inj``: its injections (``cell`` and the ``axis``
+    column)."""
     cell = inj["cell"].to_numpy()
     if axis is None:
-        row = pd.Index(table["cell"].to_numpy()).get_indexer(cell)
-    else:
-        lo, hi = table[f"{axis}_lo"].to_numpy(float), table[f"{axis}_hi"].to_numpy(float)
-        edges = np.r_[np.unique(lo), hi.max()]
-        m = inj[axis].to_numpy(float)
-        inside = np.isfinite(m) & (m >= edges[0]) & (m <= edges[-1])
-        j = np.clip(
-            np.searchsorted(edges, np.where(inside, m, edges[0]), side="right") - 1, 0, len(edges) - 2
-        )
-        keys = pd.MultiIndex.from_arrays([table["cell"].to_numpy(), table["i_mag"].to_numpy()])
-        row = np.where(inside, keys.get_indexer(pd.MultiIndex.from_arrays([cell, j])), -1)
+        return np.asarray(pd.Index(table["cell"].to_numpy()).get_indexer(cell))
+    lo, hi = table[f"{axis}_lo"].to_numpy(float), table[f"{axis}_hi"].to_numpy(float)
+    edges = np.r_[np.unique(lo), hi.max()]
+    m = inj[axis].to_numpy(float)
+    inside = np.isfinite(m) & (m >= edges[0]) & (m <= edges[-1])
+    j = np.clip(np.searchsorted(edges, np.where(inside, m, edges[0]), side="right") - 1, 0, len(edges) - 2)
+    keys = pd.MultiIndex.from_arrays([table["cell"].to_numpy(), table["i_mag"].to_numpy()])
+    return np.where(inside, keys.get_indexer(pd.MultiIndex.from_arrays([cell, j])), -1)
+
+
+def host_replicates(
+    table: pd.DataFrame,
+    inj: pd.DataFrame,
+    axis: str | None,
+    n_boot: int,
+    seed: int,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """(``n_boot``, table rows) replicate detected fractions: the injections' hosts (``host_galaxy_id``)
+    resampled with replacement, each injection weighted by its host's multiplicity (times its own
+    ``weights``, when given: a re-weighted table, :mod:`lensaudit.selection.sizes`), every row
+    re-tabulated. A row the resample leaves empty keeps its own k/n; a row :func:`unbiased` voids stays NaN.
+
+    ``table``, ``axis`` and ``inj`` as :func:`table_rows` (``inj`` also with ``host_galaxy_id`` and
+    ``detected``)."""
+    base = unbiased(table)
+    row = table_rows(table, inj, axis)
     ok = row >= 0
     row, det = row[ok], inj["detected"].to_numpy(float)[ok]
+    own = np.ones(int(ok.sum())) if weights is None else np.asarray(weights, float)[ok]
     hosts, h = np.unique(inj["host_galaxy_id"].to_numpy()[ok], return_inverse=True)
     rng = np.random.default_rng(seed)
     out = np.empty((n_boot, len(table)))
     for b in range(n_boot):
-        mult = np.bincount(rng.integers(0, len(hosts), len(hosts)), minlength=len(hosts))[h].astype(float)
+        mult = np.bincount(rng.integers(0, len(hosts), len(hosts)), minlength=len(hosts))[h] * own
         n = np.bincount(row, weights=mult, minlength=len(table))
         k = np.bincount(row, weights=mult * det, minlength=len(table))
         out[b] = np.where(n > 0, k / np.where(n > 0, n, 1.0), base)

@@ -15,12 +15,19 @@ from lensaudit.selection.table import beta_variance
 def _posterior_columns(t: pd.DataFrame, cfg: SelectionConfig, n_min: int) -> pd.DataFrame:
     """Add the Beta-posterior columns and ``insufficient`` to a table with integer ``n`` and ``k``."""
     t["n"], t["k"] = t.n.astype(int), t.k.astype(int)
+    t = posterior_columns(t, cfg)
+    t["insufficient"] = t.n < n_min
+    return t
+
+
+def posterior_columns(t: pd.DataFrame, cfg: SelectionConfig) -> pd.DataFrame:
+    """Set the Beta-posterior columns (``c_mean``, the ``cfg.interval`` and 95% intervals, ``c_var``) of a
+    table with ``n`` and ``k`` (``k`` may be fractional: a re-weighted table, :mod:`.sizes`)."""
     post = beta_posterior(t.k, t.n, cfg.prior, (cfg.interval, 0.95))
     tag = int(round(cfg.interval * 100))
     t["c_mean"], t["c_lo68"], t["c_hi68"] = post["mean"], post[f"lo{tag}"], post[f"hi{tag}"]
     t["c_lo95"], t["c_hi95"] = post["lo95"], post["hi95"]
     t["c_var"] = beta_variance(t.k, t.n, cfg.prior)
-    t["insufficient"] = t.n < n_min
     return t
 
 

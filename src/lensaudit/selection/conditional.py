@@ -11,8 +11,10 @@ The closure ladder (:func:`closure_record`) judges the synthetic sky's true lens
 marginal under the injection prior, (b) the 4-D table at each lens's true source magnitude, (b′) at its true
 arc magnitude, (c) the 4-D table of the host bracket (all N1 hosts instead of deflector-like ones) and (d)
 that of the morphology bracket (the other source model: multi-clump instead of Sérsic sources, or the
-reverse). The brackets' tables are rebuilt from ``injection_scores.parquet`` wherever they are needed
-(:func:`with_brackets`), so the second population's ladder has every rung too.
+reverse), and (e) the 4-D table with the injections re-weighted in source half-light radius to the lenses'
+own sizes (:mod:`lensaudit.selection.sizes`). The brackets' tables are rebuilt from
+``injection_scores.parquet`` wherever they are needed (:func:`with_brackets`), so the second population's
+ladder has every rung too.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from lensaudit.config import InjectConfig, SelectionConfig
-from lensaudit.selection.closure import MAG_OF_AXIS, closure_of, host_replicates, ladder
+from lensaudit.selection.closure import MAG_OF_AXIS, SIZE_COLUMN, closure_of, host_replicates, ladder
 from lensaudit.selection.completeness import completeness_table, completeness_table4
+from lensaudit.selection.sizes import INJECTED_SIZE, reweighted, size_weights
 from lensaudit.selection.table import SelectionFunction
 from lensaudit.utils import stable_seed
 
@@ -36,8 +39,10 @@ BOOT_COLUMNS = ("variant", "cell", "host_galaxy_id", "detected", "src_mag_r", "a
 
 
 def boot_columns(available: Any) -> list[str]:
-    """:data:`BOOT_COLUMNS`, and ``source_model`` (the rungs' descriptions) where ``available`` has it."""
-    return [*BOOT_COLUMNS, *(["source_model"] if "source_model" in set(available) else [])]
+    """:data:`BOOT_COLUMNS`, and where ``available`` has them ``source_model`` (the rungs' descriptions) and
+    ``src_reff`` (the source-size rung, :mod:`lensaudit.selection.sizes`)."""
+    extra = [c for c in ("source_model", INJECTED_SIZE) if c in set(available)]
+    return [*BOOT_COLUMNS, *extra]
 
 
 #: the closure ladder's rung of each bracket's table
@@ -236,6 +241,35 @@ def model_of(tables: Tables, variant: str) -> str:
     )
 
 
+def size_rung(
+    tables: Tables,
+    cfg: SelectionConfig,
+    lenses: pd.DataFrame,
+    size_range: tuple[float, float] | None,
+    seed: int,
+) -> tuple[SelectionFunction, np.ndarray | None] | None:
+    """The chosen table re-weighted in source half-light radius to ``lenses``' own sizes
+    (:func:`~lensaudit.selection.sizes.size_weights`, :func:`~lensaudit.selection.sizes.reweighted`) and its
+    host-bootstrap replicates with the same weights (None when ``selection.closure_host_bootstrap`` is 0);
+    None without a size range, without the injections' sizes or without finite lens sizes."""
+    inj = tables.injections
+    if size_range is None or inj is None or INJECTED_SIZE not in inj or SIZE_COLUMN not in lenses:
+        return None
+    if not np.isfinite(lenses[SIZE_COLUMN].to_numpy(float)).any():
+        return None
+    axis = cfg.condition_on
+    main = inj[inj.variant == "main"].assign(src_mag=inj.src_mag_r, arc_mag=inj.arc_mag_r)
+    w = size_weights(main[INJECTED_SIZE].to_numpy(float), lenses[SIZE_COLUMN].to_numpy(float), size_range)
+    sf = reweighted(tables.chosen(cfg), main, axis, w, cfg)
+    n = cfg.closure_host_bootstrap
+    reps = (
+        host_replicates(sf.table, main, axis, n, stable_seed(seed, "closure", "hosts", "src_size"), weights=w)
+        if n
+        else None
+    )
+    return sf, reps
+
+
 def closure_record(
     tables: Tables,
     cfg: SelectionConfig,
@@ -244,12 +278,15 @@ def closure_record(
     where: str = "the synthetic sky",
     seed: int = 0,
     reps: dict[str, np.ndarray | None] | None = None,
+    size_range: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """``closure.json``: the closure of the chosen table (its statistics at the top level), the closure
     ladder and, per rung, the full statistics (``rungs``); ``lenses`` are known-truth lenses of ``where``
     (:data:`~lensaudit.selection.closure.LENS_COLUMNS`); ``seed`` seeds the host bootstrap, unless its
     replicates are given (``reps``: :func:`replicates` of ``tables``, as the selection stage already drew
-    them for the tables' intervals)."""
+    them for the tables' intervals). ``size_range``: the injected source-size prior
+    (``inject.src_reff_arcsec_range``), for the rung (e) re-weighted to the lenses' source sizes
+    (:func:`size_rung`; without it, or without sizes, that rung is left out)."""
     chosen = cfg.condition_on
     reps = replicates(tables, cfg, seed) if reps is None else reps
     rungs: list[tuple[str, str, dict[str, Any]]] = [
@@ -283,6 +320,16 @@ def closure_record(
     for v, sf in tables.brackets.items():
         k = RUNG_OF_BRACKET[v]
         rungs.append((k, what[v], closure_of(sf, lenses, op, MAG_OF_AXIS[chosen], replicates=reps[k])))
+    sized = size_rung(tables, cfg, lenses, size_range, seed)
+    if sized is not None:
+        rungs.append(
+            (
+                "src_size",
+                f"(e) as ({rung_of}), the injections re-weighted in source half-light radius to these "
+                "lenses' own distribution of it",
+                closure_of(sized[0], lenses, op, MAG_OF_AXIS[chosen], replicates=sized[1]),
+            )
+        )
     main = next(c for k, _, c in rungs if k == chosen)
     return {
         **main,

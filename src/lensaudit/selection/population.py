@@ -33,6 +33,7 @@ LENS_COLUMNS = [
     "psf_fwhm_r",
     "psfdepth_mag_r",
     "src_mag_r",
+    "src_rhalf_arcsec",
     "arc_mag_r",
     "arc_snr",
     "score",

@@ -17,7 +17,15 @@ import pandas as pd
 
 from lensaudit.config import SkyConfig
 from lensaudit.sky.catalogues import write_catalogues
-from lensaudit.sky.model import Reference, SourceVariant, choose_bricks, draw_conditions, draw_objects
+from lensaudit.sky.model import (
+    BrickConditions,
+    Reference,
+    SkyObject,
+    SourceVariant,
+    choose_bricks,
+    draw_conditions,
+    draw_objects,
+)
 from lensaudit.survey.bricks import Brick
 from lensaudit.survey.lenses import packaged_lenscat_path, read_lenscat_csv, select_positives
 from lensaudit.utils import write_parquet_atomic
@@ -43,17 +51,13 @@ def _brick_done(out: Path, name: str) -> bool:
     )
 
 
-def build_brick(out: str, brick: Brick, cfg: SkyConfig, seed: int) -> str:
-    """Render and write one brick (coadds + per-brick tables). Pure function of (brick, cfg, seed)."""
-    from lensaudit.sky.render import render_brick
-    from lensaudit.survey.coadds import write_coadd_brick
-
-    out_p = Path(out)
-    seed = seed + cfg.seed_offset
-    ref = Reference.load()
+def brick_objects(
+    brick: Brick, cfg: SkyConfig, seed: int, ref: Reference, pos: pd.DataFrame
+) -> tuple[BrickConditions, list[SkyObject]]:
+    """One brick's observing conditions and objects, as :func:`build_brick` renders them (``seed`` already
+    offset by ``cfg.seed_offset``; ``pos``: :func:`real_positives`)."""
     cond = draw_conditions(brick, ref, cfg.moffat_beta_range, cfg.defect_frac, seed)
     half = (cfg.brick_pixels - 40) * 0.262 / 3600 / 2
-    pos = real_positives()
     cosd = np.cos(np.deg2rad(brick.dec))
     dra = ((pos.ra - brick.ra + 180) % 360 - 180) * cosd
     inside = pos[(dra.abs() < half) & ((pos.dec - brick.dec).abs() < half)]
@@ -69,6 +73,30 @@ def build_brick(out: str, brick: Brick, cfg: SkyConfig, seed: int) -> str:
         inside,
         SourceVariant(cfg.src_mag_offset, cfg.src_size_scale),
     )
+    return cond, objs
+
+
+def lens_sources(cfg: SkyConfig, seed: int) -> pd.DataFrame:
+    """Every lens of the sky that ``cfg`` and ``seed`` build, drawn but not rendered (seconds, not minutes):
+    ``brickname``, ``theta_e_arcsec``, ``src_mag_r`` and ``src_rhalf_arcsec``, as its truth table has them.
+    For skies built before the truth table carried ``src_rhalf_arcsec``."""
+    ref, pos, rows = Reference.load(), real_positives(), []
+    for b in plan(cfg, seed):
+        for o in brick_objects(b, cfg, seed + cfg.seed_offset, ref, pos)[1]:
+            if o.kind == "lens":
+                p = o.params
+                rows.append((b.brickname, p["theta_e"], p["src_mag_r"], p["src_rhalf_arcsec"]))
+    return pd.DataFrame(rows, columns=["brickname", "theta_e_arcsec", "src_mag_r", "src_rhalf_arcsec"])
+
+
+def build_brick(out: str, brick: Brick, cfg: SkyConfig, seed: int) -> str:
+    """Render and write one brick (coadds + per-brick tables). Pure function of (brick, cfg, seed)."""
+    from lensaudit.sky.render import render_brick
+    from lensaudit.survey.coadds import write_coadd_brick
+
+    out_p = Path(out)
+    seed = seed + cfg.seed_offset
+    cond, objs = brick_objects(brick, cfg, seed, Reference.load(), real_positives())
     r = render_brick(cond, objs, cfg.brick_pixels, seed)
     write_coadd_brick(out_p / "coadd", brick, r.images, r.invvars, r.maskbits)
     d = out_p / "_bricks"

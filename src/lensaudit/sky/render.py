@@ -428,6 +428,7 @@ def _catalogue(cond: BrickConditions, objs: list[SkyObject], arcs_flux, arc_snrs
                 "sersic_true": o.sersic,
                 "theta_e_arcsec": p.get("theta_e", np.nan),
                 "src_mag_r": p.get("src_mag_r", np.nan),
+                "src_rhalf_arcsec": p.get("src_rhalf_arcsec", np.nan),
                 "arc_flux_r": arcs_flux[i, 1] if o.kind == "lens" else np.nan,
                 "arc_snr": arc_snrs[i],
                 "psf_fwhm_r": cond.psf_fwhm["r"],

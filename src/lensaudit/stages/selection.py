@@ -113,4 +113,7 @@ def _closure(
     if truth is None or not truth.is_file():
         return closure.unavailable("no synthetic truth (real data)")
     lenses = closure.sky_lenses(truth, ctx.artifact("evaluate", "scores"))
-    return conditional.closure_record(tables, cfg, lenses, op, seed=ctx.seed, reps=reps)
+    size_range = ctx.config.inject.src_reff_arcsec_range
+    return conditional.closure_record(
+        tables, cfg, lenses, op, seed=ctx.seed, reps=reps, size_range=size_range
+    )
