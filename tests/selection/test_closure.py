@@ -8,11 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lensaudit.config import load_config
 from lensaudit.selection import conditional
 from lensaudit.selection.closure import closure_of, predict
 from lensaudit.selection.completeness import provenance
-from lensaudit.selection.grid import grid_of
 from lensaudit.validation.gates.selection import closure_gates
 
 OVERRIDES = [
@@ -31,16 +29,10 @@ def _score(te: np.ndarray, psf: np.ndarray, m: np.ndarray, rng: np.random.Genera
 
 
 @pytest.fixture(scope="module")
-def world():
-    cfg = load_config(None, OVERRIDES)
-    icfg, scfg = cfg.inject, cfg.selection
-    grid, _ = grid_of(icfg)
+def world(grid_injections):
     rng = np.random.default_rng(11)
-    n = 2000  # a precise table: the test is of the method, the binomial scatter of the lenses stays
-    inj = grid.loc[grid.index.repeat(n), ["cell", "theta_e", "psf_fwhm"]].reset_index(drop=True)
-    inj["src_mag_r"] = rng.uniform(*icfg.src_mag_r_range, len(inj))
-    inj["arc_mag_r"] = inj.src_mag_r - 2.5
-    inj["variant"] = "main"
+    # 2000 per cell, a precise table: the test is of the method, the binomial scatter of the lenses stays
+    icfg, scfg, grid, inj = grid_injections(OVERRIDES, 2000, rng)
     inj["host_galaxy_id"] = np.random.default_rng(12).integers(0, 400, len(inj))  # shared, no host effect
     inj["score"] = _score(inj.theta_e.to_numpy(), inj.psf_fwhm.to_numpy(), inj.src_mag_r.to_numpy(), rng)
     nl = 1500

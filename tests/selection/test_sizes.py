@@ -8,11 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lensaudit.config import load_config
 from lensaudit.selection import conditional
 from lensaudit.selection.closure import closure_of, host_replicates
 from lensaudit.selection.completeness import provenance
-from lensaudit.selection.grid import grid_of
 from lensaudit.selection.sizes import reweighted, size_weights
 
 OVERRIDES = [
@@ -31,17 +29,10 @@ def _score(te, psf, m, r, rng) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def world():
-    cfg = load_config(None, OVERRIDES)
-    icfg, scfg = cfg.inject, cfg.selection
-    grid, _ = grid_of(icfg)
+def world(grid_injections):
     rng = np.random.default_rng(31)
-    n = 1500
-    inj = grid.loc[grid.index.repeat(n), ["cell", "theta_e", "psf_fwhm"]].reset_index(drop=True)
-    inj["src_mag_r"] = rng.uniform(*icfg.src_mag_r_range, len(inj))
-    inj["arc_mag_r"] = inj.src_mag_r - 2.5
+    icfg, scfg, grid, inj = grid_injections(OVERRIDES, 1500, rng)
     inj["src_reff"] = rng.uniform(*icfg.src_reff_arcsec_range, len(inj))
-    inj["variant"] = "main"
     inj["host_galaxy_id"] = rng.integers(0, 400, len(inj))
     inj["score"] = _score(inj.theta_e, inj.psf_fwhm, inj.src_mag_r, inj.src_reff, rng)
     nl = 1500
