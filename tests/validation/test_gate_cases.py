@@ -48,3 +48,16 @@ def test_gate_passes_and_fails(key, tmp_path):
     ]
     bad = spec.evaluate(make_fail(tmp_path / "fail"))
     assert any(g.status == "fail" for g in bad), [(g.name, g.value, g.status, g.message) for g in bad]
+
+
+def test_no_gate_reading_the_injections_passes_without_any(tmp_path):
+    """With no injections (no host matched any cell), every inject gate that reads them is a failure or
+    unmeasured, never a pass: a gate that passes on no data cannot fail."""
+    spec = importlib.util.spec_from_file_location("gatecases_inject_empty", HERE / "cases_inject.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    inputs = mod._run(tmp_path, empty=True)
+    reading = [s for (stage, _), s in SPECS.items() if stage == "inject" and "inject.injections" in s.reads]
+    assert len(reading) >= 5
+    passed = [(g.name, g.value) for s in reading for g in s.evaluate(inputs) if g.status == "pass"]
+    assert not passed, passed

@@ -377,7 +377,7 @@ def excluded_hosts(inp: Any) -> list[str]:
 def candidate_hosts(inp: Any) -> Gate:
     inj = _inj(inp)
     if inj.empty:
-        return Gate(name="candidate_hosts", value=0.0, fail=0.0, blocking=False, message=NO_INJECTIONS)
+        return _missing(["candidate_hosts"])[0]  # unmeasured: a gate that passes on no data cannot fail
     cand = set(_candidates(inp))
     hit = inj.host_galaxy_id.astype(str).isin(cand).to_numpy()
     hosts = sorted(set(inj.host_galaxy_id.astype(str)[hit]))
