@@ -40,6 +40,20 @@ def test_every_stage_ran_and_wrote_gates(demo_run):
     assert "report:" in out
 
 
+def test_the_table_declares_its_size_prior_and_both_ladders_have_the_size_rung(demo_run):
+    """The FITS header declares the injected source-size prior; the sky's truth carries each lens's source
+    size, so the demo sky's and the second sky's closure ladders have rung (e)."""
+    from astropy.io import fits
+
+    run, _, _ = demo_run
+    with fits.open(run / "selection" / "selection_function.fits") as h:
+        assert h["SELECTION"].header["PRIORRE"] == "uniform(0.1,0.5)"
+    for stage in ("selection", "population"):
+        clo = json.loads((run / stage / "closure.json").read_text())
+        rung = {r["rung"]: r for r in clo["ladder"]}["src_size"]
+        assert rung["what"].startswith("(e)") and rung["expected"] > 0, stage
+
+
 def test_systematics_reach_the_artifacts_and_the_report(demo_run):
     """Issue 21: the β bracket, the inner-image ablation and the stress set, each with intervals, in
     systematics.json and the report; the full injection metadata; robustness over host TYPE and nobs_z."""

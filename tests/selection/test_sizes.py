@@ -11,7 +11,7 @@ import pytest
 from lensaudit.selection import conditional
 from lensaudit.selection.closure import closure_of, host_replicates
 from lensaudit.selection.completeness import provenance
-from lensaudit.selection.sizes import reweighted, size_weights
+from lensaudit.selection.sizes import declared_size_prior, reweighted, size_weights
 
 OVERRIDES = [
     "inject.theta_e_grid=[0.5, 3.0, 0.5]",
@@ -71,7 +71,11 @@ def test_the_size_rung_closes_where_the_prior_average_does_not(world):
     assert rungs["src_mag"]["pull"] > 3  # compact sources: more found than the size-averaged table says
     assert abs(rungs["src_size"]["pull"]) <= 2
     assert rec["rungs"]["src_size"]["table_sigma"] == "host bootstrap"
-    # without sizes (a sky from before they were recorded), or without the prior's range, no rung (e)
+    # the table declares its size prior (FITS PRIORRE), so the rung needs no range passed
+    assert declared_size_prior(tables.chosen(scfg).meta) == icfg.src_reff_arcsec_range
+    declared = conditional.closure_record(tables, scfg, lenses, 0.5, seed=1)
+    assert declared["rungs"]["src_size"]["total"] == rec["rungs"]["src_size"]["total"]
+    # without sizes (a sky from before they were recorded) no rung (e)
     no_size = conditional.closure_record(tables, scfg, lenses.drop(columns="src_rhalf_arcsec"), 0.5, seed=1)
     assert "src_size" not in no_size["rungs"]
 

@@ -108,14 +108,17 @@ def provenance(
     operating_point: str,
     verdict: str,
 ) -> dict[str, object]:
-    """The provenance header every selection table carries (FITS keys): grid, source prior, frozen-model
-    hash, operating threshold and point, interval, n_min, Beta prior, smoothing (none) and the realism
-    verdict."""
+    """The provenance header every selection table carries (FITS keys): grid, source prior (``PRIOR``; the
+    source half-light radius prior ``PRIORRE``), frozen-model hash, operating threshold and point, interval,
+    n_min, Beta prior, smoothing (none) and the realism verdict."""
     return {
         "GRIDTE": f"{icfg.theta_e_grid}",
         "GRIDPSF": f"{icfg.psf_grid}",
         "GRIDDEP": f"{icfg.depth_grid}",
         "PRIOR": f"r {icfg.src_mag_r_range} mu {icfg.magnification_range} {icfg.source_model}"[:68],
+        # the injected sources' half-light radius (arcsec), which the table averages over: the prior that
+        # a re-weighting to another population's source sizes divides by (selection/sizes.py)
+        "PRIORRE": "uniform({:g},{:g})".format(*icfg.src_reff_arcsec_range),
         "MODELSHA": model_sha256[:64],
         "THRESH": threshold,
         "OPPOINT": operating_point,

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from lensaudit.config import InjectConfig, SelectionConfig
 from lensaudit.selection.closure import MAG_OF_AXIS, SIZE_COLUMN, closure_of, host_replicates, ladder
 from lensaudit.selection.completeness import completeness_table, completeness_table4
-from lensaudit.selection.sizes import INJECTED_SIZE, reweighted, size_weights
+from lensaudit.selection.sizes import INJECTED_SIZE, declared_size_prior, reweighted, size_weights
 from lensaudit.selection.table import SelectionFunction
 from lensaudit.utils import stable_seed
 
@@ -251,8 +251,10 @@ def size_rung(
     """The chosen table re-weighted in source half-light radius to ``lenses``' own sizes
     (:func:`~lensaudit.selection.sizes.size_weights`, :func:`~lensaudit.selection.sizes.reweighted`) and its
     host-bootstrap replicates with the same weights (None when ``selection.closure_host_bootstrap`` is 0);
-    None without a size range, without the injections' sizes or without finite lens sizes."""
+    None without a size range (``size_range``, else the table's declared ``PRIORRE``), without the
+    injections' sizes or without finite lens sizes."""
     inj = tables.injections
+    size_range = size_range or declared_size_prior(tables.chosen(cfg).meta)
     if size_range is None or inj is None or INJECTED_SIZE not in inj or SIZE_COLUMN not in lenses:
         return None
     if not np.isfinite(lenses[SIZE_COLUMN].to_numpy(float)).any():

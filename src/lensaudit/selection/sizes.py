@@ -13,6 +13,8 @@ docs/selection.md ("Source size") gives the measurements.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -25,6 +27,17 @@ from lensaudit.selection.table import SelectionFunction
 SIZE_BINS = 8
 #: the scored injections' half-light radius column (arcsec)
 INJECTED_SIZE = "src_reff"
+
+
+def declared_size_prior(meta: dict) -> tuple[float, float] | None:
+    """The injected half-light radius range a table declares (header ``PRIORRE``, "uniform(lo,hi)"), or
+    None when it declares none (a table written before the key existed).
+
+    >>> declared_size_prior({"PRIORRE": "uniform(0.1,0.5)"}), declared_size_prior({})
+    ((0.1, 0.5), None)
+    """
+    m = re.fullmatch(r"uniform\(([-+\d.eE]+),([-+\d.eE]+)\)", str(meta.get("PRIORRE", "")).strip())
+    return (float(m.group(1)), float(m.group(2))) if m else None
 
 
 def size_weights(
