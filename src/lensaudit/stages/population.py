@@ -65,15 +65,7 @@ def run(cfg: PopulationConfig, ctx: StageContext) -> Manifest:
         *(ctx.artifact("selection", n) for n in ("table", "table_alt", "marginal", "injection_scores"))
     )
     tables = with_brackets(tables, grid_of(ctx.config.inject)[0], ctx.config.inject, ctx.config.selection)
-    clo = closure_record(
-        tables,
-        ctx.config.selection,
-        scored,
-        op,
-        where="the second sky",
-        seed=ctx.seed,
-        size_range=ctx.config.inject.src_reff_arcsec_range,
-    )
+    clo = closure_record(tables, ctx.config.selection, scored, op, where="the second sky", seed=ctx.seed)
     atomic_write_json(ctx.output("closure"), clo)
     closure_plot(clo, ctx.output("closure_plot"), "the second sky")
     gates = validation.evaluate(NAME, validation.stage_inputs(ctx))

@@ -113,7 +113,5 @@ def _closure(
     if truth is None or not truth.is_file():
         return closure.unavailable("no synthetic truth (real data)")
     lenses = closure.sky_lenses(truth, ctx.artifact("evaluate", "scores"))
-    size_range = ctx.config.inject.src_reff_arcsec_range
-    return conditional.closure_record(
-        tables, cfg, lenses, op, seed=ctx.seed, reps=reps, size_range=size_range
-    )
+    # rung (e) takes the injected size prior the tables declare (PRIORRE)
+    return conditional.closure_record(tables, cfg, lenses, op, seed=ctx.seed, reps=reps)
