@@ -287,8 +287,9 @@ def closure_record(
     (:data:`~lensaudit.selection.closure.LENS_COLUMNS`); ``seed`` seeds the host bootstrap, unless its
     replicates are given (``reps``: :func:`replicates` of ``tables``, as the selection stage already drew
     them for the tables' intervals). ``size_range``: the injected source-size prior
-    (``inject.src_reff_arcsec_range``), for the rung (e) re-weighted to the lenses' source sizes
-    (:func:`size_rung`; without it, or without sizes, that rung is left out)."""
+    (``inject.src_reff_arcsec_range``; None: the one the chosen table declares, ``PRIORRE``), for the rung (e)
+    re-weighted to the lenses' source sizes (:func:`size_rung`; without either, or without sizes, that rung
+    is left out)."""
     chosen = cfg.condition_on
     reps = replicates(tables, cfg, seed) if reps is None else reps
     rungs: list[tuple[str, str, dict[str, Any]]] = [
