@@ -37,9 +37,8 @@ from closure_draws import SEED_STEP, with_sizes
 from lensaudit.config import load_config
 from lensaudit.run import RunContext
 from lensaudit.selection.closure import SIZE_COLUMN, predict
-from lensaudit.selection.conditional import MAG_OF_AXIS, Tables
+from lensaudit.selection.conditional import MAG_OF_AXIS, Tables, size_rung
 from lensaudit.selection.population import variant_sky
-from lensaudit.selection.sizes import INJECTED_SIZE, reweighted, size_weights
 
 
 def population_draws(run: Path, cfg, name: str, src: dict, first: int, last: int) -> pd.DataFrame:
@@ -79,8 +78,7 @@ def main(run: Path, first: int, last: int, out: Path = RESULTS / "closure_sizes.
     )
     axis = cfg.selection.condition_on
     sf = tables.chosen(cfg.selection)
-    inj = tables.injections
-    main_inj = inj[inj.variant == "main"].assign(src_mag=inj.src_mag_r, arc_mag=inj.arc_mag_r)
+    no_boot = cfg.selection.model_copy(update={"closure_host_bootstrap": 0})  # the table only, no σ needed
     pops = {
         "demo-like": {"src_mag_offset": 0.0, "src_size_scale": 1.0},
         "second": {
@@ -91,12 +89,11 @@ def main(run: Path, first: int, last: int, out: Path = RESULTS / "closure_sizes.
     res: dict = {"run": str(run), "draws": [first, last], "populations": {}}
     for name, src in pops.items():
         d = population_draws(run, cfg, name, src, first, last)
-        w = size_weights(
-            main_inj[INJECTED_SIZE].to_numpy(float),
-            d[SIZE_COLUMN].to_numpy(float),
-            cfg.inject.src_reff_arcsec_range,
-        )
-        sized = reweighted(sf, main_inj, axis, w, cfg.selection)
+        # M1: rung (e)'s table, re-weighted to all of the population's drawn lenses together
+        rung = size_rung(tables, no_boot, d, cfg.inject.src_reff_arcsec_range, cfg.run.seed)
+        if rung is None:
+            raise RuntimeError(f"{run}: no scored injection sizes (src_reff) to re-weight")
+        sized = rung[0]
         p0, _ = predict(sf, d, MAG_OF_AXIS[axis])
         p1, _ = predict(sized, d, MAG_OF_AXIS[axis])
         d = d.assign(p0=p0, p1=p1)

@@ -45,6 +45,12 @@ def boot_columns(available: Any) -> list[str]:
     return [*BOOT_COLUMNS, *extra]
 
 
+def with_axes(inj: pd.DataFrame) -> pd.DataFrame:
+    """Scored injections with the 4th axes' columns: ``src_mag`` (= ``src_mag_r``) and ``arc_mag``
+    (= ``arc_mag_r``), the names the tables are binned on."""
+    return inj.assign(src_mag=inj.src_mag_r, arc_mag=inj.arc_mag_r)
+
+
 #: the closure ladder's rung of each bracket's table
 RUNG_OF_BRACKET = {"allhosts": "all_hosts", "morphology": "morphology"}
 
@@ -123,7 +129,7 @@ def build_tables(
 ) -> Tables:
     """Tabulate the scored injections (``detected``, ``src_mag_r``, ``arc_mag_r``, ``variant``); ``meta`` is
     the provenance header shared by every table (:func:`~lensaudit.selection.completeness.provenance`)."""
-    inj = inj.assign(src_mag=inj.src_mag_r, arc_mag=inj.arc_mag_r)
+    inj = with_axes(inj)
     main = inj[inj.variant == "main"]
     by_axis = {}
     for axis in ("src_mag", "arc_mag"):
@@ -145,7 +151,7 @@ def bracket_tables(
     """Per bracket of :data:`BRACKET_META` that was injected, its 4-D table on the chosen axis, in magnitude
     bins widened so that its cells hold as many injections as the main table's (:func:`mag_edges`).
     ``inj``: scored injections with ``variant``, ``cell``, ``detected``, ``src_mag_r`` and ``arc_mag_r``."""
-    inj = inj.assign(src_mag=inj.src_mag_r, arc_mag=inj.arc_mag_r)
+    inj = with_axes(inj)
     main, axis, out = inj[inj.variant == "main"], cfg.condition_on, {}
     for v, extra in BRACKET_META.items():
         sub = inj[inj.variant == v]
@@ -178,7 +184,7 @@ def replicates(tables: Tables, cfg: SelectionConfig, seed: int) -> dict[str, np.
     inj, n = tables.injections, cfg.closure_host_bootstrap
     if inj is None or n == 0:
         return {k: None for k in rungs}
-    inj = inj.assign(src_mag=inj.src_mag_r, arc_mag=inj.arc_mag_r)
+    inj = with_axes(inj)
     return {
         k: host_replicates(t, inj[inj.variant == v], a, n, stable_seed(seed, "closure", "hosts", k))
         for k, (t, a, v) in rungs.items()
@@ -253,16 +259,16 @@ def size_rung(
     host-bootstrap replicates with the same weights (None when ``selection.closure_host_bootstrap`` is 0);
     None without a size range (``size_range``, else the table's declared ``PRIORRE``), without the
     injections' sizes or without finite lens sizes."""
-    inj = tables.injections
-    size_range = size_range or declared_size_prior(tables.chosen(cfg).meta)
+    inj, chosen = tables.injections, tables.chosen(cfg)
+    size_range = size_range or declared_size_prior(chosen.meta)
     if size_range is None or inj is None or INJECTED_SIZE not in inj or SIZE_COLUMN not in lenses:
         return None
     if not np.isfinite(lenses[SIZE_COLUMN].to_numpy(float)).any():
         return None
     axis = cfg.condition_on
-    main = inj[inj.variant == "main"].assign(src_mag=inj.src_mag_r, arc_mag=inj.arc_mag_r)
+    main = with_axes(inj[inj.variant == "main"])
     w = size_weights(main[INJECTED_SIZE].to_numpy(float), lenses[SIZE_COLUMN].to_numpy(float), size_range)
-    sf = reweighted(tables.chosen(cfg), main, axis, w, cfg)
+    sf = reweighted(chosen, main, axis, w, cfg)
     n = cfg.closure_host_bootstrap
     reps = (
         host_replicates(sf.table, main, axis, n, stable_seed(seed, "closure", "hosts", "src_size"), weights=w)

@@ -418,8 +418,8 @@ def _confuser(kind: str, p: tuple[float, float], rng) -> SkyObject:
     )
 
 
-#: the grid (arcsec) on which :func:`source_half_light_radius` sums a source's components
-_RHALF_GRID = np.linspace(-2.5, 2.5, 251)
+#: the grid (x, y; arcsec) on which :func:`source_half_light_radius` sums a source's components
+_RHALF_XY = np.meshgrid(np.linspace(-2.5, 2.5, 251), np.linspace(-2.5, 2.5, 251))
 
 
 def source_half_light_radius(components: list[dict]) -> float:
@@ -437,7 +437,7 @@ def source_half_light_radius(components: list[dict]) -> float:
     """
     from scipy.special import gammaincinv
 
-    x, y = np.meshgrid(_RHALF_GRID, _RHALF_GRID)
+    x, y = _RHALF_XY
     img = np.zeros_like(x)
     for c in components:
         b = gammaincinv(2 * c["n"], 0.5)
