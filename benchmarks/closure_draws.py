@@ -94,6 +94,16 @@ def scored_draw(root: Path, cfg, pop, model, op: float) -> pd.DataFrame:
     return scored
 
 
+def meeting(rows: list[dict]) -> dict:
+    """Over draws' :func:`criteria` records: how many meet each criterion, how many meet all three, and the
+    mean fraction of bins within 1σ."""
+    return {
+        "draws_meeting": {key: int(sum(r["meets"][key] for r in rows)) for key in CRITERIA},
+        "draws_meeting_all": int(sum(all(r["meets"].values()) for r in rows)),
+        "fraction_within_1sigma_mean": round(float(np.mean([r["fraction_within_1sigma"] for r in rows])), 3),
+    }
+
+
 def with_sizes(scored: pd.DataFrame, sky_cfg, seed: int) -> pd.DataFrame:
     """``scored`` with the true source half-light radius: a draw kept before the sky's truth table carried
     it gets it from the same sky drawn again without rendering (:func:`lensaudit.sky.build.lens_sources`),
@@ -203,15 +213,10 @@ def main(run: Path, n: int = 3, out: Path = OUT, first: int = 1) -> dict:
             print(f"{name} draw {k}: {rows[-1]['observed']} obs vs {rows[-1]['expected']} exp, pull "
                   f"{rows[-1]['pull']:+.2f}, χ² p {rows[-1]['chi2_pvalue']:.3f}, within 1σ "
                   f"{rows[-1]['fraction_within_1sigma']:.2f}", flush=True)  # fmt: skip
-        met = {key: int(sum(r["meets"][key] for r in rows)) for key in CRITERIA}
         sized_rows = [r["src_size"] for r in rows if "src_size" in r]
         res["populations"][name] = {
             "draws": rows,
-            "draws_meeting": met,
-            "draws_meeting_all": int(sum(all(r["meets"].values()) for r in rows)),
-            "fraction_within_1sigma_mean": round(
-                float(np.mean([r["fraction_within_1sigma"] for r in rows])), 3
-            ),
+            **meeting(rows),
             "pooled": pooled(
                 closure_record(
                     tables,
@@ -223,21 +228,7 @@ def main(run: Path, n: int = 3, out: Path = OUT, first: int = 1) -> dict:
                     size_range=size_range,
                 )
             ),
-            **(
-                {
-                    "src_size": {
-                        "draws_meeting": {
-                            key: int(sum(r["meets"][key] for r in sized_rows)) for key in CRITERIA
-                        },
-                        "draws_meeting_all": int(sum(all(r["meets"].values()) for r in sized_rows)),
-                        "fraction_within_1sigma_mean": round(
-                            float(np.mean([r["fraction_within_1sigma"] for r in sized_rows])), 3
-                        ),
-                    }
-                }
-                if len(sized_rows) == len(rows)
-                else {}
-            ),
+            **({"src_size": meeting(sized_rows)} if len(sized_rows) == len(rows) else {}),
         }
     return write_result(out, res, t0)
 
