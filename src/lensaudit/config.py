@@ -526,6 +526,8 @@ class EvaluateConfig(Section):
 
 #: the sweep-derived sample columns that inject.deflector_bins may match hosts on
 DEFLECTOR_COLUMNS = ("mag_r", "mag_z", "g_r", "r_z", "shape_r", "sersic")
+#: the default deflector match (inject.deflector_bins): per column, the positives' quantile bins
+DEFLECTOR_MATCH: dict[str, int] = {"mag_r": 4, "g_r": 3, "r_z": 3}
 
 
 class InjectConfig(Section):
@@ -563,7 +565,7 @@ class InjectConfig(Section):
         ),
     )
     deflector_bins: dict[str, int] = Field(
-        default_factory=lambda: {"mag_r": 4, "g_r": 3, "r_z": 3},
+        default_factory=lambda: dict(DEFLECTOR_MATCH),
         description=(
             "The deflector match (host_match deflector): per sweep column, the positives' 5–95% window that "
             "hosts must lie in, and the number of the positives' quantile bins in which host_weighting takes "

@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lensaudit.config import DEFLECTOR_MATCH
 from lensaudit.stamps.labelled import labelled_stamps
 from lensaudit.utils import hash_unit_interval
 
-#: the default deflector match: per catalogue column, the number of quantile bins of the positives in which
-#: :func:`deflector_weights` takes the density ratio (``inject.deflector_bins``); each column is also windowed
-DEFLECTOR_MATCH: dict[str, int] = {"mag_r": 4, "g_r": 3, "r_z": 3}
+# DEFLECTOR_MATCH, the default deflector match, is defined once with the config (``inject.deflector_bins``):
+# per catalogue column, the number of quantile bins of the positives in which :func:`deflector_weights` takes
+# the density ratio; each column is also windowed
 
 
 def deflector_window(
