@@ -32,8 +32,13 @@ demo: $(STAMP)
 demo-full: $(STAMP)
 	$(BIN)/lensaudit demo configs/demo-full.yaml --run-dir runs/demo-full
 
+# the performance benchmarks, each measuring its reference in the same run, and closure_criteria (committed
+# records only); the selection diagnostics (closure_*.py, psf_stars.py, realism_colour.py, members_selection.py)
+# read a finished run and take its directory: `python benchmarks/NAME.py RUN` (docs/selection.md)
+BENCH := lensing catalog cutouts sky train demo closure_criteria
+
 bench: $(STAMP)
-	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in $(BENCH); do $(BIN)/python benchmarks/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
