@@ -87,6 +87,7 @@ LABELS = {
     "false_positives": "false positives",
     "best_val_auc": "best validation AUC",
     "frozen_sha256": "frozen model SHA-256",
+    "environment": "trained with",
     "stopped": "stopping reason",
     "epochs": "epochs run",
     "n1_candidates": "N1 negatives of the host splits",

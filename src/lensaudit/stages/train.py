@@ -50,6 +50,7 @@ def run(cfg: TrainConfig, ctx: StageContext) -> Manifest:
     atomic_write_json(ctx.output("model_card"), card)
     plot_curves(res.history, ctx.output("curves"))
     extra = {"frozen_sha256": card["frozen_sha256"], "best_val_auc": res.best_auc, "stopped": res.stopped}
+    extra["environment"] = card["environment"]
     gates = validation.evaluate(NAME, validation.stage_inputs(ctx))
     return Manifest(counts=train_counts(data, res), gates=gates, extra=extra)
 

@@ -3,6 +3,7 @@ gates are in :mod:`lensaudit.validation.gates.train`)."""
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,40 @@ def model_card(
         "git_commit": git_commit(),
         "seed": seed,
         "device": str(device),
+        "environment": environment(device),
         "frozen_sha256": sha256_file(best),
     }
+
+
+def environment(device: torch.device) -> str:
+    """What the trained weights depend on beyond the data, seed and config, in one line: Python, torch and
+    numpy versions, torch's CPU kernel set (``torch.backends.cpu.get_cpu_capability``: AVX2, AVX512, …), the
+    CPU model and torch's thread count (or the GPU). One machine gives the same weights bit for bit; another
+    CPU kernel set or library version rounds differently, and training diverges from there
+    (docs/artifacts.md).
+
+    >>> environment(torch.device("cpu")).startswith("Python ")
+    True
+    """
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{_cpu_model()}, {torch.get_num_threads()} threads"
+    )
+    return (
+        f"Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
+        f"CPU kernels {torch.backends.cpu.get_cpu_capability()}, {where}"
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def train_counts(data: TrainData, res: FitResult) -> dict[str, int]:
