@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from lensaudit.cli import app
@@ -36,6 +37,11 @@ def test_every_stage_ran_and_wrote_gates(demo_run):
         assert m["status"] == "complete" and m["gates"], stage
     train = json.loads((run / "train" / "_stage.json").read_text())
     assert train["extra"]["best_val_auc"] > 0.55  # a real, if small, finder: clearly above chance
+    # what trained the finder (another CPU kernel set trains another finder): card, manifest and report
+    card = json.loads((run / "train" / "model_card.json").read_text())
+    assert card["environment"] == train["extra"]["environment"]
+    assert f"torch {torch.__version__}" in card["environment"]
+    assert "trained with" in (run / "report" / "index.html").read_text()
     assert (run / "selection" / "selection_function.fits").is_file()
     assert "report:" in out
 
