@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import RESULTS, write_result
+from closure_draws import criteria
 from lensaudit.selection.closure import CRITERIA
 
 DEFAULT_DRAWS = ("closure_draws_sizes_explore.json", "closure_draws_sizes_confirm.json")
@@ -72,20 +73,6 @@ def tally(records: list[dict]) -> dict:
     return out
 
 
-def sky_record(closure: dict) -> dict:
-    """A run's ``closure.json`` (its chosen rung, the top level) as a per-draw record of ``tally``."""
-    values = {
-        "fraction_within_1sigma": closure.get("fraction_within_1sigma"),
-        "chi2_pvalue": closure.get("chi2_pvalue"),
-        "abs_total_pull": abs(closure["total"]["pull"]),
-    }
-    meets = {
-        k: None if v is None else (v <= CRITERIA[k] if k == "abs_total_pull" else v >= CRITERIA[k])
-        for k, v in values.items()
-    }
-    return {"meets": meets, "predictive_pass": closure["predictive"]["p_pass"], "values": values}
-
-
 def main(out: Path, draw_files: list[Path], skies: list[Path]) -> dict:
     t0 = time.perf_counter()
     pops: dict[str, list[dict]] = {}
@@ -102,13 +89,8 @@ def main(out: Path, draw_files: list[Path], skies: list[Path]) -> dict:
         "pooled": tally([r for rows in pops.values() for r in rows]),
         "skies": {},
     }
-    for s in skies:
-        rec = sky_record(json.loads(s.read_text()))
-        res["skies"][str(s)] = {
-            "values": rec["values"],
-            "meets": rec["meets"],
-            "p_pass": rec["predictive_pass"],
-        }
+    for s in skies:  # the chosen rung of a run's closure.json, the same record as a draw's
+        res["skies"][str(s)] = criteria(json.loads(s.read_text()))
     return write_result(out, res, t0)
 
 
